@@ -1,0 +1,57 @@
+"""aiotflow edge runtime: MQTT telemetry -> sliding windows -> ONNX scores -> alerts.
+
+Depends on none of aiotflow's other packages.
+"""
+
+from .broker import EmbeddedBroker, topic_matches
+from .bundle import BundleMeta, ChannelStats, ModelBundle, save_bundle
+from .config import EdgeSettings, MqttSettings, ScoringSettings
+from .errors import BundleError, ConfigError, EdgeError, PayloadError
+from .features import FEATURES, WindowBuffer, feature_names, window_features
+from .outbox import Outbox, OutboxMessage
+from .policy import AlertPolicy, PolicySettings, severity_for
+from .runtime import EdgeRuntime, EdgeStats
+from .schema import Alert, ChannelSummary, Reading, alert_id_for, decode_readings
+from .simulator import CHANNELS, FAULT_MODES, FaultSpec, Fleet, parse_fault, publish_fleet
+from .training import load_csv, make_windows, train_bundle, train_simulated
+
+__all__ = [
+    "CHANNELS",
+    "FAULT_MODES",
+    "FEATURES",
+    "Alert",
+    "AlertPolicy",
+    "BundleError",
+    "BundleMeta",
+    "ChannelStats",
+    "ChannelSummary",
+    "ConfigError",
+    "EdgeError",
+    "EdgeRuntime",
+    "EdgeSettings",
+    "EdgeStats",
+    "EmbeddedBroker",
+    "FaultSpec",
+    "Fleet",
+    "ModelBundle",
+    "MqttSettings",
+    "Outbox",
+    "OutboxMessage",
+    "PayloadError",
+    "PolicySettings",
+    "Reading",
+    "ScoringSettings",
+    "WindowBuffer",
+    "alert_id_for",
+    "decode_readings",
+    "feature_names",
+    "load_csv",
+    "make_windows",
+    "parse_fault",
+    "publish_fleet",
+    "save_bundle",
+    "severity_for",
+    "topic_matches",
+    "train_bundle",
+    "train_simulated",
+]

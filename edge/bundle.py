@@ -1,0 +1,186 @@
+"""Model bundles: one ``.onnx`` file that carries everything needed to score a window.
+
+The bundle contract:
+
+* metadata property ``aiotflow.bundle`` holds :class:`BundleMeta` as JSON (channels,
+  window length, hop, feature spec, threshold, training statistics, name and version);
+* one float input ``[N, F]`` where ``F = len(feature_names(channels, features))``;
+* outputs ``embedding [N, D]`` and ``score [N]`` (higher is more anomalous).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import BundleError
+from .features import feature_names, window_features
+from .schema import ChannelSummary
+
+__all__ = ["META_KEY", "BundleMeta", "ChannelStats", "ModelBundle", "save_bundle"]
+
+META_KEY = "aiotflow.bundle"
+
+
+class ChannelStats(BaseModel):
+    """Per-channel statistics of the training data."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mean: float
+    std: float
+    min: float
+    max: float
+
+
+class BundleMeta(BaseModel):
+    """What a bundle declares about itself (stored as JSON in the ONNX metadata)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    version: str
+    asset_type: str = "generator"
+    channels: list[str] = Field(min_length=1)
+    window: int = Field(ge=2, description="Window length in samples.")
+    hop: int = Field(ge=1, description="Samples between two scored windows of one asset.")
+    sample_rate_hz: float = Field(gt=0)
+    features: list[str] = Field(min_length=1)
+    threshold: float = Field(gt=0, description="Score at or above which a window is anomalous.")
+    train_stats: dict[str, ChannelStats]
+    trained_on: str = ""
+    created: float = Field(default_factory=time.time)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.channels) * len(self.features)
+
+
+def save_bundle(onnx_model: bytes, meta: BundleMeta, path: str | Path) -> Path:
+    """Write ``onnx_model`` with ``meta`` embedded, atomically, and return the path."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_model)
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key = META_KEY
+    entry.value = meta.model_dump_json()
+    model.doc_string = f"aiotflow model bundle {meta.name} {meta.version}"
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_bytes(model.SerializeToString())
+    tmp.replace(out)
+    return out
+
+
+class ModelBundle:
+    """A loaded bundle: metadata plus an ONNX Runtime session (one intra-op thread)."""
+
+    def __init__(self, path: str | Path, *, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BundleError("no such model bundle", path=str(self.path))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise BundleError(f"not a loadable ONNX model ({exc})", path=str(self.path)) from exc
+        raw = self._session.get_modelmeta().custom_metadata_map.get(META_KEY)
+        if raw is None:
+            raise BundleError(f"no {META_KEY!r} metadata: not an aiotflow bundle", path=str(path))
+        try:
+            self.meta = BundleMeta.model_validate_json(raw)
+        except ValidationError as exc:
+            raise BundleError(f"bad bundle metadata: {exc}", path=str(path)) from exc
+        self.feature_names = feature_names(self.meta.channels, self.meta.features)
+        self._check_contract()
+        self._means = np.array([self.meta.train_stats[c].mean for c in self.meta.channels])
+        self._stds = np.array(
+            [max(self.meta.train_stats[c].std, 1e-9) for c in self.meta.channels]
+        )
+
+    def _check_contract(self) -> None:
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise BundleError(f"expected one input, found {len(inputs)}", path=str(self.path))
+        self._input = inputs[0].name
+        width = inputs[0].shape[-1]
+        if isinstance(width, int) and width != self.meta.n_features:
+            raise BundleError(
+                f"model takes {width} features, metadata declares {self.meta.n_features}",
+                path=str(self.path),
+            )
+        outs = {o.name for o in self._session.get_outputs()}
+        if not {"embedding", "score"} <= outs:
+            raise BundleError(f"outputs must include embedding and score, got {sorted(outs)}",
+                              path=str(self.path))
+        missing = [c for c in self.meta.channels if c not in self.meta.train_stats]
+        if missing:
+            raise BundleError(f"no training statistics for channels {missing}", path=str(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    @property
+    def fill_values(self) -> list[float]:
+        """Values assumed for a channel before it is first seen: its training mean."""
+        return [float(v) for v in self._means]
+
+    def features(self, windows: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """Feature matrix of a batch of windows ``[B, window, C]``."""
+        return window_features(windows, self.meta.features)
+
+    def score(
+        self, features: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """``(embedding [B, D], score [B])`` of a feature batch. Blocking: run off-loop."""
+        emb, score = self._session.run(["embedding", "score"], {self._input: features})
+        return emb, np.asarray(score).reshape(-1)
+
+    def score_windows(
+        self, windows: npt.NDArray[Any]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Features and scores of raw windows in one call."""
+        return self.score(self.features(windows))
+
+    def summarize(self, window: npt.NDArray[Any]) -> dict[str, ChannelSummary]:
+        """Per-channel statistics of one window ``[window, C]`` for an alert."""
+        w = np.asarray(window, dtype=np.float64)
+        n = w.shape[0]
+        x = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+        mean = w.mean(axis=0)
+        slope = (x @ (w - mean)) / float((x * x).sum()) * self.meta.sample_rate_hz * 60.0
+        z = (mean - self._means) / self._stds
+        return {
+            c: ChannelSummary(
+                mean=round(float(mean[i]), 4),
+                min=round(float(w[:, i].min()), 4),
+                max=round(float(w[:, i].max()), 4),
+                last=round(float(w[-1, i]), 4),
+                slope_per_min=round(float(slope[i]), 4),
+                z=round(float(z[i]), 3),
+            )
+            for i, c in enumerate(self.meta.channels)
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description for logs and ``aiotflow train`` output."""
+        return json.loads(self.meta.model_dump_json()) | {"path": str(self.path)}

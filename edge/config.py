@@ -1,0 +1,153 @@
+"""Edge runtime configuration: frozen pydantic models loaded from TOML and environment.
+
+Environment variables override the file: ``AIOTFLOW_EDGE_MQTT__URL=mqtt://host:1883``.
+A bad file fails at start-up with :class:`~edge.errors.ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+from .policy import PolicySettings
+
+__all__ = ["EdgeSettings", "MqttSettings", "ScoringSettings", "config_error"]
+
+
+class MqttSettings(BaseModel):
+    """One MQTT broker connection."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://[user:pass@]host[:port]")
+    client_id: str | None = Field(None, description="Client id; generated when unset.")
+    keepalive: int = Field(30, ge=5, description="Keep-alive interval in seconds.")
+    reconnect_max_s: float = Field(10.0, gt=0, description="Longest pause between reconnects.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883")
+        return v
+
+    @property
+    def hostname(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+    @property
+    def username(self) -> str | None:
+        return urlsplit(self.url).username
+
+    @property
+    def password(self) -> str | None:
+        return urlsplit(self.url).password
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`aiomqtt.Client`."""
+        return {
+            "hostname": self.hostname,
+            "port": self.port,
+            "username": self.username,
+            "password": self.password,
+            "identifier": self.client_id,
+            "keepalive": self.keepalive,
+        }
+
+
+class ScoringSettings(BaseModel):
+    """Micro-batching of window scoring."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_batch: int = Field(512, ge=1, le=65536, description="Windows per ONNX call at most.")
+    max_delay_ms: float = Field(
+        20.0, gt=0, le=1000, description="Longest a due window waits for its batch."
+    )
+
+
+class EdgeSettings(BaseSettings):
+    """Settings of ``aiotflow edge`` (a TOML file, overridden by AIOTFLOW_EDGE_* variables)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AIOTFLOW_EDGE_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    model: Path = Field(Path("model.onnx"), description="Model bundle (.onnx) to score with.")
+    site: str | None = Field(None, description="Only accept telemetry of this site if set.")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Telemetry broker.")
+    uplink: MqttSettings | None = Field(
+        None, description="Broker that receives alerts; the telemetry broker when unset."
+    )
+    telemetry_topic: str = Field(
+        "aiotflow/telemetry/+/+",
+        description="Subscription; the last two topic levels are {site}/{asset}.",
+    )
+    alert_prefix: str = Field("aiotflow/alerts", description="Alerts go to PREFIX/{site}/{asset}.")
+    deadletter_prefix: str = Field(
+        "aiotflow/deadletter", description="Rejected payloads go to PREFIX/{site}/{asset}."
+    )
+    outbox: Path = Field(Path("edge-outbox.db"), description="SQLite store-and-forward outbox.")
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    stats_interval_s: float = Field(2.0, gt=0, description="How often the stats file is rewritten.")
+    drain_timeout_s: float = Field(
+        5.0, ge=0, description="On shutdown, how long to keep publishing the outbox."
+    )
+
+    @property
+    def uplink_mqtt(self) -> MqttSettings:
+        return self.uplink or self.mqtt
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> EdgeSettings:
+        """Load ``path`` (TOML), then environment, then ``overrides``."""
+        try:
+            if path is None:
+                return cls(**overrides)
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError("no such config file", field=str(p))
+            try:
+                tomllib.loads(p.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"not valid TOML: {exc}", field=str(p)) from None
+            bound = type(cls.__name__, (cls,), {
+                "model_config": {**cls.model_config, "toml_file": p}
+            })
+            return bound(**overrides)  # type: ignore[no-any-return]
+        except ValidationError as exc:
+            raise config_error(exc) from None
+
+
+def config_error(exc: ValidationError) -> ConfigError:
+    """A :class:`ConfigError` naming the first bad field of a validation error."""
+    err = exc.errors(include_url=False)[0]
+    return ConfigError(err["msg"], field=".".join(str(p) for p in err["loc"]) or None)

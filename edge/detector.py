@@ -1,0 +1,162 @@
+"""The default detector: PCA process monitoring (Hotelling T² + residual SPE).
+
+It is a scikit-learn estimator with a skl2onnx converter, so ``aiotflow train`` fits it
+with scikit-learn and exports it with skl2onnx. On standardised window features ``z``:
+
+* ``embedding`` is the residual ``z - PCA reconstruction(z)``: the part of the window
+  that normal operation does not explain. Windows of the same fault look alike here
+  whatever the load, which is what makes similar-incident search work.
+* ``score`` is ``SPE / spe_ref + T² / t2_ref``, both references being the 99th
+  percentile on the training data, so a score near 1 is the edge of normal.
+
+Any ONNX model with one float input ``[N, F]`` and outputs ``embedding [N, D]`` and
+``score [N]`` meets the bundle contract; this is just the one we ship.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from onnx import TensorProto
+from sklearn.base import BaseEstimator
+from sklearn.decomposition import PCA
+
+__all__ = ["PCAResidualDetector", "to_onnx_bytes"]
+
+
+class PCAResidualDetector(BaseEstimator):  # type: ignore[misc]
+    """Unsupervised detector trained on normal windows only."""
+
+    def __init__(self, variance: float = 0.95, max_components: int = 8) -> None:
+        self.variance = variance
+        self.max_components = max_components
+
+    def fit(self, X: npt.ArrayLike, y: Any = None) -> PCAResidualDetector:
+        x = np.asarray(X, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 10:
+            raise ValueError(f"need at least 10 training windows, got shape {x.shape}")
+        self.mean_ = x.mean(axis=0)
+        std = x.std(axis=0)
+        # A feature that never moved in training (a constant channel) must not make every
+        # tiny change look infinite: floor its scale relative to its magnitude.
+        self.scale_ = np.maximum(std, 1e-3 * np.abs(self.mean_) + 1e-6)
+        z = (x - self.mean_) / self.scale_
+        probe = PCA().fit(z)
+        cum = np.cumsum(probe.explained_variance_ratio_)
+        k = int(min(self.max_components, np.searchsorted(cum, self.variance) + 1, z.shape[1]))
+        self.pca_ = PCA(n_components=k).fit(z)
+        self.spe_ref_ = 1.0
+        self.t2_ref_ = 1.0
+        spe, t2 = self._parts(x)
+        self.spe_ref_ = float(np.percentile(spe, 99)) or 1.0
+        self.t2_ref_ = float(np.percentile(t2, 99)) or 1.0
+        return self
+
+    def _parts(self, X: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        zc = z - self.pca_.mean_
+        t = zc @ self.pca_.components_.T
+        r = zc - t @ self.pca_.components_
+        spe = (r * r).sum(axis=1)
+        t2 = ((t / np.sqrt(self.pca_.explained_variance_)) ** 2).sum(axis=1)
+        return spe, t2
+
+    def embed(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """The residual embedding of each row."""
+        z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        zc = z - self.pca_.mean_
+        return zc - (zc @ self.pca_.components_.T) @ self.pca_.components_
+
+    def score_samples(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Anomaly score of each row (higher is more anomalous; ~1 at the 99th pct)."""
+        spe, t2 = self._parts(X)
+        return spe / self.spe_ref_ + t2 / self.t2_ref_
+
+
+def _shape_calculator(operator: Any) -> None:
+    from skl2onnx.common.data_types import FloatTensorType
+
+    n = operator.inputs[0].get_first_dimension()
+    f = operator.raw_operator.mean_.shape[0]
+    operator.outputs[0].type = FloatTensorType([n, f])
+    operator.outputs[1].type = FloatTensorType([n])
+
+
+def _converter(scope: Any, operator: Any, container: Any) -> None:
+    op: PCAResidualDetector = operator.raw_operator
+    x = operator.inputs[0].full_name
+    emb_out = operator.outputs[0].full_name
+    score_out = operator.outputs[1].full_name
+
+    def const(name: str, value: npt.ArrayLike, dtype: int = TensorProto.FLOAT) -> str:
+        arr = np.asarray(value)
+        full = scope.get_unique_variable_name(name)
+        container.add_initializer(full, dtype, list(arr.shape), arr.ravel().tolist())
+        return full
+
+    def node(kind: str, inputs: list[str], out: str | None = None, **attrs: Any) -> str:
+        out = out or scope.get_unique_variable_name(kind.lower())
+        container.add_node(kind, inputs, [out], name=scope.get_unique_operator_name(kind), **attrs)
+        return out
+
+    comps = op.pca_.components_.astype(np.float32)
+    # Fold standardisation and PCA centring into one affine map: zc = x * a - b.
+    a = (1.0 / op.scale_).astype(np.float32)
+    b = (op.mean_ / op.scale_ + op.pca_.mean_).astype(np.float32)
+    zc = node("Sub", [node("Mul", [x, const("a", a)]), const("b", b)])
+    t = node("MatMul", [zc, const("pT", comps.T)])
+    resid = node("Sub", [zc, node("MatMul", [t, const("p", comps)])], emb_out)
+    axes = const("axes", np.array([1], dtype=np.int64), TensorProto.INT64)
+    spe = node("ReduceSum", [node("Mul", [resid, resid]), axes], keepdims=0)
+    tw = node("Mul", [t, const("w", (1.0 / np.sqrt(op.pca_.explained_variance_)).astype(np.float32))])
+    t2 = node("ReduceSum", [node("Mul", [tw, tw]), axes], keepdims=0)
+    node(
+        "Add",
+        [
+            node("Mul", [spe, const("ks", np.float32(1.0 / op.spe_ref_))]),
+            node("Mul", [t2, const("kt", np.float32(1.0 / op.t2_ref_))]),
+        ],
+        score_out,
+    )
+
+
+def _parser(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> Any:
+    from skl2onnx import get_model_alias
+    from skl2onnx.common.data_types import FloatTensorType
+
+    operator = scope.declare_local_operator(get_model_alias(type(model)), model)
+    operator.inputs = inputs
+    operator.outputs.append(scope.declare_local_variable("embedding", FloatTensorType()))
+    operator.outputs.append(scope.declare_local_variable("score", FloatTensorType()))
+    return operator.outputs
+
+
+_registered = False
+
+
+def to_onnx_bytes(detector: PCAResidualDetector, n_features: int) -> bytes:
+    """Convert a fitted detector with skl2onnx; outputs are ``embedding`` and ``score``."""
+    global _registered
+    from skl2onnx import convert_sklearn, update_registered_converter
+    from skl2onnx.common.data_types import FloatTensorType
+
+    if not _registered:
+        update_registered_converter(
+            PCAResidualDetector,
+            "AiotflowPCAResidualDetector",
+            _shape_calculator,
+            _converter,
+            parser=_parser,
+        )
+        _registered = True
+    model = convert_sklearn(
+        detector,
+        "aiotflow-detector",
+        initial_types=[("features", FloatTensorType([None, n_features]))],
+        final_types=[("embedding", FloatTensorType([None, n_features])),
+                     ("score", FloatTensorType([None]))],
+        target_opset=17,
+    )
+    return bytes(model.SerializeToString())

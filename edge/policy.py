@@ -1,0 +1,104 @@
+"""Alert policy: turns a stream of window scores into one alert per anomaly episode.
+
+* debounce: ``k`` anomalous windows in a row open an episode;
+* one alert per episode, raised when it opens;
+* hysteresis: an episode closes only after ``clear`` windows in a row below
+  ``clear_ratio * threshold``, so a score hovering at the threshold cannot flap;
+* cooldown: no second alert for the same asset within ``cooldown_s`` of the last one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .schema import Severity
+
+__all__ = ["AlertPolicy", "Episode", "PolicySettings", "severity_for"]
+
+
+class PolicySettings(BaseModel):
+    """Alert policy settings (``[policy]`` in the edge config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    k: int = Field(3, ge=1, description="Anomalous windows in a row that open an episode.")
+    clear: int = Field(5, ge=1, description="Normal windows in a row that close an episode.")
+    clear_ratio: float = Field(
+        0.8, gt=0, le=1, description="A window counts as normal below this times threshold."
+    )
+    cooldown_s: float = Field(
+        300.0, ge=0, description="Minimum seconds between two alerts of one asset."
+    )
+
+
+def severity_for(score: float, threshold: float) -> Severity:
+    """``warning`` below 2x threshold, ``major`` below 4x, ``critical`` above."""
+    ratio = score / threshold
+    if ratio >= 4.0:
+        return "critical"
+    if ratio >= 2.0:
+        return "major"
+    return "warning"
+
+
+@dataclass
+class Episode:
+    """An episode that just opened and must be alerted."""
+
+    asset: str
+    start: float
+    ts: float
+    score: float
+
+
+@dataclass
+class _AssetState:
+    run: int = 0
+    run_start: float = 0.0
+    normal_run: int = 0
+    in_episode: bool = False
+    last_alert: float | None = None
+
+
+class AlertPolicy:
+    """Per-asset episode state machine; ``update`` returns an :class:`Episode` to alert."""
+
+    def __init__(self, settings: PolicySettings | None = None) -> None:
+        self.settings = settings or PolicySettings()
+        self._assets: dict[str, _AssetState] = {}
+        self.suppressed = 0
+
+    def in_episode(self, asset: str) -> bool:
+        st = self._assets.get(asset)
+        return bool(st and st.in_episode)
+
+    def update(self, asset: str, ts: float, score: float, threshold: float) -> Episode | None:
+        s = self.settings
+        st = self._assets.get(asset)
+        if st is None:
+            st = self._assets[asset] = _AssetState()
+        if score >= threshold:
+            if st.run == 0:
+                st.run_start = ts
+            st.run += 1
+            st.normal_run = 0
+            if not st.in_episode and st.run >= s.k:
+                st.in_episode = True
+                if st.last_alert is not None and ts - st.last_alert < s.cooldown_s:
+                    self.suppressed += 1
+                    return None
+                st.last_alert = ts
+                return Episode(asset=asset, start=st.run_start, ts=ts, score=score)
+            return None
+        st.run = 0
+        if st.in_episode:
+            if score < threshold * s.clear_ratio:
+                st.normal_run += 1
+                if st.normal_run >= s.clear:
+                    st.in_episode = False
+                    st.normal_run = 0
+            else:
+                st.normal_run = 0
+        return None

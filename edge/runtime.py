@@ -1,0 +1,364 @@
+"""The edge runtime: MQTT telemetry -> windows -> ONNX scores -> alert policy -> outbox.
+
+Tasks (owned by one TaskGroup, all named):
+
+* ``edge-consume``: subscribes to telemetry, validates each message, appends readings
+  to the per-asset windows and queues due windows. A bad message is counted and
+  dead-lettered with its reason; it never stops the loop. Reconnects with backoff.
+* ``edge-score``: every ``max_delay_ms`` (or as soon as ``max_batch`` windows wait)
+  scores the queued windows in one ONNX call off the event loop, runs the alert
+  policy and writes alerts and dead letters to the outbox.
+* ``edge-publish``: publishes the outbox to the uplink broker at QoS 1 and deletes a
+  message only once the broker acknowledged it. Reconnects with backoff.
+* ``edge-stats``: rewrites the stats file.
+
+Leaving the context drains: the consumer stops, queued windows are scored, the outbox
+is published for up to ``drain_timeout_s`` (what is left stays on disk for next time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from .bundle import ModelBundle
+from .config import EdgeSettings, MqttSettings
+from .errors import PayloadError
+from .features import WindowBuffer
+from .outbox import Outbox
+from .policy import AlertPolicy, severity_for
+from .schema import Alert, alert_id_for, decode_readings
+
+__all__ = ["EdgeRuntime", "EdgeStats"]
+
+log = structlog.get_logger("aiotflow.edge")
+
+
+@dataclass
+class EdgeStats:
+    """Counters of one runtime; written as JSON to ``--stats-file``."""
+
+    messages_received: int = 0
+    readings_received: int = 0
+    invalid: int = 0
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
+    deadlettered: int = 0
+    windows_scored: int = 0
+    score_batches: int = 0
+    alerts_emitted: int = 0
+    alerts_suppressed: int = 0
+    published: int = 0
+    outbox_depth: int = 0
+    imputed_values: int = 0
+    assets: int = 0
+    connects: int = 0
+    uplink_connects: int = 0
+    started: float = field(default_factory=time.time)
+    updated: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Due:
+    site: str
+    asset: str
+    ts: float
+    window: npt.NDArray[np.float64]
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event`` at most ``timeout`` seconds.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives as
+    the event is set, and a draining runtime then never stops.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+
+
+async def _reconnecting(
+    name: str,
+    settings: MqttSettings,
+    body: Callable[[aiomqtt.Client], Awaitable[None]],
+    *,
+    client_id: str,
+    on_connect: Callable[[], None] | None = None,
+) -> None:
+    """Run ``body`` with a connected client for ever, reconnecting with backoff."""
+    delay = 0.2
+    kwargs = settings.client_kwargs()
+    kwargs["identifier"] = kwargs["identifier"] or client_id
+    while True:
+        try:
+            async with aiomqtt.Client(**kwargs) as client:
+                delay = 0.2
+                if on_connect:
+                    on_connect()
+                await body(client)
+        except aiomqtt.MqttError as exc:
+            log.warning("mqtt.disconnected", link=name, error=str(exc), retry_in=round(delay, 2))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, settings.reconnect_max_s)
+
+
+class EdgeRuntime:
+    """``async with EdgeRuntime(settings) as rt: ...`` runs the edge until the block ends."""
+
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        *,
+        bundle: ModelBundle | None = None,
+        stats_file: str | Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bundle = bundle or ModelBundle(settings.model)
+        meta = self.bundle.meta
+        self.buffer = WindowBuffer(meta.channels, meta.window, meta.hop, self.bundle.fill_values)
+        self.policy = AlertPolicy(settings.policy)
+        self.stats = EdgeStats()
+        self.stats_file = Path(stats_file) if stats_file else None
+        self.subscribed = asyncio.Event()
+        self._pending: list[_Due] = []
+        self._dead: list[tuple[str, str, bytes]] = []
+        self._wake_scorer = asyncio.Event()
+        self._wake_publisher = asyncio.Event()
+        self._outbox = Outbox(settings.outbox)
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
+        self._suffix = uuid.uuid4().hex[:6]
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> EdgeRuntime:
+        if self._tg is not None:
+            raise RuntimeError("EdgeRuntime is not re-entrant")
+        await self._outbox.__aenter__()
+        self.stats.outbox_depth = await self._outbox.depth()
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        for name, coro in (
+            ("edge-consume", self._consume()),
+            ("edge-score", self._score_loop()),
+            ("edge-publish", self._publish_loop()),
+            ("edge-stats", self._stats_loop()),
+        ):
+            self._tasks[name] = self._tg.create_task(coro, name=name)
+        log.info("edge.started", model=self.bundle.name, version=self.bundle.version,
+                 broker=self.settings.mqtt.url, outbox_depth=self.stats.outbox_depth)
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._tg is not None
+        try:
+            self._tasks["edge-consume"].cancel()
+            self._closing = True
+            self._wake_scorer.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tasks["edge-score"]
+            self._wake_publisher.set()
+            deadline = time.monotonic() + self.settings.drain_timeout_s
+            while self.stats.outbox_depth > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            for name in ("edge-publish", "edge-stats"):
+                self._tasks[name].cancel()
+            await self._tg.__aexit__(t, e, tb)
+        finally:
+            self._tg = None
+            self.stats.outbox_depth = await self._outbox.depth()
+            self.write_stats()
+            await self._outbox.__aexit__(None, None, None)
+            log.info("edge.stopped", **{k: v for k, v in self.stats.as_dict().items()
+                                        if isinstance(v, int)})
+
+    async def run_until(self, stop: asyncio.Event) -> EdgeStats:
+        """Run until ``stop`` is set, then drain; returns the final stats."""
+        async with self:
+            await stop.wait()
+        return self.stats
+
+    # ------------------------------------------------------------------ consume
+    async def _consume(self) -> None:
+        async def body(client: aiomqtt.Client) -> None:
+            await client.subscribe(self.settings.telemetry_topic, qos=1)
+            self.subscribed.set()
+            log.info("edge.subscribed", topic=self.settings.telemetry_topic)
+            try:
+                async for message in client.messages:
+                    self.handle(str(message.topic), message.payload)
+            finally:
+                self.subscribed.clear()
+
+        def connected() -> None:
+            self.stats.connects += 1
+
+        await _reconnecting("telemetry", self.settings.mqtt, body,
+                            client_id=f"aiotflow-edge-{self._suffix}", on_connect=connected)
+
+    def handle(self, topic: str, payload: Any) -> None:
+        """Process one telemetry message (synchronous: it never blocks or raises)."""
+        st = self.stats
+        st.messages_received += 1
+        raw = payload if isinstance(payload, (bytes, bytearray)) else str(payload).encode()
+        parts = topic.split("/")
+        site, asset = (parts[-2], parts[-1]) if len(parts) >= 2 else ("", "")
+        try:
+            if not site or not asset:
+                raise PayloadError("bad_topic", "topic must end in {site}/{asset}", topic=topic)
+            if self.settings.site and site != self.settings.site:
+                raise PayloadError("wrong_site", f"site {site!r} is not {self.settings.site!r}")
+            readings = decode_readings(bytes(raw), topic=topic)
+        except PayloadError as exc:
+            self._reject(topic, site, asset, raw, exc)
+            return
+        key = f"{site}/{asset}"
+        for r in readings:
+            last = self.buffer.last_ts(key)
+            if last is not None and r.ts <= last:
+                self._reject(topic, site, asset, raw, PayloadError(
+                    "out_of_order", f"ts {r.ts} is not after the last sample {last}"))
+                continue
+            st.readings_received += 1
+            if self.buffer.push(key, r.ts, r.values):
+                self._pending.append(_Due(site, asset, r.ts, self.buffer.window(key)))
+        if len(self._pending) >= self.settings.scoring.max_batch:
+            self._wake_scorer.set()
+
+    def _reject(self, topic: str, site: str, asset: str, raw: bytes, exc: PayloadError) -> None:
+        st = self.stats
+        st.invalid += 1
+        st.invalid_reasons[exc.reason] = st.invalid_reasons.get(exc.reason, 0) + 1
+        try:
+            text: str | None = raw.decode("utf-8")
+            encoded = None
+        except UnicodeDecodeError:
+            text, encoded = None, base64.b64encode(raw).decode()
+        letter = {
+            "topic": topic,
+            "reason": exc.reason,
+            "detail": exc.detail,
+            "received": time.time(),
+            "payload": text,
+            "payload_base64": encoded,
+        }
+        dl_topic = f"{self.settings.deadletter_prefix}/{site or '_'}/{asset or '_'}"
+        self._dead.append((f"dl-{uuid.uuid4()}", dl_topic, json.dumps(letter).encode()))
+        if len(self._dead) >= 256:
+            self._wake_scorer.set()
+
+    # ------------------------------------------------------------------ score
+    async def _score_loop(self) -> None:
+        delay = self.settings.scoring.max_delay_ms / 1000.0
+        while True:
+            await _wait(self._wake_scorer, delay)
+            self._wake_scorer.clear()
+            while self._pending or self._dead:
+                await self._score_once()
+            if self._closing:
+                return
+
+    async def _score_once(self) -> None:
+        max_batch = self.settings.scoring.max_batch
+        batch, self._pending = self._pending[:max_batch], self._pending[max_batch:]
+        dead, self._dead = self._dead, []
+        out: list[tuple[str, str, bytes]] = list(dead)
+        if batch:
+            windows = np.stack([d.window for d in batch])
+            emb, scores = await asyncio.to_thread(self.bundle.score_windows, windows)
+            self.stats.windows_scored += len(batch)
+            self.stats.score_batches += 1
+            threshold = self.bundle.meta.threshold
+            for i, due in enumerate(batch):
+                episode = self.policy.update(f"{due.site}/{due.asset}", due.ts,
+                                             float(scores[i]), threshold)
+                if episode is not None:
+                    alert = self._alert(due, episode.start, float(scores[i]), emb[i])
+                    out.append((alert.id, f"{self.settings.alert_prefix}/{alert.topic_suffix}",
+                                 alert.model_dump_json().encode()))
+                    self.stats.alerts_emitted += 1
+                    log.warning("edge.alert", alert_id=alert.id, asset=due.asset,
+                                site=due.site, severity=alert.severity,
+                                score=round(alert.score, 2))
+            self.stats.alerts_suppressed = self.policy.suppressed
+        if out:
+            await self._outbox.put_many(out)
+            self.stats.deadlettered += len(dead)
+            self.stats.outbox_depth += len(out)
+            self._wake_publisher.set()
+
+    def _alert(self, due: _Due, start: float, score: float, emb: npt.NDArray[Any]) -> Alert:
+        meta = self.bundle.meta
+        return Alert(
+            id=alert_id_for(due.site, due.asset, start, meta.version),
+            site=due.site,
+            asset=due.asset,
+            ts=due.ts,
+            episode_start=start,
+            severity=severity_for(score, meta.threshold),
+            score=score,
+            threshold=meta.threshold,
+            embedding=[round(float(v), 5) for v in emb],
+            summary=self.bundle.summarize(due.window),
+            model_name=meta.name,
+            model_version=meta.version,
+            asset_type=meta.asset_type,
+        )
+
+    # ------------------------------------------------------------------ publish
+    async def _publish_loop(self) -> None:
+        async def body(client: aiomqtt.Client) -> None:
+            while True:
+                batch = await self._outbox.peek(200)
+                if not batch:
+                    self.stats.outbox_depth = 0
+                    self._wake_publisher.clear()
+                    await _wait(self._wake_publisher, 1.0)
+                    continue
+                await asyncio.gather(*(client.publish(m.topic, m.payload, qos=1, timeout=10)
+                                       for m in batch))
+                await self._outbox.ack([m.seq for m in batch])
+                self.stats.published += len(batch)
+                self.stats.outbox_depth = await self._outbox.depth()
+
+        def connected() -> None:
+            self.stats.uplink_connects += 1
+
+        await _reconnecting("uplink", self.settings.uplink_mqtt, body,
+                            client_id=f"aiotflow-edge-up-{self._suffix}", on_connect=connected)
+
+    # ------------------------------------------------------------------ stats
+    async def _stats_loop(self) -> None:
+        while True:
+            self.write_stats()
+            await asyncio.sleep(self.settings.stats_interval_s)
+
+    def write_stats(self) -> None:
+        """Write the stats file atomically (no-op without one)."""
+        self.stats.assets = len(self.buffer)
+        self.stats.imputed_values = self.buffer.imputed
+        self.stats.updated = time.time()
+        if self.stats_file is None:
+            return
+        tmp = self.stats_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.stats.as_dict(), indent=2))
+        os.replace(tmp, self.stats_file)

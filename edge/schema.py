@@ -1,0 +1,121 @@
+"""Wire types of the edge runtime: telemetry readings in, alerts out.
+
+Both are pydantic models so that every producer and consumer (edge runtime, workflow
+engine, tests, third-party publishers) validates the same contract.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from .errors import PayloadError
+
+__all__ = [
+    "Alert",
+    "ChannelSummary",
+    "Reading",
+    "Severity",
+    "alert_id_for",
+    "decode_readings",
+]
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Severity = Literal["warning", "major", "critical"]
+
+#: Upper bound on readings in one batched message: a larger message is rejected whole
+#: rather than let one publisher stall the loop.
+MAX_READINGS_PER_MESSAGE = 10_000
+
+
+class Reading(BaseModel):
+    """One sample of an asset's channels: ``{"ts": 1700000000.0, "values": {"rpm": 1500}}``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ts: FiniteFloat = Field(gt=0, description="Sample time, seconds since the Unix epoch.")
+    values: dict[str, FiniteFloat] = Field(
+        min_length=1, description="Channel name to numeric value."
+    )
+
+
+_readings = TypeAdapter(Reading | list[Reading])
+
+
+def decode_readings(payload: bytes | str, *, topic: str = "") -> list[Reading]:
+    """Decode one telemetry message (a reading, or a list of readings of one asset).
+
+    Raises :class:`PayloadError` with a short ``reason`` (``not_json``, ``invalid``,
+    ``empty_batch``, ``batch_too_large``) and a human-readable detail.
+    """
+    try:
+        decoded = _readings.validate_json(payload)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        reason = "not_json" if errors and errors[0]["type"] == "json_invalid" else "invalid"
+        first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+        loc = ".".join(str(p) for p in first["loc"] if p not in ("Reading", "list[Reading]"))
+        raise PayloadError(reason, f"{loc or 'payload'}: {first['msg']}", topic=topic) from None
+    if isinstance(decoded, Reading):
+        return [decoded]
+    if not decoded:
+        raise PayloadError("empty_batch", "a batch must hold at least one reading", topic=topic)
+    if len(decoded) > MAX_READINGS_PER_MESSAGE:
+        raise PayloadError(
+            "batch_too_large",
+            f"{len(decoded)} readings in one message, at most {MAX_READINGS_PER_MESSAGE}",
+            topic=topic,
+        )
+    return decoded
+
+
+class ChannelSummary(BaseModel):
+    """Condensed statistics of one channel over the window that raised an alert."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mean: float
+    min: float
+    max: float
+    last: float
+    slope_per_min: float = Field(description="Least-squares trend, units per minute.")
+    z: float = Field(description="Window mean in training standard deviations from normal.")
+
+
+class Alert(BaseModel):
+    """An anomaly episode on one asset, as published on ``aiotflow/alerts/{site}/{asset}``.
+
+    It carries the embedding and summary statistics of the window, never the raw stream.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="Stable id: the same episode always gets the same id.")
+    site: str
+    asset: str
+    ts: float = Field(description="Time of the window that opened the episode (epoch s).")
+    episode_start: float = Field(description="Time of the first anomalous window.")
+    severity: Severity
+    score: float
+    threshold: float
+    embedding: list[float]
+    summary: dict[str, ChannelSummary]
+    model_name: str
+    model_version: str
+    asset_type: str = "generator"
+
+    @property
+    def topic_suffix(self) -> str:
+        """``{site}/{asset}``, the tail of the alert topic."""
+        return f"{self.site}/{self.asset}"
+
+
+_ALERT_NS = uuid.UUID("6f1d2b1e-3a55-4c1f-9d0e-5b8a7c2e4f10")
+
+
+def alert_id_for(site: str, asset: str, episode_start: float, model_version: str) -> str:
+    """Deterministic alert id, so a re-detected episode maps to the same workflow thread."""
+    key = f"{site}/{asset}/{round(episode_start, 3)}/{model_version}"
+    return str(uuid.uuid5(_ALERT_NS, key))

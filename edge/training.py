@@ -1,0 +1,149 @@
+"""Fit the default detector on normal data and export a model bundle.
+
+Data comes from the fleet simulator or from CSV files (one file per asset run, a column
+per channel). Windows are cut exactly as the runtime cuts them, features come from the
+same :func:`~edge.features.window_features`, so training and scoring cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .bundle import BundleMeta, ChannelStats, ModelBundle, save_bundle
+from .detector import PCAResidualDetector, to_onnx_bytes
+from .errors import ConfigError
+from .features import FEATURES, window_features
+from .simulator import CHANNELS, Fleet
+
+__all__ = ["load_csv", "make_windows", "train_bundle", "train_simulated"]
+
+DEFAULT_FEATURES: tuple[str, ...] = FEATURES
+
+
+def make_windows(series: npt.NDArray[np.float64], window: int, hop: int) -> npt.NDArray[np.float64]:
+    """All windows ``[n, window, C]`` of a ``[T, C]`` series, one every ``hop`` samples."""
+    if series.shape[0] < window:
+        return np.empty((0, window, series.shape[1]))
+    view = np.lib.stride_tricks.sliding_window_view(series, window, axis=0)  # [n, C, window]
+    return np.ascontiguousarray(view[::hop].transpose(0, 2, 1))
+
+
+def train_bundle(
+    series: Sequence[npt.NDArray[np.float64]],
+    *,
+    channels: Sequence[str],
+    out: str | Path,
+    window: int = 30,
+    hop: int = 2,
+    sample_rate_hz: float = 2.0,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    name: str = "generator-pca",
+    version: str | None = None,
+    asset_type: str = "generator",
+    margin: float = 1.5,
+    trained_on: str = "",
+) -> ModelBundle:
+    """Fit on normal ``series`` (each ``[T, C]``), export to ``out`` and load it back.
+
+    The threshold is ``margin`` times the 99.9th percentile of the training scores.
+    """
+    arrays = [np.asarray(s, dtype=np.float64) for s in series]
+    if not arrays or any(a.ndim != 2 or a.shape[1] != len(channels) for a in arrays):
+        raise ConfigError(f"each series must be [samples, {len(channels)}]", field="data")
+    windows = np.concatenate([make_windows(a, window, hop) for a in arrays])
+    if len(windows) < 50:
+        raise ConfigError(f"only {len(windows)} training windows; need at least 50", field="data")
+    x = window_features(windows, features)
+    detector = PCAResidualDetector().fit(x)
+    scores = detector.score_samples(x)
+    threshold = float(margin * np.percentile(scores, 99.9))
+    raw = np.concatenate(arrays)
+    stats = {
+        c: ChannelStats(
+            mean=float(raw[:, i].mean()),
+            std=float(raw[:, i].std()),
+            min=float(raw[:, i].min()),
+            max=float(raw[:, i].max()),
+        )
+        for i, c in enumerate(channels)
+    }
+    meta = BundleMeta(
+        name=name,
+        version=version or time.strftime("%Y%m%d%H%M%S"),
+        asset_type=asset_type,
+        channels=list(channels),
+        window=window,
+        hop=hop,
+        sample_rate_hz=sample_rate_hz,
+        features=list(features),
+        threshold=threshold,
+        train_stats=stats,
+        trained_on=trained_on or f"{len(windows)} windows",
+    )
+    path = save_bundle(to_onnx_bytes(detector, x.shape[1]), meta, out)
+    return ModelBundle(path)
+
+
+def train_simulated(
+    out: str | Path,
+    *,
+    assets: int = 8,
+    seconds: float = 1800.0,
+    sample_rate_hz: float = 2.0,
+    window: int = 30,
+    hop: int = 2,
+    seed: int = 1234,
+    version: str | None = None,
+) -> ModelBundle:
+    """Train the generator model on healthy simulated fleet data."""
+    fleet = Fleet(assets, seed=seed)
+    series = list(fleet.matrix(seconds, sample_rate_hz).values())
+    return train_bundle(
+        series,
+        channels=CHANNELS,
+        out=out,
+        window=window,
+        hop=hop,
+        sample_rate_hz=sample_rate_hz,
+        version=version,
+        trained_on=f"simulator: {assets} healthy generators x {seconds:.0f} s, seed {seed}",
+    )
+
+
+def load_csv(
+    path: str | Path,
+    *,
+    channels: Sequence[str] | None = None,
+    sep: str = ",",
+    skip: Sequence[str] = ("datetime", "timestamp", "ts", "time", "anomaly", "changepoint"),
+) -> tuple[list[str], npt.NDArray[np.float64]]:
+    """Read a CSV of samples: ``(channels, [T, C] array)``.
+
+    Without ``channels``, every column not in ``skip`` is a channel. A non-numeric cell
+    fails with its line and column.
+    """
+    p = Path(path)
+    with p.open(newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise ConfigError("empty CSV file", field=str(p)) from None
+        wanted = list(channels) if channels else [h for h in header if h.lower() not in skip]
+        missing = [c for c in wanted if c not in header]
+        if missing:
+            raise ConfigError(f"columns {missing} not in header {header}", field=str(p))
+        idx = [header.index(c) for c in wanted]
+        rows: list[list[float]] = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                rows.append([float(row[i]) for i in idx])
+            except (ValueError, IndexError):
+                raise ConfigError(f"line {line}: non-numeric or missing value", field=str(p)) from None
+    return wanted, np.asarray(rows, dtype=np.float64)
