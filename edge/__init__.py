@@ -54,4 +54,5 @@ __all__ = [
     "topic_matches",
     "train_bundle",
     "train_simulated",
+    "window_features",
 ]

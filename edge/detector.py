@@ -110,7 +110,8 @@ def _converter(scope: Any, operator: Any, container: Any) -> None:
     resid = node("Sub", [zc, node("MatMul", [t, const("p", comps)])], emb_out)
     axes = const("axes", np.array([1], dtype=np.int64), TensorProto.INT64)
     spe = node("ReduceSum", [node("Mul", [resid, resid]), axes], keepdims=0)
-    tw = node("Mul", [t, const("w", (1.0 / np.sqrt(op.pca_.explained_variance_)).astype(np.float32))])
+    inv_sd = (1.0 / np.sqrt(op.pca_.explained_variance_)).astype(np.float32)
+    tw = node("Mul", [t, const("w", inv_sd)])
     t2 = node("ReduceSum", [node("Mul", [tw, tw]), axes], keepdims=0)
     node(
         "Add",

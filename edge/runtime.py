@@ -83,14 +83,14 @@ class _Due:
     window: npt.NDArray[np.float64]
 
 
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    """Wait for ``event`` at most ``timeout`` seconds.
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event`` at most ``seconds``.
 
     Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives as
     the event is set, and a draining runtime then never stops.
     """
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             await event.wait()
 
 
@@ -141,6 +141,7 @@ class EdgeRuntime:
         self._dead: list[tuple[str, str, bytes]] = []
         self._wake_scorer = asyncio.Event()
         self._wake_publisher = asyncio.Event()
+        self._outbox_empty = asyncio.Event()
         self._outbox = Outbox(settings.outbox)
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -177,9 +178,7 @@ class EdgeRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tasks["edge-score"]
             self._wake_publisher.set()
-            deadline = time.monotonic() + self.settings.drain_timeout_s
-            while self.stats.outbox_depth > 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await _wait(self._outbox_empty, self.settings.drain_timeout_s)
             for name in ("edge-publish", "edge-stats"):
                 self._tasks[name].cancel()
             await self._tg.__aexit__(t, e, tb)
@@ -304,6 +303,7 @@ class EdgeRuntime:
             await self._outbox.put_many(out)
             self.stats.deadlettered += len(dead)
             self.stats.outbox_depth += len(out)
+            self._outbox_empty.clear()
             self._wake_publisher.set()
 
     def _alert(self, due: _Due, start: float, score: float, emb: npt.NDArray[Any]) -> Alert:
@@ -331,6 +331,7 @@ class EdgeRuntime:
                 batch = await self._outbox.peek(200)
                 if not batch:
                     self.stats.outbox_depth = 0
+                    self._outbox_empty.set()
                     self._wake_publisher.clear()
                     await _wait(self._wake_publisher, 1.0)
                     continue

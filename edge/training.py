@@ -145,5 +145,6 @@ def load_csv(
             try:
                 rows.append([float(row[i]) for i in idx])
             except (ValueError, IndexError):
-                raise ConfigError(f"line {line}: non-numeric or missing value", field=str(p)) from None
+                raise ConfigError(f"line {line}: non-numeric or missing value",
+                                  field=str(p)) from None
     return wanted, np.asarray(rows, dtype=np.float64)

@@ -1,0 +1,315 @@
+"""The built-in operations database (SQLite): roster, bookings, work orders,
+notifications and the maintenance log. This is the default backend of the built-in
+tools; a deployment can point scheduling at the customer's REST service instead.
+
+Every write carries the caller's idempotency key in a UNIQUE column, so a repeated
+call returns the row it created the first time, even if the tool layer's own record
+of the effect was lost.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiosqlite
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Booking",
+    "MaintenanceEntry",
+    "Notification",
+    "OpsDatabase",
+    "Technician",
+    "WorkOrder",
+]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS technicians (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, skills TEXT NOT NULL, phone TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS oncall (
+    technician_id TEXT NOT NULL REFERENCES technicians(id), start REAL NOT NULL, "end" REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bookings (
+    id TEXT PRIMARY KEY, technician_id TEXT NOT NULL, asset TEXT NOT NULL, site TEXT NOT NULL,
+    start REAL NOT NULL, "end" REAL NOT NULL, reason TEXT NOT NULL, key TEXT UNIQUE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS work_orders (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT NOT NULL, site TEXT NOT NULL,
+    title TEXT NOT NULL, description TEXT NOT NULL, priority TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open', evidence TEXT NOT NULL,
+    technician_id TEXT, booking_id TEXT, key TEXT UNIQUE, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    id TEXT PRIMARY KEY, recipient TEXT NOT NULL, priority TEXT NOT NULL, subject TEXT NOT NULL,
+    message TEXT NOT NULL, key TEXT UNIQUE, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS maintenance_log (
+    id TEXT PRIMARY KEY, asset TEXT NOT NULL, system TEXT NOT NULL, ts REAL NOT NULL,
+    action TEXT NOT NULL, technician TEXT NOT NULL DEFAULT '', notes TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS maintenance_asset ON maintenance_log(asset, system, ts);
+"""
+
+
+class Technician(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    skills: list[str]
+    phone: str = ""
+    on_call_from: float | None = None
+    on_call_until: float | None = None
+
+
+class Booking(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    technician_id: str
+    technician_name: str = ""
+    asset: str
+    site: str
+    start: float
+    end: float
+    reason: str
+
+
+class WorkOrder(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="WO-000001 style number.")
+    asset: str
+    site: str
+    title: str
+    description: str
+    priority: str
+    status: str
+    evidence: dict[str, Any]
+    technician_id: str | None = None
+    booking_id: str | None = None
+    created: float
+
+
+class Notification(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    recipient: str
+    priority: str
+    subject: str
+    message: str
+    created: float
+
+
+class MaintenanceEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    asset: str
+    system: str
+    ts: float
+    action: str
+    technician: str = ""
+    notes: str = ""
+
+
+class OpsDatabase:
+    """``async with OpsDatabase(path) as ops:`` the built-in tools' SQLite data."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+
+    async def __aenter__(self) -> OpsDatabase:
+        if self._db is not None:
+            raise RuntimeError("OpsDatabase is not re-entrant")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, timeout=30)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA busy_timeout=30000")
+        await self._db.executescript(_SCHEMA)
+        await self._db.commit()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("OpsDatabase is not open")
+        return self._db
+
+    # ------------------------------------------------------------------ seeding
+    async def add_technician(
+        self, tech: Technician, shifts: Sequence[tuple[float, float]] = ()
+    ) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO technicians(id, name, skills, phone) VALUES (?, ?, ?, ?)",
+            (tech.id, tech.name, json.dumps(tech.skills), tech.phone),
+        )
+        await self.db.executemany(
+            'INSERT INTO oncall(technician_id, start, "end") VALUES (?, ?, ?)',
+            [(tech.id, s, e) for s, e in shifts],
+        )
+        await self.db.commit()
+
+    async def add_maintenance(self, entries: Sequence[MaintenanceEntry]) -> None:
+        await self.db.executemany(
+            "INSERT OR REPLACE INTO maintenance_log(id, asset, system, ts, action, technician,"
+            " notes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(e.id, e.asset, e.system, e.ts, e.action, e.technician, e.notes) for e in entries],
+        )
+        await self.db.commit()
+
+    # ------------------------------------------------------------------ queries
+    async def maintenance(
+        self, asset: str, *, system: str | None = None, since: float | None = None
+    ) -> list[MaintenanceEntry]:
+        sql, args = "SELECT * FROM maintenance_log WHERE asset = ?", [asset]
+        if system is not None:
+            sql += " AND system = ?"
+            args.append(system)
+        if since is not None:
+            sql += " AND ts >= ?"
+            args.append(since)
+        async with self.db.execute(sql + " ORDER BY ts DESC", args) as cur:
+            return [MaintenanceEntry(**dict(r)) for r in await cur.fetchall()]
+
+    async def find_on_call(self, skill: str, at: float) -> Technician | None:
+        """The technician with ``skill`` on call at ``at``, else the next one to start."""
+        async with self.db.execute(
+            'SELECT t.*, o.start AS s, o."end" AS e FROM technicians t JOIN oncall o'
+            ' ON o.technician_id = t.id WHERE o."end" > ? ORDER BY (o.start > ?), o.start',
+            (at, at),
+        ) as cur:
+            rows = await cur.fetchall()
+        for r in rows:
+            skills = json.loads(r["skills"])
+            if skill in skills and not await self._busy(r["id"], max(at, r["s"])):
+                return Technician(id=r["id"], name=r["name"], skills=skills, phone=r["phone"],
+                                  on_call_from=r["s"], on_call_until=r["e"])
+        return None
+
+    async def _busy(self, technician_id: str, at: float) -> bool:
+        async with self.db.execute(
+            'SELECT 1 FROM bookings WHERE technician_id = ? AND start <= ? AND "end" > ?',
+            (technician_id, at, at),
+        ) as cur:
+            return await cur.fetchone() is not None
+
+    # ------------------------------------------------------------------ writes
+    async def book(
+        self, *, technician_id: str, asset: str, site: str, start: float, hours: float,
+        reason: str, key: str,
+    ) -> Booking:
+        existing = await self._by_key("bookings", key)
+        if existing is None:
+            try:
+                await self.db.execute(
+                    'INSERT INTO bookings(id, technician_id, asset, site, start, "end", reason,'
+                    " key, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (f"BK-{uuid.uuid4().hex[:10]}", technician_id, asset, site, start,
+                     start + hours * 3600, reason, key, time.time()),
+                )
+                await self.db.commit()
+            except sqlite3.IntegrityError:  # a concurrent call with the same key won
+                await self.db.rollback()
+            existing = await self._by_key("bookings", key)
+        assert existing is not None
+        async with self.db.execute("SELECT name FROM technicians WHERE id = ?",
+                                   (existing["technician_id"],)) as cur:
+            t = await cur.fetchone()
+        return Booking(id=existing["id"], technician_id=existing["technician_id"],
+                       technician_name=t["name"] if t else "", asset=existing["asset"],
+                       site=existing["site"], start=existing["start"], end=existing["end"],
+                       reason=existing["reason"])
+
+    async def create_work_order(
+        self, *, asset: str, site: str, title: str, description: str, priority: str,
+        evidence: dict[str, Any], technician_id: str | None, booking_id: str | None,
+        key: str,
+    ) -> WorkOrder:
+        row = await self._by_key("work_orders", key)
+        if row is None:
+            try:
+                await self.db.execute(
+                    "INSERT INTO work_orders(asset, site, title, description, priority, evidence,"
+                    " technician_id, booking_id, key, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (asset, site, title, description, priority, json.dumps(evidence, default=str),
+                     technician_id, booking_id, key, time.time()),
+                )
+                await self.db.commit()
+            except sqlite3.IntegrityError:
+                await self.db.rollback()
+            row = await self._by_key("work_orders", key)
+        assert row is not None
+        return _work_order(row)
+
+    async def notify(
+        self, *, recipient: str, priority: str, subject: str, message: str, key: str
+    ) -> Notification:
+        row = await self._by_key("notifications", key)
+        if row is None:
+            try:
+                await self.db.execute(
+                    "INSERT INTO notifications(id, recipient, priority, subject, message, key,"
+                    " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (f"NT-{uuid.uuid4().hex[:10]}", recipient, priority, subject, message, key,
+                     time.time()),
+                )
+                await self.db.commit()
+            except sqlite3.IntegrityError:
+                await self.db.rollback()
+            row = await self._by_key("notifications", key)
+        assert row is not None
+        return Notification(id=row["id"], recipient=row["recipient"], priority=row["priority"],
+                            subject=row["subject"], message=row["message"], created=row["created"])
+
+    async def _by_key(self, table: str, key: str) -> Any:
+        async with self.db.execute(f"SELECT * FROM {table} WHERE key = ?", (key,)) as cur:
+            return await cur.fetchone()
+
+    async def work_orders(self, *, asset: str | None = None) -> list[WorkOrder]:
+        sql, args = "SELECT * FROM work_orders", []
+        if asset is not None:
+            sql += " WHERE asset = ?"
+            args.append(asset)
+        async with self.db.execute(sql + " ORDER BY seq", args) as cur:
+            return [_work_order(r) for r in await cur.fetchall()]
+
+    async def notifications(self) -> list[Notification]:
+        async with self.db.execute("SELECT * FROM notifications ORDER BY created") as cur:
+            return [Notification(id=r["id"], recipient=r["recipient"], priority=r["priority"],
+                                 subject=r["subject"], message=r["message"],
+                                 created=r["created"]) for r in await cur.fetchall()]
+
+    async def bookings(self) -> list[Booking]:
+        async with self.db.execute("SELECT * FROM bookings ORDER BY created") as cur:
+            return [Booking(id=r["id"], technician_id=r["technician_id"], asset=r["asset"],
+                            site=r["site"], start=r["start"], end=r["end"], reason=r["reason"])
+                    for r in await cur.fetchall()]
+
+
+def _work_order(row: Any) -> WorkOrder:
+    return WorkOrder(
+        id=f"WO-{row['seq']:06d}", asset=row["asset"], site=row["site"], title=row["title"],
+        description=row["description"], priority=row["priority"], status=row["status"],
+        evidence=json.loads(row["evidence"]), technician_id=row["technician_id"],
+        booking_id=row["booking_id"], created=row["created"],
+    )

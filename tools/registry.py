@@ -1,0 +1,241 @@
+"""Typed tools: registration by decorator, and an executor that guards every call.
+
+A call goes through, in order: input validation -> permission (the caller's scopes)
+-> approval (high-stakes tools need a recorded human approval that names the tool and
+the workflow run) -> idempotency (a recorded effect is returned, never repeated) ->
+the tool, retried with tenacity on :class:`ToolUnavailable` -> effect record -> audit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from .control import ControlStore
+from .errors import (
+    ApprovalRequired,
+    PermissionDenied,
+    ToolError,
+    ToolInputError,
+    ToolNotFound,
+    ToolUnavailable,
+)
+
+__all__ = ["CallContext", "Principal", "RetrySettings", "Tool", "ToolExecutor", "ToolRegistry"]
+
+log = structlog.get_logger("aiotflow.tools")
+
+
+class Principal(BaseModel):
+    """Who is calling: a workflow, an agent or a person, with RBAC scopes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    scopes: frozenset[str] = frozenset()
+
+
+class CallContext(BaseModel):
+    """Per-call context: caller, workflow run, approval and idempotency key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    principal: Principal
+    thread_id: str | None = None
+    approval_id: str | None = None
+    idempotency_key: str | None = Field(
+        None, description="Same key, same effect; derived from thread, tool and input if unset."
+    )
+
+
+class RetrySettings(BaseModel):
+    """How a tool's transient failures are retried."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempts: int = Field(3, ge=1)
+    initial_s: float = Field(0.2, ge=0)
+    max_s: float = Field(2.0, ge=0)
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A registered tool; ``fn`` takes the validated input model, returns the output."""
+
+    name: str
+    description: str
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+    fn: Callable[[Any], Awaitable[BaseModel]]
+    scopes: frozenset[str] = frozenset()
+    high_stakes: bool = False
+    side_effect: bool = False
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    cost: float = 0.0
+
+    @property
+    def records_effect(self) -> bool:
+        return self.high_stakes or self.side_effect
+
+
+class ToolRegistry:
+    """Named tools. ``@registry.tool(scopes={"orders:write"}, high_stakes=True)``."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    def register(self, tool: Tool, *, replace: bool = False) -> Tool:
+        if tool.name in self._tools and not replace:
+            raise ValueError(f"tool {tool.name!r} is already registered")
+        self._tools[tool.name] = tool
+        return tool
+
+    def tool(
+        self,
+        name: str | None = None,
+        *,
+        scopes: Iterable[str] = (),
+        high_stakes: bool = False,
+        side_effect: bool = False,
+        retry: RetrySettings | None = None,
+        cost: float = 0.0,
+        replace: bool = False,
+    ) -> Callable[[Callable[[Any], Awaitable[Any]]], Tool]:
+        """Register an ``async def fn(args: InModel) -> OutModel``; its docstring is the help."""
+
+        def decorate(fn: Callable[[Any], Awaitable[Any]]) -> Tool:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError(f"tool {fn.__name__} must be an async function")
+            hints = get_type_hints(fn)
+            params = [p for p in inspect.signature(fn).parameters if p in hints]
+            in_model = hints.get(params[0]) if params else None
+            out_model = hints.get("return")
+            for what, model in (("input", in_model), ("output", out_model)):
+                if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                    raise TypeError(f"tool {fn.__name__}: {what} must be a pydantic model")
+            assert in_model is not None and out_model is not None
+            return self.register(Tool(
+                name=name or fn.__name__,
+                description=inspect.cleandoc(fn.__doc__ or ""),
+                input_model=in_model,
+                output_model=out_model,
+                fn=fn,
+                scopes=frozenset(scopes),
+                high_stakes=high_stakes,
+                side_effect=side_effect,
+                retry=retry or RetrySettings(),
+                cost=cost,
+            ), replace=replace)
+
+        return decorate
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise ToolNotFound(f"no tool {name!r}; known: {sorted(self._tools)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+
+def _idempotency_key(tool: str, thread_id: str | None, args: BaseModel) -> str:
+    body = json.dumps([tool, thread_id, args.model_dump(mode="json")], sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class ToolExecutor:
+    """Runs registered tools for callers, enforcing permissions, approvals and idempotency."""
+
+    def __init__(self, registry: ToolRegistry, control: ControlStore) -> None:
+        self.registry = registry
+        self.control = control
+        self.calls = 0
+        self.cost = 0.0
+
+    async def call(self, name: str, args: BaseModel | dict[str, Any], ctx: CallContext) -> Any:
+        """Call tool ``name``; returns its output model (or the recorded one on replay)."""
+        tool = self.registry.get(name)
+        actor = ctx.principal.name
+        try:
+            raw = args.model_dump() if isinstance(args, BaseModel) else args
+            parsed = tool.input_model.model_validate(raw)
+        except ValidationError as exc:
+            raise ToolInputError(str(exc), tool=name) from None
+        payload = parsed.model_dump(mode="json")
+        missing = tool.scopes - ctx.principal.scopes
+        if missing:
+            await self.control.audit("tool.denied", actor=actor, thread_id=ctx.thread_id,
+                                     tool=name, missing=sorted(missing))
+            raise PermissionDenied(f"{actor} lacks scopes {sorted(missing)}", tool=name,
+                                   missing=frozenset(missing))
+        if tool.high_stakes:
+            try:
+                await self.control.check_grant(ctx.approval_id, tool=name, thread_id=ctx.thread_id)
+            except ApprovalRequired as exc:
+                await self.control.audit("tool.blocked", actor=actor, thread_id=ctx.thread_id,
+                                         tool=name, reason=str(exc))
+                raise
+        key = ctx.idempotency_key or _idempotency_key(name, ctx.thread_id, parsed)
+        if tool.records_effect:
+            recorded = await self.control.effect(key)
+            if recorded is not None:
+                await self.control.audit("tool.replayed", actor=actor, thread_id=ctx.thread_id,
+                                         tool=name, key=key)
+                return tool.output_model.model_validate(recorded)
+        started = time.perf_counter()
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(tool.retry.attempts),
+                wait=wait_exponential(multiplier=tool.retry.initial_s, max=tool.retry.max_s),
+                retry=retry_if_exception_type(ToolUnavailable),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    result = await tool.fn(_with_key(parsed, key))
+        except ToolError as exc:
+            await self.control.audit(
+                "tool.unavailable" if isinstance(exc, ToolUnavailable) else "tool.failed",
+                actor=actor, thread_id=ctx.thread_id, tool=name, input=payload,
+                error=str(exc), attempts=attempts)
+            exc.tool = exc.tool or name
+            raise
+        self.calls += 1
+        self.cost += tool.cost
+        out = tool.output_model.model_validate(result)
+        output = out.model_dump(mode="json")
+        if tool.records_effect:
+            await self.control.record_effect(key, tool=name, thread_id=ctx.thread_id,
+                                             input=payload, output=output)
+        await self.control.audit(
+            "tool.ok", actor=actor, thread_id=ctx.thread_id, tool=name, input=payload,
+            output=output, attempts=attempts, approval_id=ctx.approval_id,
+            ms=round((time.perf_counter() - started) * 1000, 2), cost=tool.cost)
+        log.info("tool.ok", tool=name, thread_id=ctx.thread_id, attempts=attempts)
+        return out
+
+
+def _with_key(args: BaseModel, key: str) -> BaseModel:
+    """Hand the idempotency key to tools whose input declares one."""
+    if "idempotency_key" in type(args).model_fields and not getattr(args, "idempotency_key"):  # noqa: B009
+        return args.model_copy(update={"idempotency_key": key})
+    return args
