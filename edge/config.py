@@ -7,6 +7,7 @@ A bad file fails at start-up with :class:`~edge.errors.ConfigError` naming the f
 from __future__ import annotations
 
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,15 +15,17 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from .errors import ConfigError
 from .policy import PolicySettings
 
-__all__ = ["EdgeSettings", "MqttSettings", "ScoringSettings", "config_error"]
+__all__ = ["EdgeSettings", "FileSettings", "MqttSettings", "ScoringSettings", "config_error"]
+
+_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_DATA", default=None)
 
 
 class MqttSettings(BaseModel):
@@ -82,7 +85,48 @@ class ScoringSettings(BaseModel):
     )
 
 
-class EdgeSettings(BaseSettings):
+class FileSettings(BaseSettings):
+    """Settings read from a TOML file, overridden by environment, overridden by code."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_source = InitSettingsSource(settings_cls, init_kwargs=_FILE_DATA.get() or {})
+        return (init_settings, env_settings, file_source)
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, *, table: str | None = None, **overrides: Any
+    ) -> Any:
+        """Load ``path`` (TOML; only its ``[table]`` if given), then environment, then
+        ``overrides``. Raises :class:`ConfigError` naming the bad field."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError("no such config file", field=str(p))
+            try:
+                data = tomllib.loads(p.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"not valid TOML: {exc}", field=str(p)) from None
+            if table is not None:
+                data = data.get(table, {})
+        token = _FILE_DATA.set(data)
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise config_error(exc) from None
+        finally:
+            _FILE_DATA.reset(token)
+
+
+class EdgeSettings(FileSettings):
     """Settings of ``aiotflow edge`` (a TOML file, overridden by AIOTFLOW_EDGE_* variables)."""
 
     model_config = SettingsConfigDict(
@@ -114,37 +158,6 @@ class EdgeSettings(BaseSettings):
     @property
     def uplink_mqtt(self) -> MqttSettings:
         return self.uplink or self.mqtt
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, **overrides: Any) -> EdgeSettings:
-        """Load ``path`` (TOML), then environment, then ``overrides``."""
-        try:
-            if path is None:
-                return cls(**overrides)
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError("no such config file", field=str(p))
-            try:
-                tomllib.loads(p.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"not valid TOML: {exc}", field=str(p)) from None
-            bound = type(cls.__name__, (cls,), {
-                "model_config": {**cls.model_config, "toml_file": p}
-            })
-            return bound(**overrides)  # type: ignore[no-any-return]
-        except ValidationError as exc:
-            raise config_error(exc) from None
 
 
 def config_error(exc: ValidationError) -> ConfigError:

@@ -25,7 +25,6 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -37,9 +36,10 @@ import numpy.typing as npt
 import structlog
 
 from .bundle import ModelBundle
-from .config import EdgeSettings, MqttSettings
+from .config import EdgeSettings
 from .errors import PayloadError
 from .features import WindowBuffer
+from .mqtt import reconnecting, wait_event
 from .outbox import Outbox
 from .policy import AlertPolicy, severity_for
 from .schema import Alert, alert_id_for, decode_readings
@@ -81,42 +81,6 @@ class _Due:
     asset: str
     ts: float
     window: npt.NDArray[np.float64]
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    """Wait for ``event`` at most ``seconds``.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives as
-    the event is set, and a draining runtime then never stops.
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
-
-
-async def _reconnecting(
-    name: str,
-    settings: MqttSettings,
-    body: Callable[[aiomqtt.Client], Awaitable[None]],
-    *,
-    client_id: str,
-    on_connect: Callable[[], None] | None = None,
-) -> None:
-    """Run ``body`` with a connected client for ever, reconnecting with backoff."""
-    delay = 0.2
-    kwargs = settings.client_kwargs()
-    kwargs["identifier"] = kwargs["identifier"] or client_id
-    while True:
-        try:
-            async with aiomqtt.Client(**kwargs) as client:
-                delay = 0.2
-                if on_connect:
-                    on_connect()
-                await body(client)
-        except aiomqtt.MqttError as exc:
-            log.warning("mqtt.disconnected", link=name, error=str(exc), retry_in=round(delay, 2))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, settings.reconnect_max_s)
 
 
 class EdgeRuntime:
@@ -178,7 +142,7 @@ class EdgeRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tasks["edge-score"]
             self._wake_publisher.set()
-            await _wait(self._outbox_empty, self.settings.drain_timeout_s)
+            await wait_event(self._outbox_empty, self.settings.drain_timeout_s)
             for name in ("edge-publish", "edge-stats"):
                 self._tasks[name].cancel()
             await self._tg.__aexit__(t, e, tb)
@@ -211,7 +175,7 @@ class EdgeRuntime:
         def connected() -> None:
             self.stats.connects += 1
 
-        await _reconnecting("telemetry", self.settings.mqtt, body,
+        await reconnecting("telemetry", self.settings.mqtt, body,
                             client_id=f"aiotflow-edge-{self._suffix}", on_connect=connected)
 
     def handle(self, topic: str, payload: Any) -> None:
@@ -269,7 +233,7 @@ class EdgeRuntime:
     async def _score_loop(self) -> None:
         delay = self.settings.scoring.max_delay_ms / 1000.0
         while True:
-            await _wait(self._wake_scorer, delay)
+            await wait_event(self._wake_scorer, delay)
             self._wake_scorer.clear()
             while self._pending or self._dead:
                 await self._score_once()
@@ -333,7 +297,7 @@ class EdgeRuntime:
                     self.stats.outbox_depth = 0
                     self._outbox_empty.set()
                     self._wake_publisher.clear()
-                    await _wait(self._wake_publisher, 1.0)
+                    await wait_event(self._wake_publisher, 1.0)
                     continue
                 await asyncio.gather(*(client.publish(m.topic, m.payload, qos=1, timeout=10)
                                        for m in batch))
@@ -344,7 +308,7 @@ class EdgeRuntime:
         def connected() -> None:
             self.stats.uplink_connects += 1
 
-        await _reconnecting("uplink", self.settings.uplink_mqtt, body,
+        await reconnecting("uplink", self.settings.uplink_mqtt, body,
                             client_id=f"aiotflow-edge-up-{self._suffix}", on_connect=connected)
 
     # ------------------------------------------------------------------ stats

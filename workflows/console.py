@@ -1,0 +1,129 @@
+"""The approval console: ``aiotflow approvals`` lists, ``aiotflow approve`` decides.
+
+It only needs the control database, so it works from a second terminal while
+``aiotflow run`` (or ``aiotflow demo``) is running; the engine picks the decision up.
+Bad input is asked again; Ctrl-D (end of input) leaves the item pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+from tools.control import ApprovalRecord, ControlStore, Decision
+
+__all__ = ["ask_decision", "format_pending", "render_request", "review_pending"]
+
+_CHOICES: dict[str, Decision | None] = {
+    "a": "approved", "approve": "approved", "y": "approved", "yes": "approved",
+    "r": "rejected", "reject": "rejected", "n": "rejected", "no": "rejected",
+    "s": None, "skip": None,
+}
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_pending(records: list[ApprovalRecord]) -> str:
+    """A table of pending approvals."""
+    if not records:
+        return "No approvals waiting."
+    lines = [f"{'ID':36}  {'ASSET':10}  {'REQUESTED':19}  TITLE"]
+    for r in records:
+        lines.append(f"{r.id:36}  {r.asset[:10]:10}  {_when(r.requested_at):19}  {r.title}")
+    return "\n".join(lines)
+
+
+def render_request(rec: ApprovalRecord) -> str:
+    """The evidence and proposed actions of one approval, for a person to read."""
+    req: dict[str, Any] = rec.request
+    wrap = textwrap.TextWrapper(width=88, initial_indent="  - ", subsequent_indent="    ")
+    out = [
+        "=" * 88,
+        f"APPROVAL {rec.id}",
+        f"{rec.title}",
+        f"workflow {rec.workflow} | thread {rec.thread_id} | requested {_when(rec.requested_at)}",
+        "-" * 88,
+        textwrap.fill(str(req.get("summary", "")), 88),
+    ]
+    evidence = req.get("evidence") or []
+    if evidence:
+        out.append("\nEvidence:")
+        out += [wrap.fill(str(e)) for e in evidence]
+    actions = req.get("actions") or []
+    if actions:
+        out.append("\nIf approved, aiotflow will:")
+        out += [wrap.fill(f"[{a.get('tool')}] {a.get('summary')}") for a in actions]
+    out.append("=" * 88)
+    return "\n".join(out)
+
+
+def ask_decision(
+    rec: ApprovalRecord,
+    *,
+    input_fn: Callable[[str], str] = input,
+    output: Callable[[str], Any] = print,
+) -> tuple[Decision, str | None] | None:
+    """Ask approve / reject / skip until the answer is valid.
+
+    Returns ``(decision, comment)``, or ``None`` for skip. Raises ``EOFError`` on end of
+    input so that the caller leaves the item pending.
+    """
+    output(render_request(rec))
+    while True:
+        answer = input_fn("Approve this plan? [a]pprove / [r]eject / [s]kip: ").strip().lower()
+        if answer in _CHOICES:
+            break
+        output(f"Please answer a, r or s (got {answer!r}).")
+    decision = _CHOICES[answer]
+    if decision is None:
+        return None
+    comment = input_fn("Comment (optional, Enter for none): ").strip() or None
+    return decision, comment
+
+
+async def review_pending(
+    control: ControlStore,
+    *,
+    user: str,
+    approval_id: str | None = None,
+    input_fn: Callable[[str], str] = input,
+    output: Callable[[str], Any] = print,
+) -> dict[str, int]:
+    """Ask about each pending approval (or just ``approval_id``); returns counts."""
+    counts = {"approved": 0, "rejected": 0, "skipped": 0, "left_pending": 0}
+    if approval_id is not None:
+        rec = await control.approval(approval_id)
+        if rec is None:
+            raise KeyError(f"no approval {approval_id!r}")
+        pending = [rec] if rec.status == "pending" else []
+        if not pending:
+            output(f"Approval {approval_id} is already {rec.status} by {rec.decided_by}.")
+    else:
+        pending = await control.approvals(status="pending")
+        if not pending:
+            output("No approvals waiting.")
+    for i, rec in enumerate(pending):
+        try:
+            answer = await asyncio.to_thread(ask_decision, rec, input_fn=input_fn, output=output)
+        except (EOFError, KeyboardInterrupt):
+            counts["left_pending"] += len(pending) - i
+            output("\nNo answer: left pending.")
+            break
+        if answer is None:
+            counts["skipped"] += 1
+            continue
+        decision, comment = answer
+        after = await control.decide(rec.id, decision, by=user, comment=comment)
+        if after.decided_by == user and after.status == decision:
+            counts[decision] += 1
+            output(f"{decision.upper()}: {rec.title}")
+        else:
+            output(f"Already {after.status} by {after.decided_by}; your answer was not recorded.")
+    return counts

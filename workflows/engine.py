@@ -1,0 +1,368 @@
+"""The workflow engine: alerts in, LangGraph runs out, approvals resumed.
+
+``async with Engine(app, settings) as engine:`` opens, in one ``AsyncExitStack``, the
+control database (audit, approvals, runs, effects), the operations database, the
+incident history, the SQLite checkpointer and the app's services; compiles every
+workflow; and, in a TaskGroup, consumes alerts from MQTT (a persistent QoS 1 session,
+so alerts published while the engine is down are delivered when it returns) and
+resumes workflows whose approval was decided - by this process or any other.
+
+Each (workflow, alert) runs once: the run ledger claims the thread id
+``{workflow}/{alert id}`` before the graph starts, and the checkpointer keeps its state
+across restarts. A run that was interrupted by a crash is continued at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiomqtt
+import structlog
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.types import Command
+from pydantic import ValidationError
+
+from edge.mqtt import reconnecting
+from edge.schema import Alert
+from tools.builtin import register_builtin_tools
+from tools.control import ApprovalRecord, ControlStore
+from tools.ops import OpsDatabase
+from tools.registry import Principal, RetrySettings, ToolExecutor
+from tools.scheduling import HttpScheduling, SchedulingBackend
+from vectorstore.store import HistoryStore
+
+from .app import App, WorkflowSpec
+from .context import WorkflowContext
+from .runs import RunLedger, RunStatus
+from .settings import EngineSettings
+
+__all__ = ["Engine", "EngineStats", "RunOutcome"]
+
+log = structlog.get_logger("aiotflow.engine")
+
+Listener = Callable[[str, dict[str, Any]], Any]
+
+
+@dataclass
+class EngineStats:
+    alerts_received: int = 0
+    alerts_invalid: int = 0
+    duplicates: int = 0
+    coalesced: int = 0
+    unmatched: int = 0
+    runs_started: int = 0
+    runs_completed: int = 0
+    runs_failed: int = 0
+    waiting_approval: int = 0
+    resumed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What happened to one (workflow, alert) pair."""
+
+    thread_id: str
+    workflow: str
+    status: RunStatus | str
+    values: dict[str, Any] = field(default_factory=dict)
+    approval_id: str | None = None
+    error: str | None = None
+
+
+class Engine:
+    """Runs an :class:`App`'s workflows for alerts; an async context manager."""
+
+    def __init__(
+        self,
+        app: App,
+        settings: EngineSettings | None = None,
+        *,
+        consume_alerts: bool = True,
+        scheduling: SchedulingBackend | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings or EngineSettings()
+        self.consume_alerts = consume_alerts
+        self._scheduling = scheduling
+        self.stats = EngineStats()
+        self.subscribed = asyncio.Event()
+        self._listeners: list[Listener] = []
+        self._stack: AsyncExitStack | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._graphs: dict[str, Any] = {}
+        self._thread_locks: dict[str, asyncio.Lock] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._claim_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
+        self.control: ControlStore
+        self.ops: OpsDatabase
+        self.history: HistoryStore
+        self.executor: ToolExecutor
+        self.runs: RunLedger
+        self.services: dict[str, Any] = {}
+
+    def add_listener(self, fn: Listener) -> None:
+        """Call ``fn(kind, data)`` on engine events (progress display, tests)."""
+        self._listeners.append(fn)
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        for fn in self._listeners:
+            try:
+                fn(kind, data)
+            except Exception:  # a broken listener must not break the engine
+                log.exception("engine.listener_failed", kind=kind)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> Engine:
+        if self._stack is not None:
+            raise RuntimeError("Engine is not re-entrant")
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self.control = await stack.enter_async_context(ControlStore(s.control_db))
+            self.ops = await stack.enter_async_context(OpsDatabase(s.ops_db))
+            if s.history_url:
+                store = HistoryStore(url=s.history_url, api_key=s.history_api_key)
+            else:
+                store = HistoryStore(path=s.history_dir)
+            self.history = await stack.enter_async_context(store)
+            saver = await stack.enter_async_context(
+                AsyncSqliteSaver.from_conn_string(str(s.checkpoint_db)))
+            scheduling = self._scheduling
+            if scheduling is None and s.scheduling_url:
+                http = HttpScheduling(s.scheduling_url)
+                stack.push_async_callback(http.aclose)
+                scheduling = http
+            register_builtin_tools(self.app.tools, self.ops, scheduling=scheduling,
+                                   retry=RetrySettings(attempts=s.tool_attempts))
+            self.executor = ToolExecutor(self.app.tools, self.control)
+            self.runs = RunLedger(self.control.db)
+            await self.runs.setup()
+            for name, factory in self.app.services.items():
+                value = factory(s)
+                if hasattr(value, "__aenter__"):
+                    value = await stack.enter_async_context(value)
+                self.services[name] = value
+            for spec in self.app.workflows.values():
+                self._graphs[spec.name] = spec.build().compile(checkpointer=saver)
+            self._tg = await stack.enter_async_context(asyncio.TaskGroup())
+            self._stack = stack
+        except BaseException:
+            await stack.aclose()
+            raise
+        await self._recover()
+        self._loops.append(self._tg.create_task(self._resume_loop(), name="engine-resume"))
+        if self.consume_alerts:
+            self._loops.append(self._tg.create_task(self._consume(), name="engine-consume"))
+        log.info("engine.started", app=self.app.name, workflows=list(self._graphs),
+                 state_dir=str(s.state_dir))
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._stack is not None and self._tg is not None
+        for task in self._loops:  # background loops end with the engine; runs finish
+            task.cancel()
+        try:
+            await self._stack.__aexit__(t, e, tb)
+        finally:
+            self._stack = None
+            self._tg = None
+
+    # ------------------------------------------------------------------ alerts
+    async def _consume(self) -> None:
+        async def body(client: aiomqtt.Client) -> None:
+            await client.subscribe(self.settings.alert_topic, qos=1)
+            self.subscribed.set()
+            log.info("engine.subscribed", topic=self.settings.alert_topic)
+            try:
+                async for message in client.messages:
+                    await self.accept(message.payload, topic=str(message.topic))
+            finally:
+                self.subscribed.clear()
+
+        await reconnecting("alerts", self.settings.mqtt, body,
+                           client_id=self.settings.engine_id, clean_session=False)
+
+    async def accept(self, payload: Any, *, topic: str = "") -> Alert | None:
+        """Validate one alert message and start its workflows in the background."""
+        raw = payload if isinstance(payload, (bytes, bytearray, str)) else str(payload)
+        try:
+            alert = Alert.model_validate_json(raw)
+        except ValidationError as exc:
+            self.stats.alerts_invalid += 1
+            await self.control.audit("alert.invalid", actor="engine", topic=topic,
+                                     error=exc.errors(include_url=False)[0]["msg"])
+            log.warning("engine.alert_invalid", topic=topic)
+            return None
+        self._spawn(self._guarded_submit(alert), f"alert-{alert.id[:8]}")
+        return alert
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        assert self._tg is not None
+        task = self._tg.create_task(coro, name=name)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _guarded_submit(self, alert: Alert) -> None:
+        try:
+            await self.submit(alert)
+        except Exception:
+            log.exception("engine.submit_failed", alert_id=alert.id)
+
+    async def submit(self, alert: Alert) -> list[RunOutcome]:
+        """Run every matching workflow for ``alert`` (once per workflow, ever)."""
+        self.stats.alerts_received += 1
+        self._emit("alert.received", alert=alert)
+        specs = self.app.matching(alert)
+        if not specs:
+            self.stats.unmatched += 1
+            await self.control.audit("alert.unmatched", actor="engine", alert_id=alert.id,
+                                     asset=alert.asset)
+            return []
+        outcomes = await asyncio.gather(*(self._start(spec, alert) for spec in specs))
+        return list(outcomes)
+
+    async def _start(self, spec: WorkflowSpec, alert: Alert) -> RunOutcome:
+        tid = f"{spec.name}/{alert.id}"
+        alert_json = alert.model_dump(mode="json")
+        async with self._claim_lock:
+            active = await self.runs.active_for(spec.name, alert.asset) \
+                if spec.single_flight else None
+            if active is not None and active != tid:
+                self.stats.coalesced += 1
+                await self.control.audit("alert.coalesced", actor="engine", thread_id=active,
+                                         alert_id=alert.id, severity=alert.severity,
+                                         score=alert.score)
+                self._emit("alert.coalesced", thread_id=active, alert=alert)
+                return RunOutcome(active, spec.name, "coalesced")
+            if not await self.runs.claim(thread_id=tid, workflow=spec.name, alert=alert_json):
+                self.stats.duplicates += 1
+                await self.control.audit("alert.duplicate", actor="engine", thread_id=tid,
+                                         alert_id=alert.id)
+                self._emit("alert.duplicate", thread_id=tid, alert=alert)
+                return RunOutcome(tid, spec.name, "duplicate")
+        self.stats.runs_started += 1
+        await self.control.audit(
+            "alert.received", actor="engine", thread_id=tid, alert_id=alert.id,
+            asset=alert.asset, site=alert.site, severity=alert.severity, score=alert.score,
+            threshold=alert.threshold, model=f"{alert.model_name}@{alert.model_version}",
+            summary={k: v.model_dump() for k, v in alert.summary.items()})
+        self._emit("run.started", thread_id=tid, workflow=spec.name, alert=alert)
+        return await self._invoke(spec, alert, tid, {"alert": alert_json})
+
+    # ------------------------------------------------------------------ running
+    def _context(self, spec: WorkflowSpec, alert: Alert, tid: str) -> WorkflowContext:
+        return WorkflowContext(
+            thread_id=tid, workflow=spec.name, alert=alert,
+            principal=Principal(name=f"workflow:{spec.name}", scopes=spec.scopes),
+            executor=self.executor, control=self.control, history=self.history,
+            services=self.services,
+        )
+
+    async def _invoke(self, spec: WorkflowSpec, alert: Alert, tid: str, inp: Any) -> RunOutcome:
+        graph = self._graphs[spec.name]
+        config = {"configurable": {"thread_id": tid}}
+        lock = self._thread_locks.setdefault(tid, asyncio.Lock())
+        async with self._slots, lock:
+            started = time.perf_counter()
+            try:
+                await graph.ainvoke(inp, config, context=self._context(spec, alert, tid))
+            except Exception as exc:
+                self.stats.runs_failed += 1
+                await self.runs.set_status(tid, "failed", error=f"{type(exc).__name__}: {exc}")
+                await self.control.audit("workflow.failed", actor=spec.name, thread_id=tid,
+                                         error=f"{type(exc).__name__}: {exc}")
+                log.exception("engine.run_failed", thread_id=tid)
+                self._emit("run.failed", thread_id=tid, error=str(exc))
+                return RunOutcome(tid, spec.name, "failed", error=str(exc))
+            snap = await graph.aget_state(config)
+        values = dict(snap.values or {})
+        if snap.interrupts:
+            payload = snap.interrupts[0].value
+            aid = payload.get("approval_id") if isinstance(payload, dict) else None
+            self.stats.waiting_approval += 1
+            await self.runs.set_status(tid, "waiting_approval")
+            self._emit("run.waiting_approval", thread_id=tid, approval_id=aid,
+                       title=payload.get("title") if isinstance(payload, dict) else None)
+            return RunOutcome(tid, spec.name, "waiting_approval", values, approval_id=aid)
+        self.stats.runs_completed += 1
+        result = values.get("result") if isinstance(values.get("result"), dict) else None
+        await self.runs.set_status(tid, "completed", result=result)
+        await self.control.audit("workflow.completed", actor=spec.name, thread_id=tid,
+                                 ms=round((time.perf_counter() - started) * 1000, 1),
+                                 result=result)
+        self._emit("run.completed", thread_id=tid, values=values)
+        return RunOutcome(tid, spec.name, "completed", values)
+
+    # ------------------------------------------------------------------ approvals
+    async def _resume_loop(self) -> None:
+        while True:
+            try:
+                await self.resume_decided()
+            except Exception:  # keep polling; the failure is logged and audited per run
+                log.exception("engine.resume_failed")
+            await asyncio.sleep(self.settings.approval_poll_s)
+
+    async def resume_decided(self) -> list[RunOutcome]:
+        """Resume every run whose approval was decided and not yet resumed."""
+        out = []
+        for rec in await self.control.decided_not_resumed():
+            outcome = await self.resume(rec)
+            if outcome is not None:
+                out.append(outcome)
+        return out
+
+    async def resume(self, rec: ApprovalRecord) -> RunOutcome | None:
+        """Resume the run that waits for ``rec`` with its decision."""
+        spec = self.app.workflows.get(rec.workflow)
+        run = await self.runs.get(rec.thread_id)
+        if spec is None or run is None:
+            return None  # another app's workflow: its engine resumes it
+        if run.status != "waiting_approval":
+            await self.control.mark_resumed(rec.id)
+            return None
+        decision = {"approval_id": rec.id, "status": rec.status, "by": rec.decided_by or "",
+                    "comment": rec.comment}
+        self.stats.resumed += 1
+        self._emit("run.resumed", thread_id=rec.thread_id, decision=decision)
+        await self.runs.set_status(rec.thread_id, "running")
+        alert = Alert.model_validate(run.alert)
+        outcome = await self._invoke(spec, alert, rec.thread_id, Command(resume=decision))
+        await self.control.mark_resumed(rec.id)
+        return outcome
+
+    async def _recover(self) -> None:
+        """Continue runs that a crash interrupted mid-way (status still 'running')."""
+        for run in await self.runs.list(status="running"):
+            spec = self.app.workflows.get(run.workflow)
+            if spec is None:
+                continue
+            log.warning("engine.recovering", thread_id=run.thread_id)
+            await self.control.audit("workflow.recovered", actor="engine",
+                                     thread_id=run.thread_id)
+            alert = Alert.model_validate(run.alert)
+            self._spawn(self._invoke(spec, alert, run.thread_id, None),
+                        f"recover-{run.alert_id[:8]}")
+
+    async def drain(self, seconds: float = 30.0) -> bool:
+        """Wait up to ``seconds`` until no alert is being processed; ``True`` if idle."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while self._inflight:
+                    await asyncio.wait(list(self._inflight))
+        return not self._inflight

@@ -1,0 +1,53 @@
+"""Settings of the workflow engine (``aiotflow run``), from TOML and ``AIOTFLOW_*``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from edge.config import FileSettings, MqttSettings
+
+__all__ = ["EngineSettings"]
+
+
+class EngineSettings(FileSettings):
+    """Where the engine keeps its state and which services it talks to."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AIOTFLOW_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    state_dir: Path = Field(Path(".aiotflow"), description="Checkpoints, control and ops DBs.")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker with alerts.")
+    alert_topic: str = Field("aiotflow/alerts/#", description="Subscription for alerts.")
+    engine_id: str = Field(
+        "aiotflow-engine",
+        description="MQTT client id; a persistent session keeps alerts sent while it is down.",
+    )
+    history_path: Path | None = Field(None, description="Embedded Qdrant; state_dir/history.")
+    history_url: str | None = Field(None, description="Qdrant server URL (instead of a path).")
+    history_api_key: str | None = None
+    scheduling_url: str | None = Field(
+        None, description="Customer scheduling REST service; the built-in roster when unset."
+    )
+    approval_poll_s: float = Field(0.5, gt=0, description="How often decisions are picked up.")
+    max_concurrent_runs: int = Field(8, ge=1)
+    tool_attempts: int = Field(3, ge=1, description="Attempts per tool call (tenacity).")
+
+    @property
+    def control_db(self) -> Path:
+        return self.state_dir / "control.db"
+
+    @property
+    def ops_db(self) -> Path:
+        return self.state_dir / "ops.db"
+
+    @property
+    def checkpoint_db(self) -> Path:
+        return self.state_dir / "checkpoints.db"
+
+    @property
+    def history_dir(self) -> Path:
+        return self.history_path or self.state_dir / "history"
