@@ -1,1 +1,23 @@
-"""aiotflow package."""
+"""aiotflow agents, built only from the public APIs of workflows, tools and vectorstore."""
+
+from .knowledge import FAILURE_MODES, FailureMode, failure_mode
+from .llm import LLMClient, LLMSettings, LLMText
+from .maintenance import (
+    MaintenanceSettings,
+    MaintenanceState,
+    build_maintenance_graph,
+    register_maintenance_agent,
+)
+
+__all__ = [
+    "FAILURE_MODES",
+    "FailureMode",
+    "LLMClient",
+    "LLMSettings",
+    "LLMText",
+    "MaintenanceSettings",
+    "MaintenanceState",
+    "build_maintenance_graph",
+    "failure_mode",
+    "register_maintenance_agent",
+]

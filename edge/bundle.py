@@ -161,9 +161,24 @@ class ModelBundle:
         """Features and scores of raw windows in one call."""
         return self.score(self.features(windows))
 
-    def summarize(self, window: npt.NDArray[Any]) -> dict[str, ChannelSummary]:
-        """Per-channel statistics of one window ``[window, C]`` for an alert."""
+    def summarize(
+        self, window: npt.NDArray[Any], embedding: npt.NDArray[Any] | None = None
+    ) -> dict[str, ChannelSummary]:
+        """Per-channel statistics of one window ``[window, C]`` for an alert.
+
+        With the window's ``embedding`` from a residual model (one value per feature),
+        each channel also gets its share of the anomaly and the sign of its deviation.
+        """
         w = np.asarray(window, dtype=np.float64)
+        n_ch = len(self.meta.channels)
+        share = np.zeros(n_ch)
+        dev = np.zeros(n_ch)
+        if embedding is not None and len(embedding) == self.meta.n_features:
+            r = np.asarray(embedding, dtype=np.float64).reshape(len(self.meta.features), n_ch)
+            energy = (r * r).sum(axis=0)
+            share = energy / energy.sum() if energy.sum() > 0 else share
+            if "mean" in self.meta.features:
+                dev = r[self.meta.features.index("mean")]
         n = w.shape[0]
         x = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
         mean = w.mean(axis=0)
@@ -177,6 +192,8 @@ class ModelBundle:
                 last=round(float(w[-1, i]), 4),
                 slope_per_min=round(float(slope[i]), 4),
                 z=round(float(z[i]), 3),
+                contribution=round(float(share[i]), 4),
+                deviation=round(float(dev[i]), 3),
             )
             for i, c in enumerate(self.meta.channels)
         }

@@ -282,7 +282,7 @@ class EdgeRuntime:
             score=score,
             threshold=meta.threshold,
             embedding=[round(float(v), 5) for v in emb],
-            summary=self.bundle.summarize(due.window),
+            summary=self.bundle.summarize(due.window, emb),
             model_name=meta.name,
             model_version=meta.version,
             asset_type=meta.asset_type,

@@ -82,6 +82,11 @@ class ChannelSummary(BaseModel):
     last: float
     slope_per_min: float = Field(description="Least-squares trend, units per minute.")
     z: float = Field(description="Window mean in training standard deviations from normal.")
+    contribution: float = Field(
+        0.0, description="Share of the anomaly (residual energy) carried by this channel.")
+    deviation: float = Field(
+        0.0, description="Unexplained part of the window mean, in training deviations: "
+                         "positive means higher than normal operation explains.")
 
 
 class Alert(BaseModel):

@@ -128,7 +128,7 @@ class ControlStore:
 
     # ------------------------------------------------------------------ audit
     async def audit(
-        self, kind: str, *, actor: str, thread_id: str | None = None, **detail: Any
+        self, kind: str, /, *, actor: str, thread_id: str | None = None, **detail: Any
     ) -> None:
         """Append an audit record (``kind`` like ``alert.received``, ``tool.ok``)."""
         await self.db.execute(

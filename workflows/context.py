@@ -48,6 +48,6 @@ class WorkflowContext:
                           approval_id=approval_id, idempotency_key=key)
         return await self.executor.call(name, args, ctx)
 
-    async def audit(self, kind: str, **detail: Any) -> None:
+    async def audit(self, kind: str, /, **detail: Any) -> None:
         """Append an audit record for this run."""
         await self.control.audit(kind, actor=self.workflow, thread_id=self.thread_id, **detail)

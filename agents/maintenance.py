@@ -1,0 +1,348 @@
+"""The maintenance agent of the reference scenario.
+
+alert -> similar past incidents (Qdrant) + maintenance log -> diagnosis with evidence
+-> plan (optionally narrated by an LLM) -> guardrails -> human approval -> book the
+on-call technician with the right skill and open a work order with the evidence; if
+scheduling is down after retries, the work order is opened unassigned and an operator
+gets a high-priority notification instead.
+
+Every decision is deterministic and made from evidence; the LLM only writes prose.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, ConfigDict, Field
+
+from tools.errors import ToolFailed, ToolUnavailable
+from workflows.app import App
+from workflows.approval import ApprovalRequest, ProposedAction, approval_node
+from workflows.context import WorkflowContext
+from workflows.filters import AlertFilter
+
+from .knowledge import failure_mode
+from .llm import LLMClient
+
+__all__ = [
+    "MaintenanceSettings",
+    "MaintenanceState",
+    "build_maintenance_graph",
+    "register_maintenance_agent",
+]
+
+_PRIORITY = {"warning": "medium", "major": "high", "critical": "critical"}
+
+
+class MaintenanceSettings(BaseModel):
+    """How cautious the maintenance agent is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    similar_limit: int = Field(10, ge=1, description="Similar incidents to retrieve.")
+    min_similarity: float = Field(0.5, ge=-1, le=1, description="Cosine similarity floor.")
+    min_confidence: float = Field(
+        0.5, ge=0, le=1, description="Below this the agent asks an operator to inspect "
+                                     "instead of dispatching a technician.")
+    min_evidence: int = Field(3, ge=1, description="Similar incidents needed to dispatch.")
+    recent_maintenance_days: float = Field(90.0, gt=0)
+    history_days: float = Field(730.0, gt=0, description="Maintenance log look-back.")
+
+
+class MaintenanceState(TypedDict, total=False):
+    alert: dict[str, Any]
+    similar: list[dict[str, Any]]
+    maintenance: list[dict[str, Any]]
+    diagnosis: dict[str, Any]
+    plan: dict[str, Any]
+    guardrails: list[dict[str, Any]]
+    approval: dict[str, Any] | None
+    result: dict[str, Any]
+
+
+def _sensor_evidence(ctx: WorkflowContext) -> list[str]:
+    """The channels that carry the anomaly, strongest first."""
+    out = []
+    ranked = sorted(ctx.alert.summary.items(), key=lambda kv: -kv[1].contribution)
+    for ch, s in ranked[:3]:
+        if s.contribution >= 0.1:
+            side = "higher" if s.deviation > 0 else "lower"
+            out.append(f"{ch} carries {s.contribution:.0%} of the anomaly: {s.last:g} now, "
+                       f"{side} than the load explains, trend {s.slope_per_min:+.2f}/min")
+    return out
+
+
+def _matches(summary: Any, sign: int) -> bool:
+    return bool(summary.contribution >= 0.1 and summary.deviation * sign > 0)
+
+
+def build_maintenance_graph(
+    settings: MaintenanceSettings | None = None,
+) -> StateGraph[Any, Any, Any, Any]:
+    """The agent as an uncompiled LangGraph graph (the engine compiles it)."""
+    cfg = settings or MaintenanceSettings()
+
+    async def gather_evidence(state: MaintenanceState,
+                              runtime: Runtime[WorkflowContext]) -> MaintenanceState:
+        ctx = runtime.context
+        alert = ctx.alert
+        similar: list[dict[str, Any]] = []
+        if ctx.history is not None:
+            hits = await ctx.history.similar(
+                alert.embedding, limit=cfg.similar_limit, asset_type=alert.asset_type,
+                before=alert.ts, min_similarity=cfg.min_similarity)
+            similar = [{"id": h.incident.id, "asset": h.incident.asset, "ts": h.incident.ts,
+                        "failure_mode": h.incident.failure_mode, "outcome": h.incident.outcome,
+                        "maintenance_refs": h.incident.maintenance_refs,
+                        "similarity": round(h.similarity, 4)} for h in hits]
+        log = await ctx.call_tool("maintenance_history",
+                                  {"asset": alert.asset, "days": cfg.history_days})
+        maintenance = [e.model_dump() for e in log.entries]
+        await ctx.audit("evidence.gathered", similar=[(s["id"], s["failure_mode"],
+                                                       s["similarity"]) for s in similar],
+                        maintenance_entries=len(maintenance))
+        return {"similar": similar, "maintenance": maintenance}
+
+    async def diagnose(state: MaintenanceState,
+                       runtime: Runtime[WorkflowContext]) -> MaintenanceState:
+        ctx = runtime.context
+        similar = state.get("similar", [])
+        evidence = _sensor_evidence(ctx)
+        votes: dict[str, float] = defaultdict(float)
+        counts = Counter(s["failure_mode"] for s in similar)
+        for s in similar:
+            votes[s["failure_mode"]] += max(0.0, s["similarity"])
+        mode = max(votes, key=lambda k: votes[k]) if votes else None
+        confidence = votes[mode] / sum(votes.values()) if mode and sum(votes.values()) else 0.0
+        fm = failure_mode(mode)
+        if mode is not None:
+            others = ", ".join(f"{n} {failure_mode(k).title if failure_mode(k) else k}"
+                               for k, n in counts.most_common() if k != mode)
+            title = fm.title if fm else mode
+            ids = ", ".join(s["id"][:8] for s in similar if s["failure_mode"] == mode)
+            evidence.append(f"{counts[mode]} of {len(similar)} similar past events ended in "
+                            f"{title}" + (f" (others: {others})" if others else "")
+                            + f"; incidents {ids}")
+        else:
+            evidence.append("no similar past events in the incident history")
+        if fm is not None and fm.signature:
+            matched = [ch for ch, sign in fm.signature.items()
+                       if ch in ctx.alert.summary and _matches(ctx.alert.summary[ch], sign)]
+            if matched:
+                evidence.append(f"sensor pattern consistent with {fm.title}: "
+                                + ", ".join(f"{c} {'up' if fm.signature[c] > 0 else 'down'}"
+                                            for c in matched))
+            else:
+                confidence *= 0.7
+                evidence.append(f"sensor pattern does not clearly show the signature of {fm.title}")
+        days_since = None
+        if fm is not None and fm.system != "none":
+            entries = [e for e in state.get("maintenance", []) if e["system"] == fm.system]
+            if entries:
+                last = max(entries, key=lambda e: e["ts"])
+                days_since = round((time.time() - last["ts"]) / 86400, 1)
+                when = f"last {fm.system} maintenance {days_since:g} days ago ({last['action']})"
+                if days_since > cfg.recent_maintenance_days:
+                    evidence.append(f"no {fm.system} maintenance in {cfg.recent_maintenance_days:g}"
+                                    f" days; {when}")
+                else:
+                    evidence.append(when)
+            else:
+                evidence.append(f"no {fm.system} maintenance on record in the last "
+                                f"{cfg.history_days:g} days")
+        diagnosis = {
+            "failure_mode": mode or "unknown",
+            "title": fm.title if fm else "unknown condition",
+            "system": fm.system if fm else "unknown",
+            "confidence": round(confidence, 3),
+            "similar_total": len(similar),
+            "similar_top": counts[mode] if mode else 0,
+            "evidence_ids": [s["id"] for s in similar if s["failure_mode"] == mode],
+            "days_since_maintenance": days_since,
+            "evidence": evidence,
+        }
+        await ctx.audit("diagnosis", **{k: v for k, v in diagnosis.items()})
+        return {"diagnosis": diagnosis}
+
+    async def plan(state: MaintenanceState, runtime: Runtime[WorkflowContext]) -> MaintenanceState:
+        ctx = runtime.context
+        alert = ctx.alert
+        d = state["diagnosis"]
+        fm = failure_mode(d["failure_mode"])
+        priority = _PRIORITY[alert.severity]
+        if fm is not None and fm.key != "none":
+            kind = "dispatch"
+            headline = (f"{alert.asset}: suspected {fm.title} "
+                        f"({d['confidence']:.0%} of similar-event weight)")
+            actions = [
+                {"tool": "book_technician", "summary": f"book the next on-call {fm.skill} "
+                 f"technician for {fm.hours:g} h at {alert.asset}",
+                 "args": {"skill": fm.skill, "asset": alert.asset, "site": alert.site,
+                          "hours": fm.hours, "reason": f"suspected {fm.title}"}},
+                {"tool": "create_work_order", "summary": f"open a {priority}-priority work "
+                 f"order: {fm.action}", "args": {"priority": priority}},
+            ]
+        else:
+            kind = "inspect"
+            headline = f"{alert.asset}: anomaly without a known pattern"
+            actions = [{"tool": "notify_operator", "summary": "ask the operator on duty to "
+                        "inspect the asset", "args": {"priority": "high"}}]
+        facts = "\n".join([f"Asset {alert.asset} at site {alert.site}, alert severity "
+                           f"{alert.severity} (score {alert.score:.1f}, threshold "
+                           f"{alert.threshold:.1f}).", f"Diagnosis: {d['title']}, confidence "
+                           f"{d['confidence']:.0%}.", "Evidence:"] +
+                          [f"- {e}" for e in d["evidence"]] +
+                          ["Planned actions:"] + [f"- {a['summary']}" for a in actions])
+        fallback = (f"{headline}. " + " ".join(e[0].upper() + e[1:] + "." for e in d["evidence"])
+                    + (f" Recommended: {fm.action}." if fm and fm.key != "none" else ""))
+        llm = ctx.services.get("llm")
+        text, source = fallback, "offline"
+        if isinstance(llm, LLMClient):
+            out = await llm.write(
+                "You are a maintenance planner for diesel generators. Write a concise work-order"
+                " summary (at most 120 words) from the facts given. Do not invent facts.",
+                facts, fallback=fallback)
+            text, source = out.text, out.source
+            await ctx.audit("llm.narrative", source=out.source, tokens=out.tokens,
+                            cost_usd=round(out.cost_usd, 6), reason=out.reason)
+        p = {"kind": kind, "headline": headline, "actions": actions, "priority": priority,
+             "narrative": text, "narrative_source": source,
+             "skill": fm.skill if fm else "general", "hours": fm.hours if fm else 0.0,
+             "recommended_action": fm.action if fm else "inspect"}
+        await ctx.audit("plan", kind=kind, headline=headline,
+                        actions=[a["summary"] for a in actions])
+        return {"plan": p}
+
+    async def guardrails(state: MaintenanceState,
+                         runtime: Runtime[WorkflowContext]) -> MaintenanceState:
+        ctx = runtime.context
+        d, p = state["diagnosis"], dict(state["plan"])
+        checks = []
+        if p["kind"] == "dispatch":
+            ok_conf = d["confidence"] >= cfg.min_confidence
+            ok_evidence = d["similar_top"] >= cfg.min_evidence
+            checks.append({"rule": "min_confidence", "passed": ok_conf,
+                           "detail": f"{d['confidence']:.2f} >= {cfg.min_confidence}"})
+            checks.append({"rule": "min_evidence", "passed": ok_evidence, "detail":
+                           f"{d['similar_top']} >= {cfg.min_evidence} matching incidents"})
+            if not (ok_conf and ok_evidence):
+                p.update(kind="inspect", headline=f"{ctx.alert.asset}: uncertain diagnosis "
+                         f"({d['title']}?), operator inspection requested",
+                         actions=[{"tool": "notify_operator", "summary": "ask the operator on "
+                                   "duty to inspect the asset", "args": {"priority": "high"}}])
+        checks.append({"rule": "human_approval_for_dispatch", "passed": True,
+                       "detail": "booking and work orders are approved by a person"})
+        await ctx.audit("guardrails", checks=checks, plan=p["kind"])
+        return {"plan": p, "guardrails": checks}
+
+    def approval_request(state: dict[str, Any]) -> ApprovalRequest | None:
+        p, d = state["plan"], state["diagnosis"]
+        if p["kind"] != "dispatch":
+            return None
+        return ApprovalRequest(
+            title=f"Dispatch to {state['alert']['asset']}: {d['title']}",
+            summary=p["narrative"],
+            evidence=d["evidence"],
+            actions=[ProposedAction(**a) for a in p["actions"]],
+            details={"diagnosis": d, "alert_id": state["alert"]["id"]},
+        )
+
+    async def execute(state: MaintenanceState,
+                      runtime: Runtime[WorkflowContext]) -> MaintenanceState:
+        ctx = runtime.context
+        alert = ctx.alert
+        p, d = state["plan"], state["diagnosis"]
+        approval = state.get("approval")
+        base = {"failure_mode": d["failure_mode"], "confidence": d["confidence"],
+                "asset": alert.asset, "plan": p["kind"]}
+        subject = f"[{alert.severity.upper()}] {p['headline']}"
+        body = p["narrative"] + "\n\nEvidence:\n" + "\n".join(f"- {e}" for e in d["evidence"])
+        if p["kind"] != "dispatch":
+            note = await ctx.call_tool("notify_operator", {
+                "subject": subject, "message": body, "priority": "high"})
+            return {"result": base | {"status": "notified", "notification": note.id}}
+        if not approval or approval["status"] != "approved":
+            await ctx.audit("maintenance.not_dispatched", reason="approval rejected",
+                            by=(approval or {}).get("by"), comment=(approval or {}).get("comment"))
+            return {"result": base | {"status": "rejected",
+                                      "approval_id": (approval or {}).get("approval_id")}}
+        aid = approval["approval_id"]
+        booking, note, fallback = None, None, None
+        try:
+            booking = await ctx.call_tool("book_technician", {
+                "skill": p["skill"], "asset": alert.asset, "site": alert.site,
+                "hours": p["hours"], "reason": p["headline"]}, approval_id=aid)
+        except (ToolUnavailable, ToolFailed) as exc:
+            fallback = str(exc)
+            note = await ctx.call_tool("notify_operator", {
+                "subject": f"ACTION NEEDED - scheduling failed: {subject}",
+                "message": f"Booking a {p['skill']} technician failed ({exc}). Please dispatch "
+                           f"manually. Approved by {approval['by']}.\n\n{body}",
+                "priority": "critical" if p["priority"] == "critical" else "high"})
+        tech = f"{booking.technician_name} ({booking.technician_id})" if booking else "unassigned"
+        description = (
+            f"{p['narrative']}\n\nEvidence:\n" + "\n".join(f"- {e}" for e in d["evidence"])
+            + f"\n\nRecommended action: {p['recommended_action']}.\nTechnician: {tech}."
+            + f"\nApproved by {approval['by']}"
+            + (f": {approval['comment']}" if approval.get("comment") else "") + "."
+            + f"\nAlert {alert.id}, model {alert.model_name}@{alert.model_version}, score "
+              f"{alert.score:.1f} (threshold {alert.threshold:.1f})."
+        )
+        wo = await ctx.call_tool("create_work_order", {
+            "asset": alert.asset, "site": alert.site, "title": p["headline"][:200],
+            "description": description, "priority": p["priority"],
+            "evidence": {"alert_id": alert.id, "diagnosis": d["failure_mode"],
+                         "confidence": d["confidence"], "similar_incidents": d["evidence_ids"],
+                         "statements": d["evidence"], "approval_id": aid},
+            "technician_id": booking.technician_id if booking else None,
+            "booking_id": booking.id if booking else None}, approval_id=aid)
+        return {"result": base | {
+            "status": "work_order_created", "work_order": wo.id,
+            "booking": booking.id if booking else None,
+            "technician": booking.technician_name if booking else None,
+            "notification": note.id if note else None, "scheduling_error": fallback,
+            "approval_id": aid}}
+
+    def after_guardrails(state: MaintenanceState) -> str:
+        return "approval" if state["plan"]["kind"] == "dispatch" else "execute"
+
+    g: StateGraph[Any, Any, Any, Any] = StateGraph(MaintenanceState, context_schema=WorkflowContext)
+    g.add_node("gather_evidence", gather_evidence)
+    g.add_node("diagnose", diagnose)
+    g.add_node("plan", plan)
+    g.add_node("guardrails", guardrails)
+    g.add_node("approval", approval_node(approval_request))
+    g.add_node("execute", execute)
+    g.add_edge(START, "gather_evidence")
+    g.add_edge("gather_evidence", "diagnose")
+    g.add_edge("diagnose", "plan")
+    g.add_edge("plan", "guardrails")
+    g.add_conditional_edges("guardrails", after_guardrails, ["approval", "execute"])
+    g.add_edge("approval", "execute")
+    g.add_edge("execute", END)
+    return g
+
+
+def register_maintenance_agent(
+    app: App,
+    *,
+    name: str = "maintenance",
+    when: AlertFilter | None = None,
+    settings: MaintenanceSettings | None = None,
+    llm: bool = True,
+) -> None:
+    """Add the maintenance agent to ``app`` (and the ``llm`` service unless present)."""
+    if llm and "llm" not in app.services:
+        app.service("llm")(lambda _settings: LLMClient())
+
+    def maintenance() -> StateGraph[Any, Any, Any, Any]:
+        """Diagnose generator alerts from history and maintenance logs; dispatch on approval."""
+        return build_maintenance_graph(settings)
+
+    app.workflow(name, when=when or AlertFilter(asset_types=["generator"]))(maintenance)
+
+

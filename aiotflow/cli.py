@@ -1,0 +1,303 @@
+"""The ``aiotflow`` command line.
+
+    aiotflow demo        the whole product on embedded defaults
+    aiotflow edge        the edge runtime (MQTT telemetry -> ONNX -> alerts)
+    aiotflow simulate    publish simulated generator telemetry
+    aiotflow train       fit a detector and export an ONNX model bundle
+    aiotflow seed        seed a state directory with roster, logs and incident history
+    aiotflow run APP     run an app's workflows for alerts (module:attribute)
+    aiotflow approvals   list approvals waiting for a person
+    aiotflow approve     review and decide pending approvals
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edge.errors import EdgeError
+from tools.errors import ToolError
+from vectorstore.errors import HistoryError
+from workflows.errors import WorkflowError
+
+from .logging import configure_logging
+
+__all__ = ["main"]
+
+
+def _stop_event() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (graceful drain, exit 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+# ---------------------------------------------------------------------- commands
+async def _cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import DemoOptions, print_summary, run_demo
+
+    opts = DemoOptions(broker=a.broker, approve=a.approve, duration=a.duration, json=a.json,
+                       assets=a.assets, speed=a.speed,
+                       state_dir=Path(a.state_dir) if a.state_dir else None,
+                       scheduling_down=a.scheduling_down, user=a.user)
+    summary = await run_demo(opts)
+    print_summary(summary, as_json=a.json)
+    return 0
+
+
+async def _cmd_edge(a: argparse.Namespace) -> int:
+    from edge.config import EdgeSettings
+    from edge.runtime import EdgeRuntime
+
+    settings = EdgeSettings.load(a.config)
+    runtime = EdgeRuntime(settings, stats_file=a.stats_file)
+    stats = await runtime.run_until(_stop_event())
+    print(json.dumps({k: v for k, v in stats.as_dict().items() if k != "invalid_reasons"}),
+          file=sys.stderr)
+    return 0
+
+
+async def _cmd_simulate(a: argparse.Namespace) -> int:
+    from edge.config import MqttSettings
+    from edge.simulator import Fleet, parse_fault, publish_fleet
+
+    mqtt = MqttSettings(url=a.broker)
+    faults = [parse_fault(f, ramp=a.ramp) for f in a.fault]
+    fleet = Fleet(a.assets, site=a.site, seed=a.seed, faults=faults)
+    stop = _stop_event()
+    sent = await publish_fleet(fleet, hostname=mqtt.hostname, port=mqtt.port, rate_hz=a.rate,
+                               duration=a.duration, speed=a.speed, stop=stop)
+    print(json.dumps({"published": sent, "assets": a.assets,
+                      "faults": [f.__dict__ for f in faults]}), file=sys.stderr)
+    return 0
+
+
+async def _cmd_train(a: argparse.Namespace) -> int:
+    from edge.simulator import CHANNELS
+    from edge.training import load_csv, train_bundle, train_simulated
+
+    if a.csv:
+        series, channels = [], None
+        for path in a.csv:
+            chans, data = load_csv(path, channels=a.channels.split(",") if a.channels else None,
+                                   sep=a.sep)
+            if channels is not None and chans != channels:
+                print(f"error: {path} has channels {chans}, expected {channels}",
+                      file=sys.stderr)
+                return 2
+            channels = chans
+            series.append(data)
+        assert channels is not None
+        bundle = train_bundle(series, channels=channels, out=a.out, window=a.window, hop=a.hop,
+                              sample_rate_hz=a.rate, name=a.name, asset_type=a.asset_type,
+                              trained_on=", ".join(a.csv))
+    else:
+        bundle = train_simulated(a.out, assets=a.assets, seconds=a.seconds,
+                                 sample_rate_hz=a.rate, window=a.window, hop=a.hop)
+        assert list(bundle.meta.channels) == list(CHANNELS)
+    print(json.dumps(bundle.describe() | {"train_stats": "..."}, indent=2))
+    return 0
+
+
+async def _cmd_seed(a: argparse.Namespace) -> int:
+    from edge.bundle import ModelBundle
+    from tools.ops import OpsDatabase
+    from vectorstore.store import HistoryStore
+    from workflows.settings import EngineSettings
+
+    from .seed import seed_all
+
+    s = EngineSettings.load(a.config, table="engine", **_state(a))
+    bundle = ModelBundle(a.model)
+    async with OpsDatabase(s.ops_db) as ops, HistoryStore(path=s.history_dir) as history:
+        n = await seed_all(ops, history, bundle, assets=a.assets.split(","),
+                           stale=a.stale.split(",") if a.stale else [], incidents=a.incidents)
+    print(json.dumps({"incidents_added": n, "state_dir": str(s.state_dir)}))
+    return 0
+
+
+def _state(a: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(a, "state_dir", None):
+        out["state_dir"] = Path(a.state_dir)
+    if getattr(a, "broker", None):
+        out["mqtt"] = {"url": a.broker}
+    return out
+
+
+async def _cmd_run(a: argparse.Namespace) -> int:
+    from workflows.app import load_app
+    from workflows.engine import Engine
+    from workflows.settings import EngineSettings
+
+    app = load_app(a.app)
+    settings = EngineSettings.load(a.config, table="engine", **_state(a))
+    stop = _stop_event()
+    async with Engine(app, settings) as engine:
+        print(f"aiotflow: running {app.name} ({', '.join(app.workflows)}); "
+              f"approve with: aiotflow approve --state-dir {settings.state_dir}",
+              file=sys.stderr)
+        await stop.wait()
+        await engine.drain(10)
+    print(json.dumps(engine.stats.as_dict()), file=sys.stderr)
+    return 0
+
+
+async def _cmd_approvals(a: argparse.Namespace) -> int:
+    from tools.control import ControlStore
+    from workflows.console import format_pending
+    from workflows.settings import EngineSettings
+
+    s = EngineSettings.load(a.config, table="engine", **_state(a))
+    async with ControlStore(s.control_db) as control:
+        recs = await control.approvals(status=None if a.all else "pending")
+    if a.json:
+        print(json.dumps([r.model_dump() for r in recs], indent=2, default=str))
+    elif a.all:
+        for r in recs:
+            print(f"{r.id}  {r.status:9}  {r.asset:10}  {r.decided_by or '-':12}  {r.title}")
+        if not recs:
+            print("No approvals.")
+    else:
+        print(format_pending(recs))
+    return 0
+
+
+async def _cmd_approve(a: argparse.Namespace) -> int:
+    from tools.control import ControlStore
+    from workflows.console import review_pending
+    from workflows.settings import EngineSettings
+
+    s = EngineSettings.load(a.config, table="engine", **_state(a))
+    async with ControlStore(s.control_db) as control:
+        if a.decision:
+            if not a.approval_id:
+                print("error: --decision needs an approval id", file=sys.stderr)
+                return 2
+            decision = "approved" if a.decision in ("approve", "approved", "yes") else "rejected"
+            rec = await control.approval(a.approval_id)
+            if rec is None:
+                print(f"error: no approval {a.approval_id}", file=sys.stderr)
+                return 2
+            after = await control.decide(a.approval_id, decision, by=a.user, comment=a.comment)
+            if after.decided_by != a.user or after.status != decision:
+                print(f"already {after.status} by {after.decided_by}", file=sys.stderr)
+                return 1
+            print(f"{decision}: {after.title}")
+            return 0
+        counts = await review_pending(control, user=a.user, approval_id=a.approval_id)
+    print(json.dumps(counts), file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aiotflow", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log-level", default=os.environ.get("AIOTFLOW_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the end-to-end demo on embedded defaults")
+    d.add_argument("--broker", help="use this MQTT broker (mqtt://host:port) instead")
+    d.add_argument("--approve", choices=["yes", "no"], help="answer approvals unattended")
+    d.add_argument("--duration", type=float, default=110.0, help="upper bound, seconds")
+    d.add_argument("--json", action="store_true", help="print the summary as JSON")
+    d.add_argument("--assets", type=int, default=3)
+    d.add_argument("--speed", type=float, default=4.0, help="simulated time per wall second")
+    d.add_argument("--state-dir", help="keep state here (default: a new temporary folder)")
+    d.add_argument("--scheduling-down", action="store_true",
+                   help="point scheduling at a dead service to show the fallback")
+    d.add_argument("--user", default=getpass.getuser())
+
+    e = sub.add_parser("edge", help="run the edge runtime")
+    e.add_argument("--config", required=True, help="TOML file (see README)")
+    e.add_argument("--stats-file", help="write a JSON summary here (periodically and at exit)")
+
+    s = sub.add_parser("simulate", help="publish simulated generator telemetry")
+    s.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    s.add_argument("--assets", type=int, default=3)
+    s.add_argument("--rate", type=float, default=2.0, help="readings per second per asset")
+    s.add_argument("--fault", action="append", default=[], metavar="ASSET:MODE@SECONDS")
+    s.add_argument("--ramp", type=float, default=60.0, help="seconds to full fault severity")
+    s.add_argument("--duration", type=float, help="simulated seconds (default: until Ctrl-C)")
+    s.add_argument("--speed", type=float, default=1.0, help="simulated time per wall second")
+    s.add_argument("--site", default="plant-1")
+    s.add_argument("--seed", type=int, default=7)
+
+    t = sub.add_parser("train", help="fit a detector on normal data, export an ONNX bundle")
+    t.add_argument("--out", required=True)
+    t.add_argument("--csv", action="append", help="CSV of normal operation (repeatable)")
+    t.add_argument("--channels", help="comma-separated CSV columns (default: all numeric)")
+    t.add_argument("--sep", default=",")
+    t.add_argument("--rate", type=float, default=2.0, help="sample rate of the data, Hz")
+    t.add_argument("--window", type=int, default=30)
+    t.add_argument("--hop", type=int, default=2)
+    t.add_argument("--assets", type=int, default=8, help="simulator: healthy generators")
+    t.add_argument("--seconds", type=float, default=1800.0, help="simulator: seconds each")
+    t.add_argument("--name", default="custom-pca")
+    t.add_argument("--asset-type", default="generator")
+
+    sd = sub.add_parser("seed", help="seed roster, maintenance logs and incident history")
+    sd.add_argument("--model", required=True)
+    sd.add_argument("--assets", default="gen-001,gen-002,gen-003")
+    sd.add_argument("--stale", default="gen-002", help="assets without recent cooling service")
+    sd.add_argument("--incidents", type=int, default=60)
+
+    r = sub.add_parser("run", help="run an app's workflows for alerts")
+    r.add_argument("app", help="module:attribute, e.g. examples.generator_fleet:app")
+    r.add_argument("--broker")
+
+    ap = sub.add_parser("approvals", help="list approvals waiting for a person")
+    ap.add_argument("--all", action="store_true", help="include decided ones")
+    ap.add_argument("--json", action="store_true")
+
+    av = sub.add_parser("approve", help="review and decide pending approvals")
+    av.add_argument("approval_id", nargs="?")
+    av.add_argument("--user", default=getpass.getuser())
+    av.add_argument("--decision", choices=["approve", "reject"],
+                    help="decide without prompting (needs an id)")
+    av.add_argument("--comment")
+
+    for cmd in (sd, r, ap, av):
+        cmd.add_argument("--config", help="TOML file; its [engine] table is used")
+        cmd.add_argument("--state-dir", help="state directory (default .aiotflow)")
+    return p
+
+
+_COMMANDS = {
+    "demo": _cmd_demo, "edge": _cmd_edge, "simulate": _cmd_simulate, "train": _cmd_train,
+    "seed": _cmd_seed, "run": _cmd_run, "approvals": _cmd_approvals, "approve": _cmd_approve,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = args.log_level
+    if args.command in ("demo", "approve", "approvals") and "AIOTFLOW_LOG_LEVEL" not in os.environ \
+            and level == "INFO":
+        level = "ERROR"  # the demo and the console print their own progress
+    configure_logging(level, json=args.log_json)
+    try:
+        return asyncio.run(_COMMANDS[args.command](args))
+    except (EdgeError, ToolError, HistoryError, WorkflowError, KeyError) as exc:
+        print(f"aiotflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
