@@ -197,7 +197,7 @@ def build_maintenance_graph(
                            f"{d['confidence']:.0%}.", "Evidence:"] +
                           [f"- {e}" for e in d["evidence"]] +
                           ["Planned actions:"] + [f"- {a['summary']}" for a in actions])
-        fallback = (f"{headline}. " + " ".join(e[0].upper() + e[1:] + "." for e in d["evidence"])
+        fallback = (f"{headline}. Evidence: " + "; ".join(d["evidence"]) + "."
                     + (f" Recommended: {fm.action}." if fm and fm.key != "none" else ""))
         llm = ctx.services.get("llm")
         text, source = fallback, "offline"

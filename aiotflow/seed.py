@@ -26,8 +26,8 @@ DAY = 86400.0
 #: sensor pattern simulated -> (what it turned out to be, probability, outcome text)
 _OUTCOMES: dict[str, list[tuple[str, float, str]]] = {
     "coolant_pump": [
-        ("coolant_pump", 0.8, "coolant pump impeller worn, pump replaced"),
-        ("thermostat", 0.2, "thermostat stuck half-closed, thermostat replaced"),
+        ("coolant_pump", 0.85, "coolant pump impeller worn, pump replaced"),
+        ("thermostat", 0.15, "thermostat stuck half-closed, thermostat replaced"),
     ],
     "bearing_wear": [("bearing_wear", 0.9, "alternator drive-end bearing replaced"),
                      ("none", 0.1, "vibration survey found no defect")],
@@ -53,6 +53,7 @@ def history_incidents(
     modes = list(_MODE_WEIGHTS)
     weights = np.array([_MODE_WEIGHTS[m] for m in modes])
     out: list[Incident] = []
+    seen: dict[str, int] = {}
     attempts = 0
     while len(out) < n and attempts < n * 3:
         attempts += 1
@@ -75,9 +76,16 @@ def history_incidents(
                 break
         if hit is None:
             continue
-        outcomes = _OUTCOMES[mode]
-        probs = np.array([p for _, p, _ in outcomes])
-        truth, _, text = outcomes[int(rng.choice(len(outcomes), p=probs / probs.sum()))]
+        # Outcomes in their stated proportions (not drawn), so a small history still
+        # holds the minority outcomes: about one coolant pattern in seven was a thermostat.
+        k = seen[mode] = seen.get(mode, 0) + 1
+        u, acc = ((k * 0.618034) % 1.0), 0.0
+        truth, text = _OUTCOMES[mode][-1][0], _OUTCOMES[mode][-1][2]
+        for t, p, txt in _OUTCOMES[mode]:
+            acc += p
+            if u < acc:
+                truth, text = t, txt
+                break
         ts = now - float(rng.uniform(20, 720)) * DAY
         wo = f"WO-H{int(rng.integers(1000, 9999))}"
         out.append(Incident(

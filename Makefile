@@ -1,0 +1,46 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint typecheck mosquitto bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make demo: the whole product on embedded defaults (ARGS="--approve yes --json" to answer unattended)
+demo: $(STAMP)
+	$(BIN)/aiotflow demo $(ARGS)
+
+## Mosquitto is what the tests run against; installed from Debian when missing.
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing mosquitto (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	else \
+	  echo "Mosquitto is missing. Install it, then run make test again:"; \
+	  echo "    sudo apt-get update && sudo apt-get install -y mosquitto"; \
+	  exit 1; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy edge vectorstore tools workflows agents aiotflow
+
+## make test: lint, then the whole suite against a real Mosquitto
+test: $(STAMP) mosquitto lint
+	$(BIN)/pytest -q
+
+bench: $(STAMP) mosquitto
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info .aiotflow

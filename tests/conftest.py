@@ -1,0 +1,107 @@
+"""Shared fixtures: a real Mosquitto per test, a trained model bundle, seed data."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiotflow.seed import history_incidents
+from edge.bundle import ModelBundle
+from edge.training import train_simulated
+from vectorstore.models import Incident
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _mosquitto_bin() -> str:
+    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.access(found, os.X_OK):
+        pytest.fail("mosquitto is not installed: run `make test` (it installs it) or "
+                    "`sudo apt-get install -y mosquitto`")
+    return found
+
+
+class Mosquitto:
+    """A real Mosquitto broker on a free loopback port, stoppable and restartable."""
+
+    def __init__(self, workdir: Path, *, persistence: bool = False) -> None:
+        self.binary = _mosquitto_bin()
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "mosquitto.conf"
+        persist = (f"persistence true\npersistence_location {workdir}/\n" if persistence
+                   else "persistence false\n")
+        # As root Mosquitto drops to user "mosquitto", which cannot write our tmp dirs.
+        self.conf.write_text(
+            f"user {getpass.getuser()}\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persist}"
+            "max_queued_messages 100000\n")
+        self.log = workdir / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        assert self.proc is None
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)],
+                                     stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()}") from None
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.proc = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generator model trained once per session on healthy simulated data."""
+    path = tmp_path_factory.mktemp("model") / "generator.onnx"
+    train_simulated(path, assets=6, seconds=900.0, version="test")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_path: Path) -> ModelBundle:
+    return ModelBundle(bundle_path)
+
+
+@pytest.fixture(scope="session")
+def incidents(bundle: ModelBundle) -> list[Incident]:
+    """A synthetic incident history made with the session's model."""
+    return history_incidents(bundle, 40, seed=5)

@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from edge.bundle import META_KEY, ModelBundle
+from edge.detector import PCAResidualDetector, to_onnx_bytes
+from edge.errors import BundleError, ConfigError
+from edge.features import WindowBuffer, feature_names, window_features
+from edge.simulator import CHANNELS, Fleet, parse_fault
+from edge.training import load_csv, make_windows, train_bundle
+
+
+def test_features_match_definitions() -> None:
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(4, 10, 3))
+    f = window_features(w, ["mean", "std", "min", "max", "last", "slope"])
+    assert f.shape == (4, 18)
+    np.testing.assert_allclose(f[:, 0:3], w.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(f[:, 3:6], w.std(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(f[:, 12:15], w[:, -1, :], rtol=1e-5)
+    slope = np.array([[np.polyfit(np.arange(10), w[b, :, c], 1)[0] for c in range(3)]
+                      for b in range(4)])
+    np.testing.assert_allclose(f[:, 15:18], slope, rtol=1e-4, atol=1e-6)
+    assert feature_names(["a", "b"], ["mean", "std"]) == ["a:mean", "b:mean", "a:std", "b:std"]
+
+
+def test_window_buffer_hop_and_forward_fill() -> None:
+    buf = WindowBuffer(["a", "b"], length=3, hop=2, fill=[0.0, -1.0])
+    due = [buf.push("x", float(i), {"a": float(i)}) for i in range(7)]
+    assert due == [False, False, True, False, True, False, True]
+    np.testing.assert_array_equal(buf.window("x"), [[4, -1], [5, -1], [6, -1]])
+    assert buf.imputed == 7  # channel b never arrived
+
+
+def test_onnx_matches_scikit_learn() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 12))
+    x[:, 1] = 2 * x[:, 0] + 0.1 * x[:, 1]
+    det = PCAResidualDetector().fit(x)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(to_onnx_bytes(det, 12), providers=["CPUExecutionProvider"])
+    emb, score = sess.run(["embedding", "score"], {"features": x[:50].astype(np.float32)})
+    np.testing.assert_allclose(emb, det.embed(x[:50]), atol=1e-4)
+    np.testing.assert_allclose(score, det.score_samples(x[:50]), rtol=1e-4, atol=1e-4)
+
+
+def test_bundle_round_trip_and_detection(bundle: ModelBundle) -> None:
+    meta = bundle.meta
+    assert meta.channels == list(CHANNELS)
+    assert meta.threshold > 0 and meta.version == "test"
+    fleet = Fleet(2, seed=77, faults=[parse_fault("gen-002:bearing_wear@60", ramp=30)])
+    series = fleet.matrix(180, meta.sample_rate_hz)
+    healthy = make_windows(series["gen-001"], meta.window, meta.hop)
+    faulty = make_windows(series["gen-002"], meta.window, meta.hop)
+    _, s_ok = bundle.score_windows(healthy)
+    emb, s_bad = bundle.score_windows(faulty)
+    assert (s_ok < meta.threshold).all()
+    assert (s_bad[-20:] > meta.threshold).all()
+    summary = bundle.summarize(faulty[-1], emb[-1])
+    assert abs(sum(s.contribution for s in summary.values()) - 1.0) < 1e-3
+    top = max(summary, key=lambda c: summary[c].contribution)
+    assert top == "vibration_mm_s" and summary[top].deviation > 0
+
+
+def test_not_a_bundle(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(BundleError):
+        ModelBundle(junk)
+    with pytest.raises(BundleError, match="no such"):
+        ModelBundle(tmp_path / "missing.onnx")
+
+
+def test_bundle_without_metadata(tmp_path: Path, bundle_path: Path) -> None:
+    model = onnx.load(str(bundle_path))
+    del model.metadata_props[:]
+    p = tmp_path / "bare.onnx"
+    onnx.save(model, str(p))
+    with pytest.raises(BundleError, match=META_KEY):
+        ModelBundle(p)
+
+
+def test_train_from_csv(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    csv = tmp_path / "normal.csv"
+    rows = ["datetime;p1;p2"] + [f"2020-01-01 00:00:{i % 60:02d};{v[0]:.4f};{v[1]:.4f}"
+                                 for i, v in enumerate(rng.normal(size=(400, 2)))]
+    csv.write_text("\n".join(rows))
+    chans, data = load_csv(csv, sep=";")
+    assert chans == ["p1", "p2"] and data.shape == (400, 2)
+    b = train_bundle([data], channels=chans, out=tmp_path / "m.onnx", window=20, hop=5,
+                     sample_rate_hz=1.0, name="pump")
+    assert b.meta.channels == ["p1", "p2"] and b.meta.name == "pump"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n3,x\n")
+    with pytest.raises(ConfigError, match="line 3"):
+        load_csv(bad)

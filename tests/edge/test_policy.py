@@ -1,0 +1,55 @@
+from edge.policy import AlertPolicy, PolicySettings, severity_for
+
+T = 1.0
+
+
+def feed(policy: AlertPolicy, scores: list[float], start: float = 0.0) -> list[float]:
+    """Alert times for a sequence of scores one second apart."""
+    out = []
+    for i, s in enumerate(scores):
+        ep = policy.update("a", start + i, s, T)
+        if ep is not None:
+            out.append(ep.ts)
+    return out
+
+
+def test_k_in_a_row_opens_one_alert_per_episode() -> None:
+    p = AlertPolicy(PolicySettings(k=3, clear=2, cooldown_s=0))
+    assert feed(p, [2, 2, 0, 2, 2, 2, 2, 2, 2]) == [5.0]
+
+
+def test_episode_start_is_first_anomalous_window() -> None:
+    p = AlertPolicy(PolicySettings(k=2, cooldown_s=0))
+    ep = None
+    for i, s in enumerate([0, 5, 5]):
+        ep = p.update("a", float(i), s, T) or ep
+    assert ep is not None and ep.start == 1.0 and ep.ts == 2.0
+
+
+def test_hysteresis_keeps_episode_open_near_threshold() -> None:
+    p = AlertPolicy(PolicySettings(k=1, clear=2, clear_ratio=0.5, cooldown_s=0))
+    # 0.9 is below threshold but above 0.5*threshold: the episode stays open
+    assert feed(p, [2, 0.9, 0.9, 0.9, 2]) == [0.0]
+    # two clearly normal windows close it; the next anomaly alerts again
+    assert feed(p, [0.1, 0.1, 2], start=10) == [12.0]
+
+
+def test_cooldown_suppresses_second_episode() -> None:
+    p = AlertPolicy(PolicySettings(k=1, clear=1, cooldown_s=100))
+    assert feed(p, [2, 0, 2, 0, 2]) == [0.0]
+    assert p.suppressed == 2
+    assert feed(p, [0, 2], start=200) == [201.0]
+
+
+def test_assets_are_independent() -> None:
+    p = AlertPolicy(PolicySettings(k=2, cooldown_s=0))
+    assert p.update("a", 0, 5, T) is None
+    assert p.update("b", 0, 5, T) is None
+    assert p.update("a", 1, 5, T) is not None
+    assert p.in_episode("a") and not p.in_episode("b")
+
+
+def test_severity() -> None:
+    assert severity_for(1.5, 1) == "warning"
+    assert severity_for(2.5, 1) == "major"
+    assert severity_for(9, 1) == "critical"

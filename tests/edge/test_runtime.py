@@ -1,0 +1,138 @@
+import asyncio
+import json
+from pathlib import Path
+
+import aiomqtt
+from edge.bundle import ModelBundle
+from edge.config import EdgeSettings
+from edge.runtime import EdgeRuntime
+from edge.schema import Alert
+from edge.simulator import Fleet, parse_fault
+
+from ..conftest import Mosquitto
+from .helpers import publish_simulated
+
+
+def settings(tmp_path: Path, bundle: ModelBundle, url: str, **kw: object) -> EdgeSettings:
+    return EdgeSettings(model=bundle.path, mqtt={"url": url}, outbox=tmp_path / "outbox.db",
+                        stats_interval_s=0.2, **kw)
+
+
+async def collect(sub: aiomqtt.Client, done, seconds: float = 15.0) -> list[aiomqtt.Message]:
+    got: list[aiomqtt.Message] = []
+    try:
+        async with asyncio.timeout(seconds):
+            async for m in sub.messages:
+                got.append(m)
+                if done(got):
+                    break
+    except TimeoutError:
+        pass
+    return got
+
+
+async def test_faulted_asset_alerts_and_bad_payloads_are_dead_lettered(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    rt = EdgeRuntime(settings(tmp_path, bundle, mosquitto.url), bundle=bundle,
+                     stats_file=tmp_path / "stats.json")
+    fleet = Fleet(4, seed=21, faults=[parse_fault("gen-003:coolant_pump@60", ramp=30)])
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+        await sub.subscribe("aiotflow/alerts/#", qos=1)
+        await sub.subscribe("aiotflow/deadletter/#", qos=1)
+        async with rt:
+            await asyncio.wait_for(rt.subscribed.wait(), 10)
+            good, bad = await publish_simulated(mosquitto.port, fleet, 200, 2.0, bad_every=10)
+
+            def done(msgs: list[aiomqtt.Message]) -> bool:
+                return len(msgs) >= bad + 1 and any("alerts" in str(m.topic) for m in msgs)
+
+            got = await collect(sub, done)
+            await asyncio.sleep(0.3)
+    alerts = [Alert.model_validate_json(m.payload) for m in got  # type: ignore[arg-type]
+              if str(m.topic).startswith("aiotflow/alerts/")]
+    letters = [json.loads(m.payload) for m in got  # type: ignore[arg-type]
+               if str(m.topic).startswith("aiotflow/deadletter/")]
+    assert [a.asset for a in alerts] == ["gen-003"]
+    a = alerts[0]
+    assert a.site == "plant-1" and a.score >= a.threshold and len(a.embedding) == 48
+    assert max(a.summary, key=lambda c: a.summary[c].contribution) == "coolant_temp_c"
+    assert len(letters) == bad
+    assert {lt["reason"] for lt in letters} >= {"not_json", "invalid", "empty_batch"}
+    assert all(lt["topic"].startswith("aiotflow/telemetry/plant-1/") for lt in letters)
+    assert any(lt["payload_base64"] for lt in letters)  # binary garbage kept, not lost
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["readings_received"] == good
+    assert stats["invalid"] == bad and stats["deadlettered"] == bad
+    assert stats["alerts_emitted"] == 1 and stats["outbox_depth"] == 0
+    assert stats["windows_scored"] > 0
+
+
+async def test_out_of_order_and_wrong_site_are_rejected(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    rt = EdgeRuntime(settings(tmp_path, bundle, mosquitto.url, site="plant-1"), bundle=bundle)
+    async with rt:
+        rt.handle("aiotflow/telemetry/plant-1/g1", b'{"ts": 10, "values": {"rpm": 1}}')
+        rt.handle("aiotflow/telemetry/plant-1/g1", b'{"ts": 9, "values": {"rpm": 1}}')
+        rt.handle("aiotflow/telemetry/plant-9/g1", b'{"ts": 11, "values": {"rpm": 1}}')
+        rt.handle("nositeasset", b'{"ts": 11, "values": {"rpm": 1}}')
+    assert rt.stats.readings_received == 1
+    assert rt.stats.invalid_reasons == {"out_of_order": 1, "wrong_site": 1, "bad_topic": 1}
+    assert rt.stats.deadlettered == 3
+
+
+async def test_alert_survives_uplink_outage(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    uplink = Mosquitto(tmp_path / "uplink", persistence=True)
+    uplink.start()
+    try:
+        # An operator's subscriber with a persistent session on the uplink broker.
+        async with aiomqtt.Client("127.0.0.1", uplink.port, identifier="ops-console",
+                                  clean_session=False) as sub:
+            await sub.subscribe("aiotflow/alerts/#", qos=1)
+        s = settings(tmp_path, bundle, mosquitto.url, uplink={"url": uplink.url,
+                                                              "reconnect_max_s": 0.5})
+        rt = EdgeRuntime(s, bundle=bundle)
+        fleet = Fleet(2, seed=4, faults=[parse_fault("gen-001:bearing_wear@60", ramp=20)])
+        async with rt:
+            await asyncio.wait_for(rt.subscribed.wait(), 10)
+            uplink.stop()
+            await publish_simulated(mosquitto.port, fleet, 150, 2.0)
+            for _ in range(100):
+                if rt.stats.alerts_emitted:
+                    break
+                await asyncio.sleep(0.1)
+            assert rt.stats.alerts_emitted == 1
+            await asyncio.sleep(1.0)
+            assert rt.stats.published == 0 and rt.stats.outbox_depth == 1
+            uplink.start()
+            for _ in range(100):
+                if rt.stats.published:
+                    break
+                await asyncio.sleep(0.1)
+            assert rt.stats.published == 1 and rt.stats.outbox_depth == 0
+        async with aiomqtt.Client("127.0.0.1", uplink.port, identifier="ops-console",
+                                  clean_session=False) as sub:
+            got = await collect(sub, lambda m: len(m) >= 1, 10)
+        assert len(got) == 1
+        assert Alert.model_validate_json(got[0].payload).asset == "gen-001"  # type: ignore[arg-type]
+    finally:
+        uplink.stop()
+
+
+async def test_outbox_is_published_after_restart(bundle: ModelBundle, tmp_path: Path,
+                                                 mosquitto: Mosquitto) -> None:
+    from edge.outbox import Outbox
+
+    async with Outbox(tmp_path / "outbox.db") as ob:
+        await ob.put_many([("k1", "aiotflow/alerts/s/a", b"{}"), ("k1", "x", b"dup")])
+        assert await ob.depth() == 1
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+        await sub.subscribe("aiotflow/alerts/#", qos=1)
+        rt = EdgeRuntime(settings(tmp_path, bundle, mosquitto.url), bundle=bundle)
+        async with rt:
+            got = await collect(sub, lambda m: len(m) >= 1, 10)
+    assert [str(m.topic) for m in got] == ["aiotflow/alerts/s/a"]
+    assert rt.stats.outbox_depth == 0
