@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from aiotflow.seed import history_incidents
 from edge.bundle import ModelBundle
 from edge.training import train_simulated
 from vectorstore.models import Incident
+
+from .fakes import SchedulingService
 
 
 def free_port() -> int:
@@ -105,3 +108,10 @@ def bundle(bundle_path: Path) -> ModelBundle:
 def incidents(bundle: ModelBundle) -> list[Incident]:
     """A synthetic incident history made with the session's model."""
     return history_incidents(bundle, 40, seed=5)
+
+
+@pytest.fixture
+def scheduling_service() -> Iterator[SchedulingService]:
+    """A customer scheduling REST service on loopback (status settable to 503)."""
+    with SchedulingService() as svc:
+        yield svc

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import aiomqtt
 import orjson
+
 from edge.simulator import Fleet
 
 
@@ -18,7 +21,8 @@ async def publish_simulated(
                     b'{"ts": 1, "values": {}}']
     good = bad = 0
     async with aiomqtt.Client("127.0.0.1", port, max_queued_outgoing_messages=None) as client:
-        for asset, ts, values in fleet.run(seconds, rate_hz):
+        # samples end "now", so alerts postdate the incident history they are compared with
+        for asset, ts, values in fleet.run(seconds, rate_hz, start_ts=time.time() - seconds):
             await client.publish(f"aiotflow/telemetry/{site}/{asset}",
                                  orjson.dumps({"ts": ts, "values": values}), qos=1)
             good += 1

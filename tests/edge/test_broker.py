@@ -1,6 +1,7 @@
 import asyncio
 
 import aiomqtt
+
 from edge.broker import EmbeddedBroker, topic_matches
 
 

@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
 from edge.bundle import META_KEY, ModelBundle
 from edge.detector import PCAResidualDetector, to_onnx_bytes
 from edge.errors import BundleError, ConfigError

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import aiomqtt
+
 from edge.bundle import ModelBundle
 from edge.config import EdgeSettings
 from edge.runtime import EdgeRuntime

@@ -2,6 +2,7 @@ import math
 
 import orjson
 import pytest
+
 from edge.errors import PayloadError
 from edge.schema import MAX_READINGS_PER_MESSAGE, Alert, alert_id_for, decode_readings
 

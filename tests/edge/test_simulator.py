@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from edge.errors import ConfigError
 from edge.simulator import CHANNELS, Fleet, parse_fault
 

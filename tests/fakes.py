@@ -1,0 +1,62 @@
+"""Fakes for what cannot be reached from here, as real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class SchedulingService:
+    def __init__(self) -> None:
+        self.status = 200  # set to 503 to simulate an outage
+        self.requests: list[tuple[str, str]] = []
+        self.bookings: dict[str, dict[str, Any]] = {}
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, code: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                service.requests.append(("GET", self.path))
+                if service.status != 200:
+                    return self._send(service.status, {"error": "down"})
+                if "skill=cooling" in self.path:
+                    return self._send(200, {"id": "EXT-7", "name": "Remote Tech",
+                                            "skills": ["cooling"], "on_call_from": 0})
+                return self._send(404, {"error": "nobody"})
+
+            def do_POST(self) -> None:
+                service.requests.append(("POST", self.path))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if service.status != 200:
+                    return self._send(service.status, {"error": "down"})
+                key = self.headers["Idempotency-Key"]
+                booking = service.bookings.setdefault(key, {
+                    "id": f"EXT-BK-{len(service.bookings) + 1}", "technician_id":
+                    body["technician_id"], "asset": body["asset"], "site": body["site"],
+                    "start": body["start"], "end": body["start"] + body["hours"] * 3600,
+                    "reason": body["reason"]})
+                return self._send(201, booking)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> SchedulingService:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

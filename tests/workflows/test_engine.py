@@ -1,0 +1,197 @@
+"""The workflow engine on a real Mosquitto: alert -> workflow -> approval -> work order."""
+
+import asyncio
+from pathlib import Path
+
+import aiomqtt
+
+from agents import register_maintenance_agent
+from edge.bundle import ModelBundle
+from edge.config import EdgeSettings
+from edge.runtime import EdgeRuntime
+from edge.schema import Alert
+from edge.simulator import Fleet, parse_fault
+from tools.scheduling import HttpScheduling
+from vectorstore.models import Incident
+from workflows import App, Engine
+
+from ..conftest import Mosquitto
+from ..edge.helpers import publish_simulated
+from ..fakes import SchedulingService
+from .helpers import cli, make_alert, seed, settings_for, wait_for
+
+
+def maintenance_app() -> App:
+    app = App("test-fleet")
+    register_maintenance_agent(app)
+    return app
+
+
+async def publish_alert(port: int, alert: Alert) -> None:
+    async with aiomqtt.Client("127.0.0.1", port) as c:
+        await c.publish(f"aiotflow/alerts/{alert.site}/{alert.asset}",
+                        alert.model_dump_json(), qos=1)
+
+
+async def pending(engine: Engine) -> list:  # type: ignore[type-arg]
+    return await engine.control.approvals(status="pending")
+
+
+async def test_fault_to_work_order_with_approval_from_a_second_process(
+    mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    edge_settings = EdgeSettings(model=bundle.path, mqtt={"url": mosquitto.url},
+                                 outbox=tmp_path / "outbox.db")
+    async with Engine(maintenance_app(), settings_for(state, mosquitto.url)) as engine:
+        await seed(engine, incidents)
+        async with EdgeRuntime(edge_settings, bundle=bundle) as edge:
+            await wait_for(lambda: edge.subscribed.is_set() and engine.subscribed.is_set())
+            fleet = Fleet(3, seed=9, faults=[parse_fault("gen-002:coolant_pump@60", ramp=40)])
+            await publish_simulated(mosquitto.port, fleet, 200, bundle.meta.sample_rate_hz)
+            [req] = await wait_for(lambda: pending(engine))
+        assert req.asset == "gen-002" and "coolant pump" in req.title
+        assert set(req.tools) == {"book_technician", "create_work_order"}
+        assert any("similar past events ended in coolant pump failure" in e
+                   for e in req.request["evidence"])
+        assert await engine.ops.work_orders() == []  # nothing happens before approval
+
+        code, _out, err = await cli("approve", req.id, "--decision", "approve", "--user", "bob",
+                                   "--comment", "go", "--state-dir", str(state))
+        assert code == 0, err
+
+        run = await wait_for(lambda: _completed(engine, req.thread_id))
+        [wo] = await engine.ops.work_orders()
+        assert wo.asset == "gen-002" and wo.technician_id in ("T-01", "T-04")
+        assert wo.booking_id and "no cooling maintenance in 90 days" in wo.description
+        assert "Approved by bob: go" in wo.description
+        assert wo.evidence["approval_id"] == req.id
+        assert run.result["status"] == "work_order_created"
+        kinds = [r.kind for r in await engine.control.audit_records(thread_id=req.thread_id)]
+        for k in ("alert.received", "evidence.gathered", "diagnosis", "plan", "guardrails",
+                  "approval.requested", "approval.approved", "tool.ok", "workflow.completed"):
+            assert k in kinds, k
+        assert kinds.index("approval.approved") < kinds.index("workflow.completed")
+        assert engine.stats.runs_started == 1
+
+
+async def _completed(engine: Engine, thread_id: str):  # type: ignore[no-untyped-def]
+    run = await engine.runs.get(thread_id)
+    return run if run and run.status == "completed" else None
+
+
+async def test_rejection_opens_no_work_order(
+    mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident], tmp_path: Path
+) -> None:
+    async with Engine(maintenance_app(), settings_for(tmp_path / "s", mosquitto.url)) as engine:
+        await seed(engine, incidents)
+        await wait_for(engine.subscribed.is_set)
+        await publish_alert(mosquitto.port, make_alert(bundle))
+        [req] = await wait_for(lambda: pending(engine))
+        code, _, err = await cli("approve", req.id, "--decision", "reject", "--user", "carol",
+                                 "--comment", "pump was replaced yesterday",
+                                 "--state-dir", str(tmp_path / "s"))
+        assert code == 0, err
+        run = await wait_for(lambda: _completed(engine, req.thread_id))
+        assert run.result["status"] == "rejected"
+        assert await engine.ops.work_orders() == [] and await engine.ops.bookings() == []
+        [rej] = await engine.control.audit_records(kind="approval.rejected")
+        assert rej.actor == "carol" and rej.detail["comment"] == "pump was replaced yesterday"
+        # a second decision cannot overturn the first
+        code, _, _ = await cli("approve", req.id, "--decision", "approve",
+                               "--state-dir", str(tmp_path / "s"))
+        assert code == 1
+
+
+async def test_duplicate_alert_runs_once(
+    mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident], tmp_path: Path
+) -> None:
+    alert = make_alert(bundle)
+    async with Engine(maintenance_app(), settings_for(tmp_path / "s", mosquitto.url)) as engine:
+        await seed(engine, incidents)
+        await wait_for(engine.subscribed.is_set)
+        for _ in range(3):
+            await publish_alert(mosquitto.port, alert)
+        await wait_for(lambda: engine.stats.alerts_received == 3)
+        await engine.drain(10)
+        assert engine.stats.runs_started == 1 and engine.stats.duplicates == 2
+        assert len(await engine.control.approvals(status=None)) == 1
+        # a later alert of the same asset joins the active run (single flight)
+        await publish_alert(mosquitto.port, make_alert(bundle, seed=2))
+        await wait_for(lambda: engine.stats.coalesced == 1)
+        assert engine.stats.runs_started == 1
+
+
+async def test_pending_approval_survives_restart(
+    mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident], tmp_path: Path
+) -> None:
+    state = tmp_path / "s"
+    async with Engine(maintenance_app(), settings_for(state, mosquitto.url)) as engine:
+        await seed(engine, incidents)
+        await wait_for(engine.subscribed.is_set)
+        await publish_alert(mosquitto.port, make_alert(bundle))
+        [req] = await wait_for(lambda: pending(engine))
+    # engine stopped; a second process still sees the approval waiting
+    code, out, _ = await cli("approvals", "--state-dir", str(state))
+    assert code == 0 and req.id in out
+    async with Engine(maintenance_app(), settings_for(state, mosquitto.url)) as engine:
+        assert [r.id for r in await pending(engine)] == [req.id]
+        run = await engine.runs.get(req.thread_id)
+        assert run is not None and run.status == "waiting_approval"
+        await asyncio.sleep(0.3)
+        assert [r.id for r in await pending(engine)] == [req.id]  # nothing auto-decided
+        await engine.control.decide(req.id, "approved", by="dave")
+        await wait_for(lambda: _completed(engine, req.thread_id))
+        assert len(await engine.ops.work_orders()) == 1
+        assert engine.stats.runs_started == 0  # resumed, not restarted
+
+
+async def test_scheduling_outage_falls_back_to_operator_notification(
+    mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident], tmp_path: Path,
+    scheduling_service: SchedulingService,
+) -> None:
+    scheduling_service.status = 503
+    http = HttpScheduling(scheduling_service.url, timeout=1)
+    settings = settings_for(tmp_path / "s", mosquitto.url).model_copy(
+        update={"tool_attempts": 2})
+    async with Engine(maintenance_app(), settings, scheduling=http) as engine:
+        await seed(engine, incidents)
+        await wait_for(engine.subscribed.is_set)
+        await publish_alert(mosquitto.port, make_alert(bundle))
+        [req] = await wait_for(lambda: pending(engine))
+        await engine.control.decide(req.id, "approved", by="erin")
+        run = await wait_for(lambda: _completed(engine, req.thread_id))
+        assert run.result["scheduling_error"] and run.result["notification"]
+        [note] = await engine.ops.notifications()
+        assert note.priority in ("high", "critical") and "dispatch manually" in note.message
+        [wo] = await engine.ops.work_orders()
+        assert wo.technician_id is None and wo.booking_id is None
+        assert len(scheduling_service.requests) == 2  # retried, then fell back
+    await http.aclose()
+
+
+async def test_unknown_pattern_only_notifies(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    async with Engine(maintenance_app(), settings_for(tmp_path / "s", mosquitto.url)) as engine:
+        await seed(engine, [])  # no history at all
+        await wait_for(engine.subscribed.is_set)
+        await publish_alert(mosquitto.port, make_alert(bundle, "injector"))
+        await wait_for(lambda: engine.stats.runs_completed == 1)
+        assert await engine.control.approvals(status=None) == []
+        assert await engine.ops.work_orders() == []
+        [note] = await engine.ops.notifications()
+        assert "inspect" in note.subject.lower() or "without a known pattern" in note.subject
+
+
+async def test_invalid_alert_is_audited_not_fatal(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    async with Engine(maintenance_app(), settings_for(tmp_path / "s", mosquitto.url)) as engine:
+        await wait_for(engine.subscribed.is_set)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+            await c.publish("aiotflow/alerts/x/y", b"{broken", qos=1)
+        await wait_for(lambda: engine.stats.alerts_invalid == 1)
+        await publish_alert(mosquitto.port, make_alert(bundle))
+        await wait_for(lambda: engine.stats.runs_started == 1)
+        assert len(await engine.control.audit_records(kind="alert.invalid")) == 1
