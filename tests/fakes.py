@@ -60,3 +60,53 @@ class SchedulingService:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class ChatCompletionsService:
+    """An OpenAI-compatible Chat Completions endpoint on loopback (``/v1``)."""
+
+    def __init__(self, answer: str = "Coolant pump likely failing; dispatch cooling tech.") -> None:
+        self.answer = answer
+        self.status = 200
+        self.requests: list[dict[str, Any]] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                service.requests.append({"path": self.path, "body": body,
+                                         "auth": self.headers.get("Authorization")})
+                if service.status != 200 or self.path != "/v1/chat/completions":
+                    code = service.status if service.status != 200 else 404
+                    data = json.dumps({"error": {"message": "unavailable"}}).encode()
+                else:
+                    code = 200
+                    prompt = sum(len(m["content"]) for m in body["messages"]) // 4
+                    data = json.dumps({
+                        "id": f"chatcmpl-{len(service.requests)}", "object": "chat.completion",
+                        "created": 1700000000, "model": body["model"],
+                        "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                            "role": "assistant", "content": service.answer}}],
+                        "usage": {"prompt_tokens": prompt, "completion_tokens": 20,
+                                  "total_tokens": prompt + 20},
+                    }).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ChatCompletionsService:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,108 @@
+"""The command line end to end: `aiotflow edge` + `aiotflow simulate` on Mosquitto, and
+`aiotflow demo` unattended."""
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import aiomqtt
+
+from edge.bundle import ModelBundle
+from edge.schema import Alert
+
+from .conftest import Mosquitto
+
+
+async def test_edge_and_simulate_with_malformed_payloads(
+    mosquitto: Mosquitto, bundle_path: Path, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f'model = "{bundle_path}"\noutbox = "{tmp_path / "outbox.db"}"\n'
+                   f"stats_interval_s = 0.3\n[mqtt]\nurl = \"{mosquitto.url}\"\n"
+                   "[policy]\nk = 3\n")
+    stats_file = tmp_path / "stats.json"
+    edge = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiotflow", "edge", "--config", str(cfg),
+        "--stats-file", str(stats_file), stderr=asyncio.subprocess.PIPE)
+    alerts: list[Alert] = []
+    try:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+            await sub.subscribe("aiotflow/alerts/#", qos=1)
+            for _ in range(200):
+                if stats_file.exists() and json.loads(stats_file.read_text())["connects"]:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # subscription follows the connection
+            sim = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "aiotflow", "simulate", "--broker", mosquitto.url,
+                "--assets", "4", "--rate", "2", "--speed", "25", "--duration", "160",
+                "--fault", "gen-003:coolant_pump@60", "--fault", "gen-004:bearing_wear@70",
+                "--ramp", "40", stderr=asyncio.subprocess.PIPE)
+            garbage = [b"{oops", b'{"ts": "soon", "values": {}}', b"\x00\x01\xff",
+                       b'{"ts": 1, "values": {"rpm": null}}', b"[]", b'"text"']
+            async with aiomqtt.Client("127.0.0.1", mosquitto.port) as pub:
+                for i in range(1000):
+                    await pub.publish(f"aiotflow/telemetry/plant-1/gen-00{i % 4 + 1}",
+                                      garbage[i % len(garbage)], qos=1)
+                    if i % 50 == 0:
+                        await asyncio.sleep(0.02)
+            _, sim_err = await asyncio.wait_for(sim.communicate(), 60)
+            assert sim.returncode == 0, sim_err.decode()
+            try:
+                async with asyncio.timeout(3):
+                    async for m in sub.messages:
+                        alerts.append(Alert.model_validate_json(m.payload))  # type: ignore[arg-type]
+            except TimeoutError:
+                pass
+    finally:
+        edge.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(edge.communicate(), 30)
+    assert edge.returncode == 0, err.decode()[-2000:]
+    stats = json.loads(stats_file.read_text())
+    assert stats["invalid"] == 1000 and stats["deadlettered"] == 1000
+    assert stats["readings_received"] == 4 * 2 * 160
+    assert sorted(a.asset for a in alerts) == ["gen-003", "gen-004"]
+    assert stats["alerts_emitted"] == 2 and stats["outbox_depth"] == 0
+
+
+async def test_bad_config_names_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text('[policy]\nk = 0\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiotflow", "edge", "--config", str(cfg),
+        stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2 and "policy.k" in err.decode()
+
+
+async def run_demo(tmp_path: Path, answer: str) -> dict:  # type: ignore[type-arg]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiotflow", "demo", "--approve", answer, "--json",
+        "--state-dir", str(tmp_path / answer), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    summary: dict = json.loads(out)  # type: ignore[type-arg]
+    assert "approval requested" in err.decode()  # progress is shown while it runs
+    return summary
+
+
+async def test_demo_approve_yes(tmp_path: Path) -> None:
+    s = await run_demo(tmp_path, "yes")
+    assert s["alerts"] >= 1 and set(s["alerts_by_asset"]) == set(s["faulty_assets"])
+    assert s["work_orders"] >= 1 and set(s["work_orders_by_asset"]) == {"gen-002"}
+    assert s["approved"] >= 1 and s["readings"] > 0 and s["audit_records"] > 0
+    assert s["seconds"] < 120
+
+
+async def test_demo_approve_no(tmp_path: Path) -> None:
+    s = await run_demo(tmp_path, "no")
+    assert s["alerts"] >= 1 and set(s["alerts_by_asset"]) == {"gen-002"}
+    assert s["work_orders"] == 0 and s["bookings"] == 0
+    assert s["rejected"] >= 1 and s["audit_rejections"] == s["rejected"]
+
+
+def test_bundle_fixture_is_real(bundle: ModelBundle) -> None:
+    assert bundle.path.stat().st_size > 1000

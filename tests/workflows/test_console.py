@@ -1,0 +1,77 @@
+"""The approval console, driven as a person would: a second process reading stdin."""
+
+from pathlib import Path
+
+from tools.control import ControlStore
+from workflows.console import ask_decision, render_request
+
+from .helpers import cli
+
+REQUEST = {"title": "Dispatch to gen-002: coolant pump failure",
+           "summary": "gen-002: suspected coolant pump failure.",
+           "evidence": ["7 of 8 similar past events ended in coolant pump failure",
+                        "no cooling maintenance in 90 days"],
+           "actions": [{"tool": "book_technician", "summary": "book a cooling technician",
+                        "args": {}}]}
+
+
+async def make_pending(state: Path, n: int = 1) -> list[str]:
+    async with ControlStore(state / "control.db") as control:
+        return [(await control.request_approval(
+            thread_id=f"maintenance/a{i}", workflow="maintenance", asset="gen-002",
+            title=REQUEST["title"], request=REQUEST, tools=["book_technician"])).id
+            for i in range(n)]
+
+
+async def status(state: Path, aid: str):  # type: ignore[no-untyped-def]
+    async with ControlStore(state / "control.db") as control:
+        return await control.approval(aid)
+
+
+async def test_bad_input_is_asked_again_then_rejection_recorded(tmp_path: Path) -> None:
+    [aid] = await make_pending(tmp_path)
+    code, out, err = await cli("approve", "--state-dir", str(tmp_path), "--user", "carol",
+                               stdin=b"maybe\n\nr\nnot during the night shift\n")
+    assert code == 0, err
+    assert "7 of 8 similar past events" in out and "book a cooling technician" in out
+    assert out.count("Please answer a, r or s") == 2
+    rec = await status(tmp_path, aid)
+    assert rec.status == "rejected" and rec.decided_by == "carol"
+    assert rec.comment == "not during the night shift"
+
+
+async def test_end_of_input_leaves_item_pending(tmp_path: Path) -> None:
+    aids = await make_pending(tmp_path, 2)
+    code, out, _ = await cli("approve", "--state-dir", str(tmp_path), "--user", "carol",
+                             stdin=b"a\n")  # approves the first, then Ctrl-D at the comment
+    assert code == 0
+    assert "left pending" in out
+    assert [(await status(tmp_path, a)).status for a in aids] == ["pending", "pending"]
+    code, out, _ = await cli("approvals", "--state-dir", str(tmp_path))
+    assert all(a in out for a in aids)
+
+
+async def test_approve_with_skip_and_listing(tmp_path: Path) -> None:
+    first, second = await make_pending(tmp_path, 2)
+    code, _, _ = await cli("approve", "--state-dir", str(tmp_path), "--user", "dan",
+                           stdin=b"s\nyes\n\n")
+    assert code == 0
+    assert (await status(tmp_path, first)).status == "pending"
+    rec = await status(tmp_path, second)
+    assert rec.status == "approved" and rec.comment is None
+    code, out, _ = await cli("approvals", "--all", "--state-dir", str(tmp_path))
+    assert "approved" in out and "pending" in out
+    code, _, err = await cli("approve", "nope", "--decision", "approve",
+                             "--state-dir", str(tmp_path))
+    assert code == 2 and "no approval" in err
+
+
+async def test_ask_decision_in_process(tmp_path: Path) -> None:
+    await make_pending(tmp_path)
+    async with ControlStore(tmp_path / "control.db") as control:
+        [rec] = await control.approvals()
+    answers = iter(["x", "approve", "ok by me"])
+    printed: list[str] = []
+    got = ask_decision(rec, input_fn=lambda _p: next(answers), output=printed.append)
+    assert got == ("approved", "ok by me")
+    assert printed[0] == render_request(rec) and "Please answer" in printed[1]
