@@ -35,8 +35,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy edge vectorstore tools workflows agents aiotflow
 
-## make test: lint, then the whole suite against a real Mosquitto
-test: $(STAMP) mosquitto lint
+## make test: lint, type-check, then the whole suite against a real Mosquitto
+test: $(STAMP) mosquitto lint typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP) mosquitto

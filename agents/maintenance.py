@@ -43,8 +43,8 @@ class MaintenanceSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    similar_limit: int = Field(10, ge=1, description="Similar incidents to retrieve.")
-    min_similarity: float = Field(0.5, ge=-1, le=1, description="Cosine similarity floor.")
+    similar_limit: int = Field(20, ge=1, description="Similar incidents to retrieve.")
+    min_similarity: float = Field(0.75, ge=-1, le=1, description="Cosine similarity floor.")
     min_confidence: float = Field(
         0.5, ge=0, le=1, description="Below this the agent asks an operator to inspect "
                                      "instead of dispatching a technician.")
@@ -74,6 +74,11 @@ def _sensor_evidence(ctx: WorkflowContext) -> list[str]:
             out.append(f"{ch} carries {s.contribution:.0%} of the anomaly: {s.last:g} now, "
                        f"{side} than the load explains, trend {s.slope_per_min:+.2f}/min")
     return out
+
+
+def _title(mode: str) -> str:
+    fm = failure_mode(mode)
+    return fm.title if fm else mode
 
 
 def _matches(summary: Any, sign: int) -> bool:
@@ -120,10 +125,10 @@ def build_maintenance_graph(
         confidence = votes[mode] / sum(votes.values()) if mode and sum(votes.values()) else 0.0
         fm = failure_mode(mode)
         if mode is not None:
-            others = ", ".join(f"{n} {failure_mode(k).title if failure_mode(k) else k}"
-                               for k, n in counts.most_common() if k != mode)
+            others = ", ".join(f"{n} {_title(k)}" for k, n in counts.most_common() if k != mode)
             title = fm.title if fm else mode
-            ids = ", ".join(s["id"][:8] for s in similar if s["failure_mode"] == mode)
+            same = [s["id"][:8] for s in similar if s["failure_mode"] == mode]
+            ids = ", ".join(same[:5]) + (f" and {len(same) - 5} more" if len(same) > 5 else "")
             evidence.append(f"{counts[mode]} of {len(similar)} similar past events ended in "
                             f"{title}" + (f" (others: {others})" if others else "")
                             + f"; incidents {ids}")
@@ -197,7 +202,8 @@ def build_maintenance_graph(
                            f"{d['confidence']:.0%}.", "Evidence:"] +
                           [f"- {e}" for e in d["evidence"]] +
                           ["Planned actions:"] + [f"- {a['summary']}" for a in actions])
-        fallback = (f"{headline}. Evidence: " + "; ".join(d["evidence"]) + "."
+        history = next((e for e in d["evidence"] if "similar past events" in e), "")
+        fallback = (f"{headline}. {history[:1].upper()}{history[1:]}."
                     + (f" Recommended: {fm.action}." if fm and fm.key != "none" else ""))
         llm = ctx.services.get("llm")
         text, source = fallback, "offline"
@@ -315,7 +321,7 @@ def build_maintenance_graph(
     g.add_node("diagnose", diagnose)
     g.add_node("plan", plan)
     g.add_node("guardrails", guardrails)
-    g.add_node("approval", approval_node(approval_request))
+    g.add_node("approval", approval_node(approval_request))  # type: ignore[arg-type]
     g.add_node("execute", execute)
     g.add_edge(START, "gather_evidence")
     g.add_edge("gather_evidence", "diagnose")

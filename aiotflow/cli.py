@@ -176,7 +176,7 @@ async def _cmd_approvals(a: argparse.Namespace) -> int:
 
 
 async def _cmd_approve(a: argparse.Namespace) -> int:
-    from tools.control import ControlStore
+    from tools.control import ControlStore, Decision
     from workflows.console import review_pending
     from workflows.settings import EngineSettings
 
@@ -186,7 +186,7 @@ async def _cmd_approve(a: argparse.Namespace) -> int:
             if not a.approval_id:
                 print("error: --decision needs an approval id", file=sys.stderr)
                 return 2
-            decision = "approved" if a.decision in ("approve", "approved", "yes") else "rejected"
+            decision: Decision = "approved" if a.decision == "approve" else "rejected"
             rec = await control.approval(a.approval_id)
             if rec is None:
                 print(f"error: no approval {a.approval_id}", file=sys.stderr)

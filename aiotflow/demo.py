@@ -28,6 +28,7 @@ from edge.policy import PolicySettings
 from edge.runtime import EdgeRuntime
 from edge.simulator import Fleet, parse_fault, publish_fleet
 from edge.training import train_simulated
+from tools.control import Decision
 from tools.scheduling import HttpScheduling
 from workflows.app import App
 from workflows.console import review_pending
@@ -169,7 +170,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             while True:
                 aid = await approvals_q.get()
                 if opts.approve in ("yes", "no"):
-                    decision = "approved" if opts.approve == "yes" else "rejected"
+                    decision: Decision = "approved" if opts.approve == "yes" else "rejected"
                     await engine.control.decide(aid, decision, by=opts.user,
                                                 comment="unattended demo answer")
                     say(f"{decision} by {opts.user} (--approve {opts.approve})")
@@ -245,7 +246,7 @@ def print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
     print("\nSummary")
     for key in ("readings", "alerts", "alerts_by_asset", "workflows_started",
                 "approvals_requested", "approved", "rejected", "approvals_pending",
-                "work_orders", "work_order_ids", "bookings", "notifications", "audit_records",
-                "state_dir"):
+                "work_orders", "work_orders_by_asset", "work_order_ids", "bookings",
+                "notifications", "audit_records", "state_dir"):
         print(f"  {key:20} {summary[key]}")
     print(f"\nInspect: aiotflow approvals --state-dir {summary['state_dir']} --all")

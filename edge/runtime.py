@@ -182,7 +182,7 @@ class EdgeRuntime:
         """Process one telemetry message (synchronous: it never blocks or raises)."""
         st = self.stats
         st.messages_received += 1
-        raw = payload if isinstance(payload, (bytes, bytearray)) else str(payload).encode()
+        raw = bytes(payload) if isinstance(payload, (bytes, bytearray)) else str(payload).encode()
         parts = topic.split("/")
         site, asset = (parts[-2], parts[-1]) if len(parts) >= 2 else ("", "")
         try:
@@ -190,7 +190,7 @@ class EdgeRuntime:
                 raise PayloadError("bad_topic", "topic must end in {site}/{asset}", topic=topic)
             if self.settings.site and site != self.settings.site:
                 raise PayloadError("wrong_site", f"site {site!r} is not {self.settings.site!r}")
-            readings = decode_readings(bytes(raw), topic=topic)
+            readings = decode_readings(raw, topic=topic)
         except PayloadError as exc:
             self._reject(topic, site, asset, raw, exc)
             return

@@ -181,7 +181,8 @@ class OpsDatabase:
     async def maintenance(
         self, asset: str, *, system: str | None = None, since: float | None = None
     ) -> list[MaintenanceEntry]:
-        sql, args = "SELECT * FROM maintenance_log WHERE asset = ?", [asset]
+        sql = "SELECT * FROM maintenance_log WHERE asset = ?"
+        args: list[object] = [asset]
         if system is not None:
             sql += " AND system = ?"
             args.append(system)

@@ -152,7 +152,7 @@ class Engine:
             self.runs = RunLedger(self.control.db)
             await self.runs.setup()
             for name, factory in self.app.services.items():
-                value = factory(s)
+                value: Any = factory(s)
                 if hasattr(value, "__aenter__"):
                     value = await stack.enter_async_context(value)
                 self.services[name] = value
