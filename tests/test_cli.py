@@ -106,3 +106,51 @@ async def test_demo_approve_no(tmp_path: Path) -> None:
 
 def test_bundle_fixture_is_real(bundle: ModelBundle) -> None:
     assert bundle.path.stat().st_size > 1000
+
+
+async def test_run_app_with_approval_from_another_terminal(
+    mosquitto: Mosquitto, bundle: ModelBundle, bundle_path: Path, tmp_path: Path
+) -> None:
+    """`aiotflow run` in one process, `aiotflow approvals/approve` in others."""
+    import sqlite3
+
+    from .workflows.helpers import cli, make_alert, wait_for
+
+    state = str(tmp_path / "state")
+    code, out, err = await cli("seed", "--model", str(bundle_path), "--incidents", "30",
+                               "--state-dir", state)
+    assert code == 0, err
+    assert json.loads(out)["incidents_added"] == 30
+    run = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiotflow", "run", "examples.generator_fleet:app",
+        "--state-dir", state, "--broker", mosquitto.url, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert run.stderr is not None
+        async with asyncio.timeout(60):  # start-up: open stores, compile, subscribe
+            while b"engine.subscribed" not in await run.stderr.readline():
+                pass
+        alert = make_alert(bundle)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+            await c.publish(f"aiotflow/alerts/plant-1/{alert.asset}", alert.model_dump_json(),
+                            qos=1)
+
+        async def waiting() -> list[dict]:  # type: ignore[type-arg]
+            _, listing, _ = await cli("approvals", "--json", "--state-dir", state)
+            return json.loads(listing)  # type: ignore[no-any-return]
+
+        [req] = await wait_for(waiting, 30)
+        code, out, err = await cli("approve", "--state-dir", state, "--user", "gina",
+                                   stdin=b"a\n\n")
+        assert code == 0, err
+
+        def work_orders() -> list[tuple[str, str]]:
+            with sqlite3.connect(Path(state) / "ops.db") as db:
+                return db.execute("SELECT asset, title FROM work_orders").fetchall()
+
+        [(asset, title)] = await wait_for(work_orders, 30)
+        assert asset == "gen-002" and "coolant pump" in title
+        assert req["asset"] == "gen-002"
+    finally:
+        run.send_signal(signal.SIGTERM)
+        _, err_b = await asyncio.wait_for(run.communicate(), 30)
+    assert run.returncode == 0, err_b.decode()[-2000:]
