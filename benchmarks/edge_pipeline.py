@@ -15,20 +15,17 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from edge.broker import EmbeddedBroker  # noqa: E402
-from edge.config import EdgeSettings  # noqa: E402
-from edge.runtime import EdgeRuntime  # noqa: E402
-from edge.simulator import Fleet, parse_fault  # noqa: E402
-from edge.training import train_simulated  # noqa: E402
+from edge.broker import EmbeddedBroker
+from edge.config import EdgeSettings
+from edge.runtime import EdgeRuntime
+from edge.simulator import Fleet, parse_fault
+from edge.training import train_simulated
 
 
 def messages(assets: int, seconds: float) -> list[tuple[str, bytes]]:

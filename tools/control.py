@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
-import aiosqlite
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ApprovalRequired
+from .sqlite import SqliteStore
 
 __all__ = ["ApprovalRecord", "AuditRecord", "ControlStore", "Decision"]
 
@@ -94,37 +92,10 @@ class ApprovalRecord(BaseModel):
     resumed_at: float | None = None
 
 
-class ControlStore:
+class ControlStore(SqliteStore):
     """``async with ControlStore(path) as control:`` audit, approvals and effects."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._db: aiosqlite.Connection | None = None
-
-    async def __aenter__(self) -> ControlStore:
-        if self._db is not None:
-            raise RuntimeError("ControlStore is not re-entrant")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, timeout=30)
-        self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA busy_timeout=30000")
-        await self._db.executescript(_SCHEMA)
-        await self._db.commit()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("ControlStore is not open")
-        return self._db
+    SCHEMA = _SCHEMA
 
     # ------------------------------------------------------------------ audit
     async def audit(

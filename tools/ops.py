@@ -14,12 +14,11 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import aiosqlite
 from pydantic import BaseModel, ConfigDict, Field
+
+from .sqlite import SqliteStore
 
 __all__ = [
     "Booking",
@@ -123,37 +122,10 @@ class MaintenanceEntry(BaseModel):
     notes: str = ""
 
 
-class OpsDatabase:
+class OpsDatabase(SqliteStore):
     """``async with OpsDatabase(path) as ops:`` the built-in tools' SQLite data."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._db: aiosqlite.Connection | None = None
-
-    async def __aenter__(self) -> OpsDatabase:
-        if self._db is not None:
-            raise RuntimeError("OpsDatabase is not re-entrant")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, timeout=30)
-        self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA busy_timeout=30000")
-        await self._db.executescript(_SCHEMA)
-        await self._db.commit()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("OpsDatabase is not open")
-        return self._db
+    SCHEMA = _SCHEMA
 
     # ------------------------------------------------------------------ seeding
     async def add_technician(
@@ -219,20 +191,13 @@ class OpsDatabase:
         self, *, technician_id: str, asset: str, site: str, start: float, hours: float,
         reason: str, key: str,
     ) -> Booking:
-        existing = await self._by_key("bookings", key)
-        if existing is None:
-            try:
-                await self.db.execute(
-                    'INSERT INTO bookings(id, technician_id, asset, site, start, "end", reason,'
-                    " key, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (f"BK-{uuid.uuid4().hex[:10]}", technician_id, asset, site, start,
-                     start + hours * 3600, reason, key, time.time()),
-                )
-                await self.db.commit()
-            except sqlite3.IntegrityError:  # a concurrent call with the same key won
-                await self.db.rollback()
-            existing = await self._by_key("bookings", key)
-        assert existing is not None
+        existing = await self._insert_once(
+            "bookings", key,
+            'INSERT INTO bookings(id, technician_id, asset, site, start, "end", reason,'
+            " key, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (f"BK-{uuid.uuid4().hex[:10]}", technician_id, asset, site, start,
+             start + hours * 3600, reason, key, time.time()),
+        )
         async with self.db.execute("SELECT name FROM technicians WHERE id = ?",
                                    (existing["technician_id"],)) as cur:
             t = await cur.fetchone()
@@ -246,45 +211,43 @@ class OpsDatabase:
         evidence: dict[str, Any], technician_id: str | None, booking_id: str | None,
         key: str,
     ) -> WorkOrder:
-        row = await self._by_key("work_orders", key)
-        if row is None:
-            try:
-                await self.db.execute(
-                    "INSERT INTO work_orders(asset, site, title, description, priority, evidence,"
-                    " technician_id, booking_id, key, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (asset, site, title, description, priority, json.dumps(evidence, default=str),
-                     technician_id, booking_id, key, time.time()),
-                )
-                await self.db.commit()
-            except sqlite3.IntegrityError:
-                await self.db.rollback()
-            row = await self._by_key("work_orders", key)
-        assert row is not None
-        return _work_order(row)
+        return _work_order(await self._insert_once(
+            "work_orders", key,
+            "INSERT INTO work_orders(asset, site, title, description, priority, evidence,"
+            " technician_id, booking_id, key, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (asset, site, title, description, priority, json.dumps(evidence, default=str),
+             technician_id, booking_id, key, time.time()),
+        ))
 
     async def notify(
         self, *, recipient: str, priority: str, subject: str, message: str, key: str
     ) -> Notification:
-        row = await self._by_key("notifications", key)
-        if row is None:
-            try:
-                await self.db.execute(
-                    "INSERT INTO notifications(id, recipient, priority, subject, message, key,"
-                    " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (f"NT-{uuid.uuid4().hex[:10]}", recipient, priority, subject, message, key,
-                     time.time()),
-                )
-                await self.db.commit()
-            except sqlite3.IntegrityError:
-                await self.db.rollback()
-            row = await self._by_key("notifications", key)
-        assert row is not None
+        row = await self._insert_once(
+            "notifications", key,
+            "INSERT INTO notifications(id, recipient, priority, subject, message, key,"
+            " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (f"NT-{uuid.uuid4().hex[:10]}", recipient, priority, subject, message, key,
+             time.time()),
+        )
         return Notification(id=row["id"], recipient=row["recipient"], priority=row["priority"],
                             subject=row["subject"], message=row["message"], created=row["created"])
 
     async def _by_key(self, table: str, key: str) -> Any:
         async with self.db.execute(f"SELECT * FROM {table} WHERE key = ?", (key,)) as cur:
             return await cur.fetchone()
+
+    async def _insert_once(self, table: str, key: str, sql: str, params: tuple[Any, ...]) -> Any:
+        """The row of ``table`` with ``key``: inserted by ``sql`` unless already there."""
+        row = await self._by_key(table, key)
+        if row is None:
+            try:
+                await self.db.execute(sql, params)
+                await self.db.commit()
+            except sqlite3.IntegrityError:  # a concurrent call with the same key won
+                await self.db.rollback()
+            row = await self._by_key(table, key)
+        assert row is not None
+        return row
 
     async def work_orders(self, *, asset: str | None = None) -> list[WorkOrder]:
         sql, args = "SELECT * FROM work_orders", []
