@@ -333,8 +333,10 @@ class Engine:
         run = await self.runs.get(rec.thread_id)
         if spec is None or run is None:
             return None  # another app's workflow: its engine resumes it
+        if run.status == "running":
+            return None  # the run is still on its way to the interrupt: next poll
         if run.status != "waiting_approval":
-            await self.control.mark_resumed(rec.id)
+            await self.control.mark_resumed(rec.id)  # finished meanwhile: nothing to resume
             return None
         decision = {"approval_id": rec.id, "status": rec.status, "by": rec.decided_by or "",
                     "comment": rec.comment}
@@ -356,7 +358,11 @@ class Engine:
             await self.control.audit("workflow.recovered", actor="engine",
                                      thread_id=run.thread_id)
             alert = Alert.model_validate(run.alert)
-            self._spawn(self._invoke(spec, alert, run.thread_id, None),
+            snap = await self._graphs[spec.name].aget_state(
+                {"configurable": {"thread_id": run.thread_id}})
+            # no checkpoint yet: start over; otherwise continue from the last checkpoint
+            inp = None if snap.values else {"alert": run.alert}
+            self._spawn(self._invoke(spec, alert, run.thread_id, inp),
                         f"recover-{run.alert_id[:8]}")
 
     async def drain(self, seconds: float = 30.0) -> bool:

@@ -195,3 +195,22 @@ async def test_invalid_alert_is_audited_not_fatal(
         await publish_alert(mosquitto.port, make_alert(bundle))
         await wait_for(lambda: engine.stats.runs_started == 1)
         assert len(await engine.control.audit_records(kind="alert.invalid")) == 1
+
+
+async def test_run_cut_off_by_a_crash_is_continued_at_start(
+    mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident], tmp_path: Path
+) -> None:
+    alert = make_alert(bundle)
+    tid = f"maintenance/{alert.id}"
+    state = tmp_path / "s"
+    async with Engine(maintenance_app(), settings_for(state, mosquitto.url)) as engine:
+        await seed(engine, incidents)
+        # what a crash right after claiming the alert leaves: a run, no checkpoint
+        assert await engine.runs.claim(thread_id=tid, workflow="maintenance",
+                                       alert=alert.model_dump(mode="json"))
+    async with Engine(maintenance_app(), settings_for(state, mosquitto.url)) as engine:
+        [req] = await wait_for(lambda: pending(engine))
+        assert req.thread_id == tid
+        assert await engine.control.audit_records(thread_id=tid, kind="workflow.recovered")
+        # the alert delivered again after the restart is still a duplicate
+        assert [o.status for o in await engine.submit(alert)] == ["duplicate"]
