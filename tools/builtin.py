@@ -104,7 +104,7 @@ def register_builtin_tools(
     sched: SchedulingBackend = scheduling or SqliteScheduling(ops)
     retry = retry or RetrySettings()
 
-    @registry.tool(scopes={"maintenance:read"}, replace=True)
+    @registry.tool(scopes={"maintenance:read"})
     async def maintenance_history(args: MaintenanceHistoryIn) -> MaintenanceHistoryOut:
         """Maintenance log entries of an asset, newest first, and days since the last one."""
         now = time.time()
@@ -117,12 +117,12 @@ def register_builtin_tools(
             days_since[s] = round((now - last[0].ts) / 86400, 1) if last else None
         return MaintenanceHistoryOut(entries=entries, days_since=days_since)
 
-    @registry.tool(scopes={"schedule:read"}, retry=retry, replace=True)
+    @registry.tool(scopes={"schedule:read"}, retry=retry)
     async def find_on_call_technician(args: FindOnCallIn) -> OnCallOut:
         """The technician with the skill who is on call now (or next)."""
         return OnCallOut(technician=await sched.find_on_call(args.skill, args.at or time.time()))
 
-    @registry.tool(scopes={"schedule:write"}, high_stakes=True, retry=retry, replace=True)
+    @registry.tool(scopes={"schedule:write"}, high_stakes=True, retry=retry)
     async def book_technician(args: BookTechnicianIn) -> Booking:
         """Book the next on-call technician with the skill for the asset."""
         at = args.not_before or time.time()
@@ -136,7 +136,7 @@ def register_builtin_tools(
                                 start=start, hours=args.hours, reason=args.reason,
                                 key=args.idempotency_key)
 
-    @registry.tool(scopes={"workorders:write"}, high_stakes=True, replace=True)
+    @registry.tool(scopes={"workorders:write"}, high_stakes=True)
     async def create_work_order(args: CreateWorkOrderIn) -> WorkOrder:
         """Open a work order with its evidence."""
         assert args.idempotency_key is not None
@@ -145,7 +145,7 @@ def register_builtin_tools(
             priority=args.priority, evidence=args.evidence, technician_id=args.technician_id,
             booking_id=args.booking_id, key=args.idempotency_key)
 
-    @registry.tool(scopes={"notify:send"}, side_effect=True, replace=True)
+    @registry.tool(scopes={"notify:send"}, side_effect=True)
     async def notify_operator(args: NotifyIn) -> Notification:
         """Send a notification to the operator on duty (the fallback when a tool is down)."""
         assert args.idempotency_key is not None

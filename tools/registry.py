@@ -143,6 +143,12 @@ class ToolRegistry:
 
         return decorate
 
+    def update(self, other: ToolRegistry) -> ToolRegistry:
+        """Add (or replace with) every tool of ``other``; returns ``self``."""
+        for tool in other._tools.values():
+            self.register(tool, replace=True)
+        return self
+
     def get(self, name: str) -> Tool:
         try:
             return self._tools[name]

@@ -34,7 +34,7 @@ from edge.schema import Alert
 from tools.builtin import register_builtin_tools
 from tools.control import ApprovalRecord, ControlStore
 from tools.ops import OpsDatabase
-from tools.registry import Principal, RetrySettings, ToolExecutor
+from tools.registry import Principal, RetrySettings, ToolExecutor, ToolRegistry
 from tools.scheduling import HttpScheduling, SchedulingBackend
 from vectorstore.store import HistoryStore
 
@@ -146,9 +146,10 @@ class Engine:
                 http = HttpScheduling(s.scheduling_url)
                 stack.push_async_callback(http.aclose)
                 scheduling = http
-            register_builtin_tools(self.app.tools, self.ops, scheduling=scheduling,
-                                   retry=RetrySettings(attempts=s.tool_attempts))
-            self.executor = ToolExecutor(self.app.tools, self.control)
+            # built-ins bound to this engine's databases; the app's own tools win
+            registry = register_builtin_tools(ToolRegistry(), self.ops, scheduling=scheduling,
+                                              retry=RetrySettings(attempts=s.tool_attempts))
+            self.executor = ToolExecutor(registry.update(self.app.tools), self.control)
             self.runs = RunLedger(self.control.db)
             await self.runs.setup()
             for name, factory in self.app.services.items():
