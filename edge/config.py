@@ -157,7 +157,12 @@ class EdgeSettings(FileSettings):
 
     @property
     def uplink_mqtt(self) -> MqttSettings:
-        return self.uplink or self.mqtt
+        """The uplink connection; on the telemetry broker, under its own client id."""
+        if self.uplink is not None:
+            return self.uplink
+        if self.mqtt.client_id is None:
+            return self.mqtt
+        return self.mqtt.model_copy(update={"client_id": f"{self.mqtt.client_id}-uplink"})
 
 
 def config_error(exc: ValidationError) -> ConfigError:

@@ -1,0 +1,184 @@
+"""Edge runtime throughput, batching, latency and memory against a real Mosquitto.
+
+Both consumers are measured one after the other in the same run, on the same broker and
+the same published messages: a bare aiomqtt subscriber that only decodes the JSON (the
+baseline: the best a Python aiomqtt consumer does here) and the full edge runtime
+(validate -> window -> features -> ONNX score -> alert policy -> outbox).
+
+    python benchmarks/edge_throughput.py [--json] [--messages 200000] [--assets 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _mqtt import Broker, broker_dropped, start_publisher  # noqa: E402
+
+from edge.bundle import ModelBundle  # noqa: E402
+from edge.config import EdgeSettings  # noqa: E402
+from edge.runtime import EdgeRuntime  # noqa: E402
+from edge.simulator import CHANNELS  # noqa: E402
+from edge.training import train_simulated  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def telemetry_lines(n: int, assets: int, *, batch: int = 1, seed: int = 0) -> bytes:
+    """``topic payload`` lines: readings of healthy generators round-robin over assets."""
+    rng = np.random.default_rng(seed)
+    base = np.array([60, 85, 4.4, 3.1, 360, 460, 1500, 65], dtype=np.float64)
+    scale = np.array([2, 0.5, 0.05, 0.1, 5, 3, 1.5, 0.8])
+    out = []
+    t0 = 1_700_000_000.0
+    per_asset = [0] * assets
+    for i in range(n):
+        a = i % assets
+        readings = []
+        for _ in range(batch):
+            k = per_asset[a] = per_asset[a] + 1
+            vals = base + scale * rng.standard_normal(8)
+            readings.append({"ts": t0 + k * 0.5,
+                             "values": dict(zip(CHANNELS, np.round(vals, 3).tolist()))})
+        body = readings[0] if batch == 1 else readings
+        out.append(b"aiotflow/telemetry/plant-1/gen-%05d " % a + orjson.dumps(body))
+    return b"\n".join(out) + b"\n"
+
+
+async def wait_until(pred: Any, timeout: float, step: float = 0.002) -> float:
+    deadline = time.perf_counter() + timeout
+    while not pred():
+        if time.perf_counter() > deadline:
+            raise TimeoutError
+        await asyncio.sleep(step)
+    return time.perf_counter()
+
+
+async def run_baseline(broker: Broker, lines: Path, n: int) -> dict[str, float]:
+    count = 0
+    first = last = 0.0
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="bench-baseline") as c:
+        await c.subscribe("aiotflow/telemetry/+/+", qos=1)
+        pub = start_publisher(broker.port, lines)
+        try:
+            async with asyncio.timeout(300):
+                async for m in c.messages:
+                    orjson.loads(m.payload)  # type: ignore[arg-type]
+                    count += 1
+                    if count == 1:
+                        first = time.perf_counter()
+                    if count == n:
+                        last = time.perf_counter()
+                        break
+        finally:
+            pub.wait(60)
+    return {"messages": count, "seconds": last - first, "rps": (count - 1) / (last - first)}
+
+
+async def run_edge(broker: Broker, lines: Path, n: int, readings: int, model: Path,
+                   tmp: Path) -> dict[str, Any]:
+    s = EdgeSettings(model=model, mqtt={"url": broker.url, "client_id": "bench-edge"},
+                     outbox=tmp / f"outbox-{time.time_ns()}.db", stats_interval_s=60)
+    rt = EdgeRuntime(s)
+    async with rt:
+        await wait_until(rt.subscribed.is_set, 10)
+        pub = start_publisher(broker.port, lines)
+        first = await wait_until(lambda: rt.stats.messages_received > 0, 120, 0.0005)
+        got_first = rt.stats.readings_received
+        last = await wait_until(lambda: rt.stats.messages_received >= n, 300, 0.0005)
+        pub.wait(60)
+        await asyncio.sleep(0.2)
+        stats = rt.stats.as_dict()
+    processed = stats["readings_received"] + stats["invalid"]
+    return {"messages": stats["messages_received"], "readings": stats["readings_received"],
+            "seconds": last - first,
+            "rps": (stats["readings_received"] - got_first) / (last - first),
+            "dropped": readings - processed, "windows_scored": stats["windows_scored"],
+            "stats": stats}
+
+
+async def throughput(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str, Any]:
+    lines = tmp / "single.txt"
+    lines.write_bytes(telemetry_lines(args.messages, args.assets))
+    broker = Broker()
+    try:
+        base, edge = [], []
+        for r in range(args.repeats):
+            base.append(await run_baseline(broker, lines, args.messages))
+            log(f"baseline run {r}: {base[-1]['rps']:,.0f} msg/s")
+            edge.append(await run_edge(broker, lines, args.messages, args.messages, model, tmp))
+            log(f"edge run {r}: {edge[-1]['rps']:,.0f} readings/s, "
+                f"dropped {edge[-1]['dropped']}")
+        dropped = await broker_dropped(broker.port)
+    finally:
+        broker.stop()
+    b = statistics.median(x["rps"] for x in base)
+    e = statistics.median(x["rps"] for x in edge)
+    return {"baseline_rps": round(b), "edge_rps": round(e), "ratio": round(e / b, 3),
+            "broker_dropped": dropped, "edge_dropped": max(x["dropped"] for x in edge),
+            "windows_scored": edge[-1]["windows_scored"],
+            "baseline_runs": [round(x["rps"]) for x in base],
+            "edge_runs": [round(x["rps"]) for x in edge]}
+
+
+async def batched(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str, Any]:
+    n_msgs = args.batch_readings // args.batch
+    lines = tmp / "batched.txt"
+    lines.write_bytes(telemetry_lines(n_msgs, args.assets, batch=args.batch, seed=1))
+    broker = Broker()
+    try:
+        runs = [await run_edge(broker, lines, n_msgs, n_msgs * args.batch, model, tmp)
+                for _ in range(args.repeats)]
+    finally:
+        broker.stop()
+    return {"batched_rps": round(statistics.median(r["rps"] for r in runs)),
+            "batch_size": args.batch, "batched_dropped": max(r["dropped"] for r in runs)}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", action="store_true", help="print only the JSON result")
+    ap.add_argument("--messages", type=int, default=150_000)
+    ap.add_argument("--assets", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--batch-readings", type=int, default=500_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip", default="", help="comma list: throughput,batched,latency,memory")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    result: dict[str, Any] = {"benchmark": "edge_throughput"}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        model = tmp / "model.onnx"
+        train_simulated(model, assets=4, seconds=600)
+        if "throughput" not in skip:
+            result |= await throughput(args, model, tmp)
+        if "batched" not in skip:
+            result |= await batched(args, model, tmp)
+    print(json.dumps(result))
+    if not args.json:
+        print()
+        for k, v in result.items():
+            print(f"{k:24} {v}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
