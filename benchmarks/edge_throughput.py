@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,18 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _mqtt import Broker, broker_dropped, start_publisher  # noqa: E402
+from _mqtt import Broker, broker_dropped, start_publisher
 
-from edge.bundle import ModelBundle  # noqa: E402
-from edge.config import EdgeSettings  # noqa: E402
-from edge.runtime import EdgeRuntime  # noqa: E402
-from edge.simulator import CHANNELS  # noqa: E402
-from edge.training import train_simulated  # noqa: E402
+from edge.config import EdgeSettings
+from edge.runtime import EdgeRuntime
+from edge.simulator import Fleet
+from edge.training import train_simulated
 
 
 def log(msg: str) -> None:
@@ -43,28 +38,25 @@ def log(msg: str) -> None:
 
 
 def telemetry_lines(n: int, assets: int, *, batch: int = 1, seed: int = 0) -> bytes:
-    """``topic payload`` lines: readings of healthy generators round-robin over assets."""
-    rng = np.random.default_rng(seed)
-    base = np.array([60, 85, 4.4, 3.1, 360, 460, 1500, 65], dtype=np.float64)
-    scale = np.array([2, 0.5, 0.05, 0.1, 5, 3, 1.5, 0.8])
+    """``topic payload`` lines: ``n`` messages of healthy simulated generators, round-robin
+    over ``assets``, each carrying ``batch`` consecutive readings of one asset."""
+    fleet = Fleet(assets, seed=seed, prefix="gen")
+    steps = -(-n * batch // assets)
+    per_asset: list[list[dict[str, Any]]] = [[] for _ in range(assets)]
+    for k, (_, ts, values) in enumerate(fleet.run(steps, 2.0)):
+        per_asset[k % assets].append({"ts": round(ts, 3), "values": values})
     out = []
-    t0 = 1_700_000_000.0
-    per_asset = [0] * assets
     for i in range(n):
-        a = i % assets
-        readings = []
-        for _ in range(batch):
-            k = per_asset[a] = per_asset[a] + 1
-            vals = base + scale * rng.standard_normal(8)
-            readings.append({"ts": t0 + k * 0.5,
-                             "values": dict(zip(CHANNELS, np.round(vals, 3).tolist()))})
-        body = readings[0] if batch == 1 else readings
-        out.append(b"aiotflow/telemetry/plant-1/gen-%05d " % a + orjson.dumps(body))
+        a, j = i % assets, (i // assets) * batch
+        chunk = per_asset[a][j:j + batch]
+        body = chunk[0] if batch == 1 else chunk
+        out.append(b"aiotflow/telemetry/plant-1/%s " % fleet.assets[a].name.encode()
+                   + orjson.dumps(body))
     return b"\n".join(out) + b"\n"
 
 
-async def wait_until(pred: Any, timeout: float, step: float = 0.002) -> float:
-    deadline = time.perf_counter() + timeout
+async def wait_until(pred: Any, seconds: float, step: float = 0.002) -> float:
+    deadline = time.perf_counter() + seconds
     while not pred():
         if time.perf_counter() > deadline:
             raise TimeoutError

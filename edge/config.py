@@ -151,6 +151,9 @@ class EdgeSettings(FileSettings):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     stats_interval_s: float = Field(2.0, gt=0, description="How often the stats file is rewritten.")
+    max_impute: int = Field(
+        3, ge=0, description="Samples a missing channel is carried forward; beyond that "
+                             "windows holding the gap are skipped, never scored.")
     drain_timeout_s: float = Field(
         5.0, ge=0, description="On shutdown, how long to keep publishing the outbox."
     )

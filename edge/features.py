@@ -59,67 +59,125 @@ def window_features(windows: F64 | F32, spec: Sequence[str]) -> F32:
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
+class Ring:
+    """One asset's sliding window and bookkeeping (see :class:`WindowBuffer`)."""
+
+    __slots__ = ("blocked", "count", "data", "dirty", "last", "last_ts", "pos", "since",
+                 "stale", "unseen")
+
+    def __init__(self, length: int, channels: int) -> None:
+        self.data: F64 = np.zeros((length, channels))
+        self.pos = 0  # next row to write
+        self.count = 0  # rows written, up to length
+        self.since = 0  # rows since the last due window
+        self.last: list[float] = [0.0] * channels
+        self.last_ts = float("-inf")
+        # per channel: samples carried forward in a row; -1 until first received
+        self.stale = [-1] * channels
+        self.unseen = channels
+        self.dirty = True  # stale/unseen need attention (cleared by a complete sample)
+        self.blocked = 0  # rows until a gap or placeholder has left the window
+
+
 class WindowBuffer:
     """Sliding windows of many assets, one ring buffer per asset.
 
     ``push`` appends one sample and returns ``True`` when the asset's window is full and
-    ``hop`` samples have arrived since it was last handed out, i.e. a window is due.
-    A channel missing from a sample is carried forward from the previous sample
-    (counted in ``imputed``); until a channel has been seen once it takes ``fill``.
+    ``hop`` samples have arrived since the last due window, i.e. a window is due.
+
+    Missing channels, the rule (no window is ever scored on invented data): a channel
+    absent from a sample is carried forward from its last value for at most
+    ``max_impute`` consecutive samples (counted in ``imputed``). A longer gap, or rows
+    from before a channel was first received, make every window that contains them not
+    due: such windows are counted in ``skipped``, and scoring resumes by itself once the
+    gap has left the window.
     """
 
-    def __init__(self, channels: Sequence[str], length: int, hop: int, fill: Sequence[float]):
+    def __init__(self, channels: Sequence[str], length: int, hop: int, *, max_impute: int = 3):
         if length < 2:
             raise ValueError("window length must be at least 2 samples")
         if hop < 1:
             raise ValueError("hop must be at least 1 sample")
         self.channels = list(channels)
-        self.index = {c: i for i, c in enumerate(self.channels)}
         self.length = length
         self.hop = hop
-        self._fill = np.asarray(fill, dtype=np.float64)
-        self._rings: dict[str, F64] = {}
-        self._state: dict[str, list[int]] = {}  # asset -> [next write pos, count, since due]
-        self._last: dict[str, F64] = {}
-        self._last_ts: dict[str, float] = {}
+        self.max_impute = max_impute
+        self._rings: dict[str, Ring] = {}
+        # row order of the window that ends just before write position p
+        self._order = [np.roll(np.arange(length), -p) for p in range(length)]
         self.imputed = 0
+        self.skipped = 0
 
     def __len__(self) -> int:
         return len(self._rings)
 
-    def last_ts(self, asset: str) -> float | None:
-        """Timestamp of the newest sample of ``asset``, if any."""
-        return self._last_ts.get(asset)
-
-    def push(self, asset: str, ts: float, values: dict[str, float]) -> bool:
-        """Append one sample of ``asset``; ``True`` when a window is due."""
+    def ring(self, asset: str) -> Ring:
+        """The ring of ``asset``, created on first use."""
         ring = self._rings.get(asset)
         if ring is None:
-            ring = self._rings[asset] = np.empty((self.length, len(self.channels)))
-            self._state[asset] = [0, 0, 0]
-            self._last[asset] = self._fill.copy()
-        row = self._last[asset]
-        seen = 0
-        for name, value in values.items():
-            i = self.index.get(name)
-            if i is not None:
-                row[i] = value
-                seen += 1
-        if seen < len(self.channels):
-            self.imputed += len(self.channels) - seen
-        st = self._state[asset]
-        ring[st[0]] = row
-        st[0] = (st[0] + 1) % self.length
-        st[1] = min(st[1] + 1, self.length)
-        st[2] += 1
-        self._last_ts[asset] = ts
-        if st[1] == self.length and st[2] >= self.hop:
-            st[2] = 0
+            ring = self._rings[asset] = Ring(self.length, len(self.channels))
+        return ring
+
+    def last_ts(self, asset: str) -> float | None:
+        """Timestamp of the newest sample of ``asset``, if any."""
+        ring = self._rings.get(asset)
+        return ring.last_ts if ring is not None and ring.count else None
+
+    def push(self, ring: Ring, ts: float, values: dict[str, float]) -> bool:
+        """Append one sample; ``True`` when a window of this ring is due."""
+        try:
+            row = [values[c] for c in self.channels]
+        except KeyError:
+            row = self._impute(ring, values)
+        else:
+            if ring.dirty:
+                self._complete(ring)
+        ring.data[ring.pos] = row
+        ring.last = row
+        ring.last_ts = ts
+        ring.pos = (ring.pos + 1) % self.length
+        if ring.count < self.length:
+            ring.count += 1
+        if ring.blocked:
+            ring.blocked -= 1
+        ring.since += 1
+        if ring.count == self.length and ring.since >= self.hop:
+            ring.since = 0
+            if ring.blocked or ring.unseen:
+                self.skipped += 1
+                return False
             return True
         return False
 
-    def window(self, asset: str) -> F64:
-        """The asset's current window, oldest sample first, ``[length, C]``."""
-        ring = self._rings[asset]
-        pos = self._state[asset][0]
-        return np.concatenate((ring[pos:], ring[:pos]))
+    def _complete(self, ring: Ring) -> None:
+        """A sample with every channel: gaps end; first-seen channels start clean rows."""
+        if ring.unseen and ring.count:
+            ring.blocked = max(ring.blocked, self.length)
+        ring.unseen = 0
+        ring.stale = [0] * len(self.channels)
+        ring.dirty = False
+
+    def _impute(self, ring: Ring, values: dict[str, float]) -> list[float]:
+        row = list(ring.last)
+        ring.dirty = True
+        newly_seen = False
+        for i, c in enumerate(self.channels):
+            v = values.get(c)
+            if v is None:
+                if ring.stale[i] >= 0:  # seen before: carry its last value forward
+                    ring.stale[i] += 1
+                    self.imputed += 1
+                    if ring.stale[i] > self.max_impute:
+                        ring.blocked = self.length + 1  # this row must leave the window
+            else:
+                row[i] = v
+                newly_seen = newly_seen or ring.stale[i] < 0
+                ring.stale[i] = 0
+        ring.unseen = sum(1 for x in ring.stale if x < 0)
+        if newly_seen and ring.count:
+            ring.blocked = max(ring.blocked, self.length)
+        return row
+
+    def window(self, ring: Ring) -> F64:
+        """The ring's current window, oldest sample first, ``[length, C]`` (a copy)."""
+        return ring.data[self._order[ring.pos]]

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 import aiomqtt
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import structlog
@@ -39,7 +40,7 @@ from .bundle import ModelBundle
 from .config import EdgeSettings
 from .errors import PayloadError
 from .features import WindowBuffer
-from .mqtt import reconnecting, wait_event
+from .mqtt import reconnecting, sink_queue, wait_event
 from .outbox import Outbox
 from .policy import AlertPolicy, severity_for
 from .schema import Alert, alert_id_for, decode_readings
@@ -65,6 +66,7 @@ class EdgeStats:
     published: int = 0
     outbox_depth: int = 0
     imputed_values: int = 0
+    windows_skipped: int = 0
     assets: int = 0
     connects: int = 0
     uplink_connects: int = 0
@@ -75,12 +77,8 @@ class EdgeStats:
         return asdict(self)
 
 
-@dataclass
-class _Due:
-    site: str
-    asset: str
-    ts: float
-    window: npt.NDArray[np.float64]
+#: a due window: (site, asset, ts of its last sample, window [length, C])
+_Due = tuple[str, str, float, npt.NDArray[np.float64]]
 
 
 class EdgeRuntime:
@@ -96,7 +94,12 @@ class EdgeRuntime:
         self.settings = settings
         self.bundle = bundle or ModelBundle(settings.model)
         meta = self.bundle.meta
-        self.buffer = WindowBuffer(meta.channels, meta.window, meta.hop, self.bundle.fill_values)
+        self.buffer = WindowBuffer(meta.channels, meta.window, meta.hop,
+                                   max_impute=settings.max_impute)
+        self._routes: dict[str, tuple[str, str, PayloadError | None]] = {}
+        self._max_batch = settings.scoring.max_batch
+        # QoS 1 publishes in flight at once (aiomqtt warns past 10 pending)
+        self._publish_window = 10
         self.policy = AlertPolicy(settings.policy)
         self.stats = EdgeStats()
         self.stats_file = Path(stats_file) if stats_file else None
@@ -167,8 +170,10 @@ class EdgeRuntime:
             self.subscribed.set()
             log.info("edge.subscribed", topic=self.settings.telemetry_topic)
             try:
-                async for message in client.messages:
-                    self.handle(str(message.topic), message.payload)
+                # messages are handled on arrival by the sink queue; iterating only
+                # waits for (and raises on) disconnection
+                async for _ in client.messages:
+                    pass
             finally:
                 self.subscribed.clear()
 
@@ -176,36 +181,59 @@ class EdgeRuntime:
             self.stats.connects += 1
 
         await reconnecting("telemetry", self.settings.mqtt, body,
-                            client_id=f"aiotflow-edge-{self._suffix}", on_connect=connected)
+                           client_id=f"aiotflow-edge-{self._suffix}", on_connect=connected,
+                           queue_type=sink_queue(self._on_message))
+
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        self.handle(message.topic.value, message.payload)
 
     def handle(self, topic: str, payload: Any) -> None:
         """Process one telemetry message (synchronous: it never blocks or raises)."""
         st = self.stats
         st.messages_received += 1
-        raw = bytes(payload) if isinstance(payload, (bytes, bytearray)) else str(payload).encode()
-        parts = topic.split("/")
-        site, asset = (parts[-2], parts[-1]) if len(parts) >= 2 else ("", "")
+        raw = payload if isinstance(payload, bytes) else (
+            bytes(payload) if isinstance(payload, bytearray) else str(payload).encode())
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._route(topic)
+        site, asset, bad = route
+        if bad is not None:
+            self._reject(topic, site, asset, raw, bad)
+            return
         try:
-            if not site or not asset:
-                raise PayloadError("bad_topic", "topic must end in {site}/{asset}", topic=topic)
-            if self.settings.site and site != self.settings.site:
-                raise PayloadError("wrong_site", f"site {site!r} is not {self.settings.site!r}")
             readings = decode_readings(raw, topic=topic)
         except PayloadError as exc:
             self._reject(topic, site, asset, raw, exc)
             return
-        key = f"{site}/{asset}"
+        buffer, pending = self.buffer, self._pending
+        ring = None
         for r in readings:
-            last = self.buffer.last_ts(key)
-            if last is not None and r.ts <= last:
-                self._reject(topic, site, asset, raw, PayloadError(
-                    "out_of_order", f"ts {r.ts} is not after the last sample {last}"))
+            a = asset if r.asset is None else r.asset
+            if ring is None or r.asset is not None:
+                ring = buffer.ring(f"{site}/{a}")
+            if r.ts <= ring.last_ts:
+                self._reject(topic, site, a, msgspec.json.encode(r), PayloadError(
+                    "out_of_order", f"ts {r.ts} is not after the last sample {ring.last_ts}"))
                 continue
             st.readings_received += 1
-            if self.buffer.push(key, r.ts, r.values):
-                self._pending.append(_Due(site, asset, r.ts, self.buffer.window(key)))
-        if len(self._pending) >= self.settings.scoring.max_batch:
+            if buffer.push(ring, r.ts, r.values):
+                pending.append((site, a, r.ts, buffer.window(ring)))
+        if len(pending) >= self._max_batch:
             self._wake_scorer.set()
+
+    def _route(self, topic: str) -> tuple[str, str, PayloadError | None]:
+        """``(site, asset, error)`` of a telemetry topic, cached."""
+        parts = topic.split("/")
+        site, asset = (parts[-2], parts[-1]) if len(parts) >= 2 else ("", "")
+        bad = None
+        if not site or not asset:
+            bad = PayloadError("bad_topic", "topic must end in {site}/{asset}", topic=topic)
+        elif self.settings.site and site != self.settings.site:
+            bad = PayloadError("wrong_site", f"site {site!r} is not {self.settings.site!r}")
+        if len(self._routes) > 100_000:  # topics are attacker-controlled: bound the cache
+            self._routes.clear()
+        route = self._routes[topic] = (site, asset, bad)
+        return route
 
     def _reject(self, topic: str, site: str, asset: str, raw: bytes, exc: PayloadError) -> None:
         st = self.stats
@@ -246,22 +274,21 @@ class EdgeRuntime:
         dead, self._dead = self._dead, []
         out: list[tuple[str, str, bytes]] = list(dead)
         if batch:
-            windows = np.stack([d.window for d in batch])
+            windows = np.stack([d[3] for d in batch])
             emb, scores = await asyncio.to_thread(self.bundle.score_windows, windows)
             self.stats.windows_scored += len(batch)
             self.stats.score_batches += 1
             threshold = self.bundle.meta.threshold
-            for i, due in enumerate(batch):
-                episode = self.policy.update(f"{due.site}/{due.asset}", due.ts,
-                                             float(scores[i]), threshold)
+            update = self.policy.update
+            for i, (site, asset, ts, _w) in enumerate(batch):
+                episode = update(f"{site}/{asset}", ts, float(scores[i]), threshold)
                 if episode is not None:
-                    alert = self._alert(due, episode.start, float(scores[i]), emb[i])
+                    alert = self._alert(batch[i], episode.start, float(scores[i]), emb[i])
                     out.append((alert.id, f"{self.settings.alert_prefix}/{alert.topic_suffix}",
                                  alert.model_dump_json().encode()))
                     self.stats.alerts_emitted += 1
-                    log.warning("edge.alert", alert_id=alert.id, asset=due.asset,
-                                site=due.site, severity=alert.severity,
-                                score=round(alert.score, 2))
+                    log.warning("edge.alert", alert_id=alert.id, asset=asset, site=site,
+                                severity=alert.severity, score=round(alert.score, 2))
             self.stats.alerts_suppressed = self.policy.suppressed
         if out:
             await self._outbox.put_many(out)
@@ -272,17 +299,18 @@ class EdgeRuntime:
 
     def _alert(self, due: _Due, start: float, score: float, emb: npt.NDArray[Any]) -> Alert:
         meta = self.bundle.meta
+        site, asset, ts, window = due
         return Alert(
-            id=alert_id_for(due.site, due.asset, start, meta.version),
-            site=due.site,
-            asset=due.asset,
-            ts=due.ts,
+            id=alert_id_for(site, asset, start, meta.version),
+            site=site,
+            asset=asset,
+            ts=ts,
             episode_start=start,
             severity=severity_for(score, meta.threshold),
             score=score,
             threshold=meta.threshold,
             embedding=[round(float(v), 5) for v in emb],
-            summary=self.bundle.summarize(due.window, emb),
+            summary=self.bundle.summarize(window, emb),
             model_name=meta.name,
             model_version=meta.version,
             asset_type=meta.asset_type,
@@ -292,7 +320,7 @@ class EdgeRuntime:
     async def _publish_loop(self) -> None:
         async def body(client: aiomqtt.Client) -> None:
             while True:
-                batch = await self._outbox.peek(200)
+                batch = await self._outbox.peek(self._publish_window)
                 if not batch:
                     self.stats.outbox_depth = 0
                     self._outbox_empty.set()
@@ -321,6 +349,7 @@ class EdgeRuntime:
         """Write the stats file atomically (no-op without one)."""
         self.stats.assets = len(self.buffer)
         self.stats.imputed_values = self.buffer.imputed
+        self.stats.windows_skipped = self.buffer.skipped
         self.stats.updated = time.time()
         if self.stats_file is None:
             return

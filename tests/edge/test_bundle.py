@@ -26,12 +26,37 @@ def test_features_match_definitions() -> None:
     assert feature_names(["a", "b"], ["mean", "std"]) == ["a:mean", "b:mean", "a:std", "b:std"]
 
 
-def test_window_buffer_hop_and_forward_fill() -> None:
-    buf = WindowBuffer(["a", "b"], length=3, hop=2, fill=[0.0, -1.0])
-    due = [buf.push("x", float(i), {"a": float(i)}) for i in range(7)]
+def full(i: int) -> dict[str, float]:
+    return {"a": float(i), "b": -float(i)}
+
+
+def test_window_buffer_hop() -> None:
+    buf = WindowBuffer(["a", "b"], length=3, hop=2)
+    r = buf.ring("x")
+    due = [buf.push(r, float(i), full(i) | {"ignored": 1.0}) for i in range(7)]
     assert due == [False, False, True, False, True, False, True]
-    np.testing.assert_array_equal(buf.window("x"), [[4, -1], [5, -1], [6, -1]])
-    assert buf.imputed == 7  # channel b never arrived
+    np.testing.assert_array_equal(buf.window(r), [[4, -4], [5, -5], [6, -6]])
+    assert buf.last_ts("x") == 6.0 and buf.last_ts("y") is None
+
+
+def test_short_gaps_are_carried_forward_long_gaps_skip_windows() -> None:
+    buf = WindowBuffer(["a", "b"], length=4, hop=1, max_impute=2)
+    r = buf.ring("x")
+    assert [buf.push(r, i, full(i)) for i in range(4)] == [False, False, False, True]
+    assert buf.push(r, 4, {"a": 4.0}) and buf.push(r, 5, {"a": 5.0})  # within the limit
+    np.testing.assert_array_equal(buf.window(r)[:, 1], [-2, -3, -3, -3])
+    assert not buf.push(r, 6, {"a": 6.0})  # third missing sample: beyond the limit
+    assert [buf.push(r, i, full(i)) for i in range(7, 11)] == [False, False, False, True]
+    np.testing.assert_array_equal(buf.window(r)[:, 0], [7, 8, 9, 10])  # gap has left
+    assert buf.imputed == 3 and buf.skipped == 4
+
+
+def test_channel_never_received_is_never_invented() -> None:
+    buf = WindowBuffer(["a", "b"], length=3, hop=1)
+    r = buf.ring("x")
+    assert not any(buf.push(r, i, {"a": float(i)}) for i in range(5))
+    assert [buf.push(r, i, full(i)) for i in range(5, 8)] == [False, False, True]
+    np.testing.assert_array_equal(buf.window(r), [[5, -5], [6, -6], [7, -7]])
 
 
 def test_onnx_matches_scikit_learn() -> None:

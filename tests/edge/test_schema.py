@@ -27,7 +27,7 @@ def test_batch_of_readings() -> None:
         (b'{"ts": 1, "values": {}}', "invalid"),
         (b'{"ts": -5, "values": {"a": 1}}', "invalid"),
         (b'{"ts": 1, "values": {"a": "hot"}}', "invalid"),
-        (b'{"ts": 1, "values": {"a": NaN}}', "invalid"),
+        (b'{"ts": 1, "values": {"a": NaN}}', "not_json"),
         (b'{"ts": 1, "values": {"a": 1}, "extra": 2}', "invalid"),
         (b'{"values": {"a": 1}}', "invalid"),
         (b"[]", "empty_batch"),
