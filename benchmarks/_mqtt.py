@@ -72,6 +72,42 @@ class Broker:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+PACED_PUBLISHER = r'''
+import sys, time, array, paho.mqtt.client as mqtt
+port, path, rate, out = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+lines = [l for l in open(path, "rb").read().split(b"\n") if l]
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paced")
+c.max_queued_messages_set(0)
+c.connect("127.0.0.1", port)
+c.loop_start()
+sent = array.array("d")
+t0 = time.perf_counter() + 0.2
+wall0 = time.time() - time.perf_counter()
+for i, line in enumerate(lines):
+    due = t0 + i / rate
+    while True:
+        now = time.perf_counter()
+        if now >= due:
+            break
+        time.sleep(min(due - now, 0.001))
+    topic, _, payload = line.partition(b" ")
+    sent.append(wall0 + time.perf_counter())
+    c.publish(topic.decode(), payload, qos=0)
+time.sleep(0.5)
+c.disconnect(); c.loop_stop()
+with open(out, "wb") as fh:
+    sent.tofile(fh)
+'''
+
+
+def start_paced_publisher(port: int, lines_file: Path, rate: float,
+                          times_file: Path) -> subprocess.Popen[bytes]:
+    """Publish ``lines_file`` at ``rate`` messages/s; publish wall times go to
+    ``times_file`` (float64 per line)."""
+    return subprocess.Popen([sys.executable, "-c", PACED_PUBLISHER, str(port),
+                             str(lines_file), str(rate), str(times_file)])
+
+
 def start_publisher(port: int, lines_file: Path, qos: int = 0) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", PUBLISHER, str(port), str(lines_file),
                              str(qos)], stdout=subprocess.PIPE)

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _mqtt import Broker, broker_dropped, start_publisher
+from _mqtt import Broker, broker_dropped, start_paced_publisher, start_publisher
 
 from edge.config import EdgeSettings
 from edge.runtime import EdgeRuntime
-from edge.simulator import Fleet
+from edge.simulator import Fleet, parse_fault
 from edge.training import train_simulated
 
 
@@ -145,6 +147,118 @@ async def batched(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str,
             "batch_size": args.batch, "batched_dropped": max(r["dropped"] for r in runs)}
 
 
+def latency_lines(assets: int, samples: int, faulty: int, seed: int = 3) -> tuple[bytes, list[
+        tuple[str, float]]]:
+    """Round-robin telemetry of ``assets`` generators, ``faulty`` of them developing a
+    bearing fault at staggered times; returns the lines and each line's (asset, ts)."""
+    faults = [parse_fault(f"gen-{i + 1:03d}:bearing_wear@{25 + (i % 40)}", ramp=4)
+              for i in range(faulty)]
+    fleet = Fleet(assets, seed=seed, faults=faults)
+    start = time.time()
+    lines, keys = [], []
+    for asset, ts, values in fleet.run(samples / 2.0, 2.0, start_ts=start):
+        ts = round(ts, 3)
+        lines.append(b"aiotflow/telemetry/plant-1/%s " % asset.encode()
+                     + orjson.dumps({"ts": ts, "values": values}))
+        keys.append((asset, ts))
+    return b"\n".join(lines) + b"\n", keys
+
+
+async def latency(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str, Any]:
+    """Publish-to-alert latency under a steady ``--rate`` of single-reading messages."""
+    samples = int(args.latency_seconds * args.rate / args.assets)
+    data, keys = latency_lines(args.assets, samples, args.assets // 10)
+    index = {k: i for i, k in enumerate(keys)}
+    lines, times = tmp / "latency.txt", tmp / "latency.times"
+    lines.write_bytes(data)
+    broker = Broker()
+    received: list[tuple[str, float, float]] = []
+    try:
+        s = EdgeSettings(model=model, mqtt={"url": broker.url},
+                         outbox=tmp / "latency-outbox.db", stats_interval_s=60,
+                         policy={"k": 3, "cooldown_s": 3600})
+        rt = EdgeRuntime(s)
+        async with rt, aiomqtt.Client("127.0.0.1", broker.port) as sub:
+            await sub.subscribe("aiotflow/alerts/#", qos=1)
+            await wait_until(rt.subscribed.is_set, 10)
+            pub = start_paced_publisher(broker.port, lines, args.rate, times)
+
+            async def collect() -> None:
+                async for m in sub.messages:
+                    t = time.time()
+                    a = json.loads(m.payload)  # type: ignore[arg-type]
+                    received.append((a["asset"], round(a["ts"], 3), t))
+
+            task = asyncio.create_task(collect())
+            await asyncio.to_thread(pub.wait)
+            await asyncio.sleep(1.0)
+            task.cancel()
+            stats = rt.stats.as_dict()
+        dropped = await broker_dropped(broker.port)
+    finally:
+        broker.stop()
+    sent = np.fromfile(times, dtype=np.float64)
+    lat = np.array([(t - sent[index[(a, ts)]]) * 1000 for a, ts, t in received
+                    if (a, ts) in index])
+    return {"latency_p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "latency_p99_ms": round(float(np.percentile(lat, 99)), 2),
+            "latency_alerts": len(lat), "latency_rate": args.rate,
+            "latency_readings": stats["readings_received"],
+            "latency_broker_dropped": dropped,
+            "latency_max_delay_ms": s.scoring.max_delay_ms}
+
+
+MEMORY = r'''
+import asyncio, json, sys, time
+from pathlib import Path
+from edge.config import EdgeSettings
+from edge.runtime import EdgeRuntime
+model, url, outbox, assets = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+async def main():
+    before = rss_mb()
+    rt = EdgeRuntime(EdgeSettings(model=model, mqtt={"url": url}, outbox=outbox,
+                                  stats_interval_s=60))
+    names = [f"aiotflow/telemetry/plant-1/gen-{i:05d}" for i in range(assets)]
+    vals = {"load_pct": 60.0, "coolant_temp_c": 85.0, "oil_pressure_bar": 4.4,
+            "vibration_mm_s": 3.1, "current_a": 360.0, "exhaust_temp_c": 460.0,
+            "rpm": 1500.0, "fuel_rate_lph": 65.0}
+    async with rt:
+        w = rt.bundle.meta.window
+        for k in range(w + 2):
+            for topic in names:
+                rt.handle(topic, json.dumps({"ts": 1.7e9 + k, "values": vals}).encode())
+            while rt._pending:
+                await rt._score_once()
+        print(json.dumps({"rss_mb": round(rss_mb(), 1), "rss_mb_before": round(before, 1),
+                          "assets": len(rt.buffer), "window": w,
+                          "readings": rt.stats.readings_received,
+                          "sklearn_loaded": "sklearn" in sys.modules}))
+asyncio.run(main())
+'''
+
+
+def memory(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """RSS of an edge process holding 10,000 assets x 8 channels x 60-sample windows."""
+    model = tmp / "model60.onnx"
+    train_simulated(model, assets=4, seconds=900, window=60)
+    broker = Broker()
+    try:
+        out = subprocess.run([sys.executable, "-c", MEMORY, str(model), broker.url,
+                              str(tmp / "mem-outbox.db"), str(args.memory_assets)],
+                             capture_output=True, check=True, timeout=600)
+    finally:
+        broker.stop()
+    m = json.loads([ln for ln in out.stdout.decode().splitlines() if ln.startswith('{"rss')][-1])
+    return {"rss_mb_10k_assets": m["rss_mb"], "memory_assets": m["assets"],
+            "memory_window": m["window"], "rss_mb_at_start": m["rss_mb_before"]}
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -153,6 +267,9 @@ async def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--batch-readings", type=int, default=500_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=5000.0, help="latency: readings/s")
+    ap.add_argument("--latency-seconds", type=float, default=30.0)
+    ap.add_argument("--memory-assets", type=int, default=10_000)
     ap.add_argument("--skip", default="", help="comma list: throughput,batched,latency,memory")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -165,6 +282,10 @@ async def main() -> None:
             result |= await throughput(args, model, tmp)
         if "batched" not in skip:
             result |= await batched(args, model, tmp)
+        if "latency" not in skip:
+            result |= await latency(args, model, tmp)
+        if "memory" not in skip:
+            result |= memory(args, tmp)
     print(json.dumps(result))
     if not args.json:
         print()

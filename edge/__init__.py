@@ -13,7 +13,23 @@ from .policy import AlertPolicy, PolicySettings, severity_for
 from .runtime import EdgeRuntime, EdgeStats
 from .schema import Alert, ChannelSummary, Reading, alert_id_for, decode_readings
 from .simulator import CHANNELS, FAULT_MODES, FaultSpec, Fleet, parse_fault, publish_fleet
-from .training import load_csv, make_windows, train_bundle, train_simulated
+
+# Training pulls in scikit-learn and skl2onnx (~60 MB): imported on first use, so that a
+# gateway running only the runtime never loads them.
+_LAZY = {"load_csv", "make_windows", "train_bundle", "train_simulated"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from . import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'edge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY)
+
 
 __all__ = [
     "CHANNELS",
