@@ -148,6 +148,9 @@ class EdgeSettings(FileSettings):
         "aiotflow/deadletter", description="Rejected payloads go to PREFIX/{site}/{asset}."
     )
     outbox: Path = Field(Path("edge-outbox.db"), description="SQLite store-and-forward outbox.")
+    outbox_max: int = Field(
+        100_000, ge=1, description="Messages the outbox holds; when full, lower severities "
+                                   "(dead letters first) make room for higher ones.")
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     stats_interval_s: float = Field(2.0, gt=0, description="How often the stats file is rewritten.")

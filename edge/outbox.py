@@ -1,8 +1,15 @@
-"""A durable SQLite outbox: what must reach the uplink is written here first.
+"""A durable, bounded SQLite outbox: what must reach the uplink is written here first.
 
 Messages are keyed (an alert id, say): putting the same key twice stores it once. A
 message leaves the outbox only after the broker acknowledged it (QoS 1), so delivery is
-at least once across broker outages and restarts; consumers deduplicate by key.
+at least once across broker outages and restarts of the edge process (``kill -9``
+included: a committed row is in the WAL file); consumers deduplicate by key.
+
+When full (``max_messages``), the outbox keeps what matters most. Every message has a
+priority (dead letter 0 < warning/drift 1 < major 2 < critical 3). A new message evicts
+the oldest message of the lowest priority present, provided that priority is not higher
+than its own; otherwise the new message is the one dropped. Evictions and drops are
+counted (``evicted``, ``dropped``) and logged.
 """
 
 from __future__ import annotations
@@ -13,8 +20,14 @@ from pathlib import Path
 from types import TracebackType
 
 import aiosqlite
+import structlog
 
-__all__ = ["Outbox", "OutboxMessage"]
+__all__ = ["PRIORITY", "Outbox", "OutboxMessage"]
+
+log = structlog.get_logger("aiotflow.outbox")
+
+#: priority of what the edge sends: severity for alerts, lowest for dead letters
+PRIORITY = {"deadletter": 0, "warning": 1, "model_drift": 1, "major": 2, "critical": 3}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -22,8 +35,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     key TEXT NOT NULL UNIQUE,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 1,
     created REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS outbox_victim ON outbox(priority, seq);
 """
 
 
@@ -38,9 +53,15 @@ class OutboxMessage:
 class Outbox:
     """Async context manager over one SQLite outbox file (WAL, one connection)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, max_messages: int = 100_000) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
         self.path = Path(path)
+        self.max_messages = max_messages
         self._db: aiosqlite.Connection | None = None
+        self._depth = 0
+        self.evicted = 0
+        self.dropped = 0
 
     async def __aenter__(self) -> Outbox:
         if self._db is not None:
@@ -48,9 +69,12 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
         await self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a commit survives the process dying (kill -9); only an OS crash or power
+        # loss may lose the newest commits.
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
+        self._depth = await self._count()
         return self
 
     async def __aexit__(
@@ -66,21 +90,38 @@ class Outbox:
             raise RuntimeError("Outbox is not open")
         return self._db
 
-    async def put_many(self, messages: list[tuple[str, str, bytes]]) -> int:
-        """Store ``(key, topic, payload)`` messages in one transaction; returns new rows."""
+    async def put_many(self, messages: list[tuple[str, str, bytes, int]]) -> int:
+        """Store ``(key, topic, payload, priority)`` messages in one transaction, applying
+        the full-outbox policy; returns how many new rows were stored."""
         if not messages:
             return 0
         now = time.time()
-        before = self.db.total_changes
-        await self.db.executemany(
-            "INSERT OR IGNORE INTO outbox(key, topic, payload, created) VALUES (?, ?, ?, ?)",
-            [(k, t, p, now) for k, t, p in messages],
-        )
-        await self.db.commit()
-        return self.db.total_changes - before
+        db = self.db
+        stored = 0
+        for key, topic, payload, priority in messages:
+            if self._depth >= self.max_messages:
+                async with db.execute(
+                    "SELECT seq, priority FROM outbox ORDER BY priority, seq LIMIT 1") as cur:
+                    victim = await cur.fetchone()
+                if victim is None or victim[1] > priority:
+                    self.dropped += 1
+                    log.warning("outbox.full_dropped_new", key=key, priority=priority)
+                    continue
+                await db.execute("DELETE FROM outbox WHERE seq = ?", (victim[0],))
+                self._depth -= 1
+                self.evicted += 1
+                log.warning("outbox.full_evicted", seq=victim[0], priority=victim[1])
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO outbox(key, topic, payload, priority, created)"
+                " VALUES (?, ?, ?, ?, ?)", (key, topic, payload, priority, now))
+            if cur.rowcount:
+                stored += 1
+                self._depth += 1
+        await db.commit()
+        return stored
 
     async def peek(self, limit: int = 100) -> list[OutboxMessage]:
-        """The oldest ``limit`` messages, still stored."""
+        """The oldest ``limit`` messages, in the order they were stored."""
         async with self.db.execute(
             "SELECT seq, key, topic, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)
         ) as cur:
@@ -89,10 +130,22 @@ class Outbox:
     async def ack(self, seqs: list[int]) -> None:
         """Delete delivered messages."""
         if seqs:
-            await self.db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            cur = await self.db.executemany("DELETE FROM outbox WHERE seq = ?",
+                                            [(s,) for s in seqs])
             await self.db.commit()
+            self._depth = max(0, self._depth - max(cur.rowcount, 0))
 
-    async def depth(self) -> int:
+    @property
+    def size(self) -> int:
+        """Messages waiting, as counted by this connection (no query)."""
+        return self._depth
+
+    async def _count(self) -> int:
         async with self.db.execute("SELECT count(*) FROM outbox") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def depth(self) -> int:
+        """Messages waiting (exact, from the database)."""
+        self._depth = await self._count()
+        return self._depth

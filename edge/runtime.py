@@ -41,7 +41,7 @@ from .config import EdgeSettings
 from .errors import PayloadError
 from .features import WindowBuffer
 from .mqtt import reconnecting, sink_queue, wait_event
-from .outbox import Outbox
+from .outbox import PRIORITY, Outbox
 from .policy import AlertPolicy, severity_for
 from .schema import Alert, alert_id_for, decode_readings
 
@@ -65,6 +65,8 @@ class EdgeStats:
     alerts_suppressed: int = 0
     published: int = 0
     outbox_depth: int = 0
+    outbox_evicted: int = 0
+    outbox_dropped: int = 0
     imputed_values: int = 0
     windows_skipped: int = 0
     assets: int = 0
@@ -105,11 +107,11 @@ class EdgeRuntime:
         self.stats_file = Path(stats_file) if stats_file else None
         self.subscribed = asyncio.Event()
         self._pending: list[_Due] = []
-        self._dead: list[tuple[str, str, bytes]] = []
+        self._dead: list[tuple[str, str, bytes, int]] = []
         self._wake_scorer = asyncio.Event()
         self._wake_publisher = asyncio.Event()
         self._outbox_empty = asyncio.Event()
-        self._outbox = Outbox(settings.outbox)
+        self._outbox = Outbox(settings.outbox, max_messages=settings.outbox_max)
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
@@ -253,7 +255,8 @@ class EdgeRuntime:
             "payload_base64": encoded,
         }
         dl_topic = f"{self.settings.deadletter_prefix}/{site or '_'}/{asset or '_'}"
-        self._dead.append((f"dl-{uuid.uuid4()}", dl_topic, json.dumps(letter).encode()))
+        self._dead.append((f"dl-{uuid.uuid4()}", dl_topic, json.dumps(letter).encode(),
+                           PRIORITY["deadletter"]))
         if len(self._dead) >= 256:
             self._wake_scorer.set()
 
@@ -272,7 +275,7 @@ class EdgeRuntime:
         max_batch = self.settings.scoring.max_batch
         batch, self._pending = self._pending[:max_batch], self._pending[max_batch:]
         dead, self._dead = self._dead, []
-        out: list[tuple[str, str, bytes]] = list(dead)
+        out: list[tuple[str, str, bytes, int]] = list(dead)
         if batch:
             windows = np.stack([d[3] for d in batch])
             emb, scores = await asyncio.to_thread(self.bundle.score_windows, windows)
@@ -285,7 +288,7 @@ class EdgeRuntime:
                 if episode is not None:
                     alert = self._alert(batch[i], episode.start, float(scores[i]), emb[i])
                     out.append((alert.id, f"{self.settings.alert_prefix}/{alert.topic_suffix}",
-                                 alert.model_dump_json().encode()))
+                                 alert.model_dump_json().encode(), PRIORITY[alert.severity]))
                     self.stats.alerts_emitted += 1
                     log.warning("edge.alert", alert_id=alert.id, asset=asset, site=site,
                                 severity=alert.severity, score=round(alert.score, 2))
@@ -293,7 +296,9 @@ class EdgeRuntime:
         if out:
             await self._outbox.put_many(out)
             self.stats.deadlettered += len(dead)
-            self.stats.outbox_depth += len(out)
+            self.stats.outbox_depth = self._outbox.size
+            self.stats.outbox_evicted = self._outbox.evicted
+            self.stats.outbox_dropped = self._outbox.dropped
             self._outbox_empty.clear()
             self._wake_publisher.set()
 
@@ -331,7 +336,7 @@ class EdgeRuntime:
                                        for m in batch))
                 await self._outbox.ack([m.seq for m in batch])
                 self.stats.published += len(batch)
-                self.stats.outbox_depth = await self._outbox.depth()
+                self.stats.outbox_depth = self._outbox.size
 
         def connected() -> None:
             self.stats.uplink_connects += 1

@@ -128,7 +128,7 @@ async def test_outbox_is_published_after_restart(bundle: ModelBundle, tmp_path: 
     from edge.outbox import Outbox
 
     async with Outbox(tmp_path / "outbox.db") as ob:
-        await ob.put_many([("k1", "aiotflow/alerts/s/a", b"{}"), ("k1", "x", b"dup")])
+        await ob.put_many([("k1", "aiotflow/alerts/s/a", b"{}", 1), ("k1", "x", b"dup", 1)])
         assert await ob.depth() == 1
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
         await sub.subscribe("aiotflow/alerts/#", qos=1)
