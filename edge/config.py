@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -37,6 +44,16 @@ class MqttSettings(BaseModel):
     client_id: str | None = Field(None, description="Client id; generated when unset.")
     keepalive: int = Field(30, ge=5, description="Keep-alive interval in seconds.")
     reconnect_max_s: float = Field(10.0, gt=0, description="Longest pause between reconnects.")
+    persistent_session: bool = Field(
+        False, description="Keep the broker session across reconnects (clean session off): "
+                           "QoS 1 messages sent while briefly disconnected are delivered "
+                           "after. Needs a fixed client_id.")
+
+    @model_validator(mode="after")
+    def _persistent_needs_id(self) -> MqttSettings:
+        if self.persistent_session and not self.client_id:
+            raise ValueError("persistent_session needs a fixed client_id")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -71,6 +88,7 @@ class MqttSettings(BaseModel):
             "password": self.password,
             "identifier": self.client_id,
             "keepalive": self.keepalive,
+            "clean_session": not self.persistent_session,
         }
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -12,7 +15,7 @@ import structlog
 
 from .config import MqttSettings
 
-__all__ = ["reconnecting", "sink_queue", "wait_event"]
+__all__ = ["LinkState", "reconnecting", "sink_queue", "wait_event"]
 
 log = structlog.get_logger("aiotflow.mqtt")
 
@@ -28,33 +31,56 @@ async def wait_event(event: asyncio.Event, seconds: float) -> None:
             await event.wait()
 
 
+@dataclass
+class LinkState:
+    """Connection state of one MQTT link, for stats and logs."""
+
+    connected: bool = False
+    connects: int = 0
+    disconnects: int = 0
+    last_error: str | None = None
+    since: float = 0.0
+
+
 async def reconnecting(
     name: str,
     settings: MqttSettings,
     body: Callable[[aiomqtt.Client], Awaitable[None]],
     *,
     client_id: str,
-    on_connect: Callable[[], None] | None = None,
+    state: LinkState | None = None,
     **client_options: Any,
 ) -> None:
-    """Run ``body`` with a connected client for ever, reconnecting with backoff.
+    """Run ``body`` with a connected client for ever, reconnecting with exponential
+    backoff and full jitter (so a fleet of gateways does not reconnect in step).
 
-    Retry lives here and only here for MQTT links (one retry layer per call).
+    ``body`` subscribes again on every connection. Retry lives here and only here for
+    MQTT links (one retry layer per call).
     """
-    delay = 0.2
+    state = state or LinkState()
+    base = 0.2
     kwargs = settings.client_kwargs() | client_options
     kwargs["identifier"] = kwargs["identifier"] or client_id
     while True:
         try:
             async with aiomqtt.Client(**kwargs) as client:
-                delay = 0.2
-                if on_connect:
-                    on_connect()
+                base = 0.2
+                state.connected, state.since = True, time.time()
+                state.connects += 1
+                log.info("mqtt.connected", link=name, broker=settings.url,
+                         reconnect=state.connects > 1)
                 await body(client)
         except aiomqtt.MqttError as exc:
+            delay = random.uniform(0.5, 1.0) * base
+            if state.connected:
+                state.disconnects += 1
+            state.connected, state.since, state.last_error = False, time.time(), str(exc)
             log.warning("mqtt.disconnected", link=name, error=str(exc), retry_in=round(delay, 2))
             await asyncio.sleep(delay)
-            delay = min(delay * 2, settings.reconnect_max_s)
+            base = min(base * 2, settings.reconnect_max_s)
+        except BaseException:
+            state.connected = False
+            raise
 
 
 def sink_queue(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[Any]]:

@@ -40,7 +40,7 @@ from .bundle import ModelBundle
 from .config import EdgeSettings
 from .errors import PayloadError
 from .features import WindowBuffer
-from .mqtt import reconnecting, sink_queue, wait_event
+from .mqtt import LinkState, reconnecting, sink_queue, wait_event
 from .outbox import PRIORITY, Outbox
 from .policy import AlertPolicy, severity_for
 from .schema import Alert, alert_id_for, decode_readings
@@ -72,6 +72,11 @@ class EdgeStats:
     assets: int = 0
     connects: int = 0
     uplink_connects: int = 0
+    telemetry_connected: bool = False
+    uplink_connected: bool = False
+    disconnects: int = 0
+    uplink_disconnects: int = 0
+    last_error: str | None = None
     started: float = field(default_factory=time.time)
     updated: float = 0.0
 
@@ -106,6 +111,8 @@ class EdgeRuntime:
         self.stats = EdgeStats()
         self.stats_file = Path(stats_file) if stats_file else None
         self.subscribed = asyncio.Event()
+        self.telemetry_link = LinkState()
+        self.uplink_link = LinkState()
         self._pending: list[_Due] = []
         self._dead: list[tuple[str, str, bytes, int]] = []
         self._wake_scorer = asyncio.Event()
@@ -179,11 +186,8 @@ class EdgeRuntime:
             finally:
                 self.subscribed.clear()
 
-        def connected() -> None:
-            self.stats.connects += 1
-
         await reconnecting("telemetry", self.settings.mqtt, body,
-                           client_id=f"aiotflow-edge-{self._suffix}", on_connect=connected,
+                           client_id=f"aiotflow-edge-{self._suffix}", state=self.telemetry_link,
                            queue_type=sink_queue(self._on_message))
 
     def _on_message(self, message: aiomqtt.Message) -> None:
@@ -338,11 +342,8 @@ class EdgeRuntime:
                 self.stats.published += len(batch)
                 self.stats.outbox_depth = self._outbox.size
 
-        def connected() -> None:
-            self.stats.uplink_connects += 1
-
         await reconnecting("uplink", self.settings.uplink_mqtt, body,
-                            client_id=f"aiotflow-edge-up-{self._suffix}", on_connect=connected)
+                           client_id=f"aiotflow-edge-up-{self._suffix}", state=self.uplink_link)
 
     # ------------------------------------------------------------------ stats
     async def _stats_loop(self) -> None:
@@ -353,6 +354,12 @@ class EdgeRuntime:
     def write_stats(self) -> None:
         """Write the stats file atomically (no-op without one)."""
         self.stats.assets = len(self.buffer)
+        st = self.stats
+        t, u = self.telemetry_link, self.uplink_link
+        st.connects, st.uplink_connects = t.connects, u.connects
+        st.telemetry_connected, st.uplink_connected = t.connected, u.connected
+        st.disconnects, st.uplink_disconnects = t.disconnects, u.disconnects
+        st.last_error = u.last_error if not u.connected else t.last_error
         self.stats.imputed_values = self.buffer.imputed
         self.stats.windows_skipped = self.buffer.skipped
         self.stats.updated = time.time()
