@@ -25,6 +25,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -112,6 +113,7 @@ class EdgeRuntime:
         self.stats_file = Path(stats_file) if stats_file else None
         self.subscribed = asyncio.Event()
         self.telemetry_link = LinkState()
+        self._alert_listeners: list[Callable[[Alert], None]] = []
         self.uplink_link = LinkState()
         self._pending: list[_Due] = []
         self._dead: list[tuple[str, str, bytes, int]] = []
@@ -123,6 +125,11 @@ class EdgeRuntime:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
         self._suffix = uuid.uuid4().hex[:6]
+
+    def add_alert_listener(self, fn: Callable[[Alert], None]) -> None:
+        """Call ``fn(alert)`` for every alert as it enters the outbox (local displays,
+        tests); a failing listener is logged and ignored."""
+        self._alert_listeners.append(fn)
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> EdgeRuntime:
@@ -294,6 +301,11 @@ class EdgeRuntime:
                     out.append((alert.id, f"{self.settings.alert_prefix}/{alert.topic_suffix}",
                                  alert.model_dump_json().encode(), PRIORITY[alert.severity]))
                     self.stats.alerts_emitted += 1
+                    for fn in self._alert_listeners:
+                        try:
+                            fn(alert)
+                        except Exception:
+                            log.exception("edge.alert_listener_failed")
                     log.warning("edge.alert", alert_id=alert.id, asset=asset, site=site,
                                 severity=alert.severity, score=round(alert.score, 2))
             self.stats.alerts_suppressed = self.policy.suppressed

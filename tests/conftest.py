@@ -38,13 +38,14 @@ def _mosquitto_bin() -> str:
 class Mosquitto:
     """A real Mosquitto broker on a free loopback port, stoppable and restartable."""
 
-    def __init__(self, workdir: Path, *, persistence: bool = False) -> None:
+    def __init__(self, workdir: Path, *, persistence: bool = False,
+                 port: int | None = None) -> None:
         self.binary = _mosquitto_bin()
-        self.port = free_port()
+        self.port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
-        persist = (f"persistence true\npersistence_location {workdir}/\n" if persistence
-                   else "persistence false\n")
+        persist = (f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
+                   if persistence else "persistence false\n")
         # As root Mosquitto drops to user "mosquitto", which cannot write our tmp dirs.
         self.conf.write_text(
             f"user {getpass.getuser()}\n"
@@ -71,6 +72,13 @@ class Mosquitto:
                     raise RuntimeError(f"mosquitto exited: {self.log.read_text()}") from None
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown (sessions only as of the last autosave)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.proc = None
 
     def stop(self) -> None:
         if self.proc is not None:
