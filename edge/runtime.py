@@ -68,6 +68,7 @@ class EdgeStats:
     outbox_depth: int = 0
     outbox_evicted: int = 0
     outbox_dropped: int = 0
+    outbox_poison: int = 0
     imputed_values: int = 0
     windows_skipped: int = 0
     assets: int = 0
@@ -348,8 +349,15 @@ class EdgeRuntime:
                     self._wake_publisher.clear()
                     await wait_event(self._wake_publisher, 1.0)
                     continue
-                await asyncio.gather(*(client.publish(m.topic, m.payload, qos=1, timeout=10)
-                                       for m in batch))
+                results = await asyncio.gather(
+                    *(client.publish(m.topic, m.payload, qos=1, timeout=10) for m in batch),
+                    return_exceptions=True)
+                for m, r in zip(batch, results, strict=True):
+                    if isinstance(r, aiomqtt.MqttError):
+                        raise r  # the link is down: reconnect, the outbox keeps them all
+                    if isinstance(r, Exception):  # unpublishable (e.g. a bad topic): poison
+                        self.stats.outbox_poison += 1
+                        log.error("edge.unpublishable", topic=m.topic, key=m.key, error=str(r))
                 await self._outbox.ack([m.seq for m in batch])
                 self.stats.published += len(batch)
                 self.stats.outbox_depth = self._outbox.size

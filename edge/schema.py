@@ -49,8 +49,9 @@ class Reading(BaseModel):
     values: dict[str, FiniteFloat] = Field(
         min_length=1, description="Channel name to numeric value."
     )
-    asset: str | None = Field(None, min_length=1, max_length=128,
-                              description="Asset of this reading, if not the topic's.")
+    asset: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^/+#\x00]+$",
+                              description="Asset of this reading, if not the topic's "
+                                          "(one topic level: no '/', '+' or '#').")
 
 
 class WireReading(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -59,7 +60,8 @@ class WireReading(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     ts: Annotated[float, msgspec.Meta(gt=0)]
     values: Annotated[dict[str, float], msgspec.Meta(min_length=1)]
-    asset: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    asset: Annotated[str, msgspec.Meta(min_length=1, max_length=128,
+                                       pattern=r"^[^/+#\x00]+$")] | None = None
 
 
 _decoder = msgspec.json.Decoder(WireReading | list[WireReading])
