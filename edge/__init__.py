@@ -6,6 +6,7 @@ Depends on none of aiotflow's other packages.
 from .broker import EmbeddedBroker, topic_matches
 from .bundle import BundleMeta, ChannelStats, ModelBundle, save_bundle
 from .config import EdgeSettings, MqttSettings, ScoringSettings
+from .drift import DriftMonitor, DriftSettings, psi
 from .errors import BundleError, ConfigError, EdgeError, PayloadError
 from .features import FEATURES, WindowBuffer, feature_names, window_features
 from .outbox import Outbox, OutboxMessage
@@ -42,6 +43,8 @@ __all__ = [
     "ChannelStats",
     "ChannelSummary",
     "ConfigError",
+    "DriftMonitor",
+    "DriftSettings",
     "EdgeError",
     "EdgeRuntime",
     "EdgeSettings",
@@ -64,6 +67,7 @@ __all__ = [
     "load_csv",
     "make_windows",
     "parse_fault",
+    "psi",
     "publish_fleet",
     "save_bundle",
     "severity_for",

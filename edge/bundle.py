@@ -54,6 +54,9 @@ class BundleMeta(BaseModel):
     features: list[str] = Field(min_length=1)
     threshold: float = Field(gt=0, description="Score at or above which a window is anomalous.")
     train_stats: dict[str, ChannelStats]
+    score_quantiles: list[float] = Field(
+        default_factory=list, description="Deciles (0..100 %) of the training scores, for "
+                                          "drift monitoring; empty disables it.")
     trained_on: str = ""
     created: float = Field(default_factory=time.time)
 

@@ -27,6 +27,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from .drift import DriftSettings
 from .errors import ConfigError
 from .policy import PolicySettings
 
@@ -171,6 +172,7 @@ class EdgeSettings(FileSettings):
                                    "(dead letters first) make room for higher ones.")
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     stats_interval_s: float = Field(2.0, gt=0, description="How often the stats file is rewritten.")
     max_impute: int = Field(
         3, ge=0, description="Samples a missing channel is carried forward; beyond that "

@@ -39,6 +39,7 @@ import structlog
 
 from .bundle import ModelBundle
 from .config import EdgeSettings
+from .drift import DriftMonitor
 from .errors import PayloadError
 from .features import WindowBuffer
 from .mqtt import LinkState, reconnecting, sink_queue, wait_event
@@ -69,6 +70,8 @@ class EdgeStats:
     outbox_evicted: int = 0
     outbox_dropped: int = 0
     outbox_poison: int = 0
+    drift_psi: float | None = None
+    drift_alerts: int = 0
     imputed_values: int = 0
     windows_skipped: int = 0
     assets: int = 0
@@ -110,6 +113,7 @@ class EdgeRuntime:
         # QoS 1 publishes in flight at once (aiomqtt warns past 10 pending)
         self._publish_window = 10
         self.policy = AlertPolicy(settings.policy)
+        self.drift = DriftMonitor(meta.score_quantiles, settings.drift)
         self.stats = EdgeStats()
         self.stats_file = Path(stats_file) if stats_file else None
         self.subscribed = asyncio.Event()
@@ -302,14 +306,19 @@ class EdgeRuntime:
                     out.append((alert.id, f"{self.settings.alert_prefix}/{alert.topic_suffix}",
                                  alert.model_dump_json().encode(), PRIORITY[alert.severity]))
                     self.stats.alerts_emitted += 1
-                    for fn in self._alert_listeners:
-                        try:
-                            fn(alert)
-                        except Exception:
-                            log.exception("edge.alert_listener_failed")
+                    self._notify(alert)
                     log.warning("edge.alert", alert_id=alert.id, asset=asset, site=site,
                                 severity=alert.severity, score=round(alert.score, 2))
             self.stats.alerts_suppressed = self.policy.suppressed
+            drift = self.drift.update(scores)
+            self.stats.drift_psi = None if self.drift.psi is None else round(self.drift.psi, 4)
+            if drift is not None:
+                alert = self._drift_alert(drift)
+                out.append((alert.id, f"{self.settings.alert_prefix}/{alert.topic_suffix}",
+                            alert.model_dump_json().encode(), PRIORITY["model_drift"]))
+                self.stats.drift_alerts += 1
+                self._notify(alert)
+                log.warning("edge.model_drift", psi=round(drift, 3), model=self.bundle.name)
         if out:
             await self._outbox.put_many(out)
             self.stats.deadlettered += len(dead)
@@ -318,6 +327,27 @@ class EdgeRuntime:
             self.stats.outbox_dropped = self._outbox.dropped
             self._outbox_empty.clear()
             self._wake_publisher.set()
+
+    def _notify(self, alert: Alert) -> None:
+        for fn in self._alert_listeners:
+            try:
+                fn(alert)
+            except Exception:
+                log.exception("edge.alert_listener_failed")
+
+    def _drift_alert(self, value: float) -> Alert:
+        meta = self.bundle.meta
+        now = time.time()
+        site = self.settings.site or "_edge"
+        return Alert(
+            id=alert_id_for(site, f"drift:{meta.name}", now, meta.version), site=site,
+            asset=meta.name, ts=now, episode_start=now, severity="warning", score=value,
+            threshold=self.settings.drift.threshold, embedding=[], summary={},
+            model_name=meta.name, model_version=meta.version, asset_type="model",
+            kind="model_drift",
+            detail={"psi": round(value, 4), "bin_shares": self.drift.shares,
+                    "expected_share": 0.1, "window": len(self.drift._recent)},
+        )
 
     def _alert(self, due: _Due, start: float, score: float, emb: npt.NDArray[Any]) -> Alert:
         meta = self.bundle.meta

@@ -7,7 +7,7 @@ engine, tests, third-party publishers) validates the same contract.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
@@ -135,6 +135,10 @@ class Alert(BaseModel):
     model_name: str
     model_version: str
     asset_type: str = "generator"
+    kind: Literal["anomaly", "model_drift"] = Field(
+        "anomaly", description="anomaly: an asset's episode; model_drift: the model's score "
+                               "distribution moved away from training.")
+    detail: dict[str, Any] = Field(default_factory=dict, description="Kind-specific data.")
 
     @property
     def topic_suffix(self) -> str:

@@ -84,6 +84,7 @@ def train_bundle(
         features=list(features),
         threshold=threshold,
         train_stats=stats,
+        score_quantiles=[float(q) for q in np.quantile(scores, np.linspace(0, 1, 11))],
         trained_on=trained_on or f"{len(windows)} windows",
     )
     path = save_bundle(to_onnx_bytes(detector, x.shape[1]), meta, out)

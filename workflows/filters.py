@@ -23,6 +23,8 @@ class AlertFilter(BaseModel):
     asset_types: list[str] = Field(default_factory=list)
     min_severity: str = Field("warning", pattern="^(warning|major|critical)$")
     models: list[str] = Field(default_factory=list, description="Model names; any if empty.")
+    kinds: list[str] = Field(default_factory=lambda: ["anomaly"],
+                             description="Alert kinds: anomaly (default), model_drift.")
 
     def matches(self, alert: Alert) -> bool:
         return (
@@ -31,4 +33,5 @@ class AlertFilter(BaseModel):
             and (not self.asset_types or alert.asset_type in self.asset_types)
             and _RANK[alert.severity] >= _RANK[self.min_severity]
             and (not self.models or alert.model_name in self.models)
+            and alert.kind in self.kinds
         )

@@ -75,3 +75,16 @@ async def test_ask_decision_in_process(tmp_path: Path) -> None:
     got = ask_decision(rec, input_fn=lambda _p: next(answers), output=printed.append)
     assert got == ("approved", "ok by me")
     assert printed[0] == render_request(rec) and "Please answer" in printed[1]
+
+
+def test_filters_ignore_model_drift_unless_asked() -> None:
+    from edge.schema import Alert
+    from workflows.filters import AlertFilter
+
+    drift = Alert(id="d", site="_edge", asset="m", ts=1, episode_start=1, severity="warning",
+                  score=0.4, threshold=0.25, embedding=[], summary={}, model_name="m",
+                  model_version="1", kind="model_drift")
+    assert not AlertFilter().matches(drift)
+    assert AlertFilter(kinds=["model_drift"]).matches(drift)
+    assert AlertFilter(min_severity="major").matches(drift.model_copy(
+        update={"kind": "anomaly", "severity": "critical"}))

@@ -1,0 +1,78 @@
+"""Model drift: the live score distribution against the one seen in training.
+
+The bundle carries the training scores' deciles. Over a rolling window of recent window
+scores (all assets), the monitor computes the population stability index
+
+    PSI = sum_i (a_i - e_i) * ln(a_i / e_i)
+
+over those ten bins (e_i = 0.1 each). PSI < 0.1 is usually read as stable, 0.1-0.25 as a
+moderate shift and > 0.25 as a significant one. At or above ``threshold`` the monitor
+reports drift once; it re-arms when PSI falls below half the threshold.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DriftMonitor", "DriftSettings", "psi"]
+
+
+class DriftSettings(BaseModel):
+    """Drift monitoring (``[drift]`` in the edge config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    window: int = Field(5000, ge=100, description="Recent window scores compared.")
+    every: int = Field(1000, ge=10, description="Scores between two PSI computations.")
+    threshold: float = Field(0.25, gt=0, description="PSI at or above which drift is reported.")
+
+
+def psi(scores: Sequence[float] | np.ndarray, edges: Sequence[float]) -> tuple[float, list[float]]:
+    """PSI of ``scores`` against equal-mass bins with inner ``edges``; also the actual
+    share per bin."""
+    inner = np.asarray(edges, dtype=np.float64)
+    counts = np.bincount(np.searchsorted(inner, np.asarray(scores), side="right"),
+                         minlength=len(inner) + 1)
+    actual = counts / max(1, counts.sum())
+    expected = np.full(len(actual), 1.0 / len(actual))
+    a = np.clip(actual, 1e-4, None)
+    return float(((a - expected) * np.log(a / expected)).sum()), actual.round(4).tolist()
+
+
+class DriftMonitor:
+    """Feed it every window score; ``update`` returns the PSI when drift starts."""
+
+    def __init__(self, quantiles: Sequence[float], settings: DriftSettings | None = None):
+        self.settings = settings or DriftSettings()
+        q = list(quantiles)
+        self.edges = q[1:-1] if len(q) > 2 else q  # inner decile edges
+        self._recent: deque[float] = deque(maxlen=self.settings.window)
+        self._since = 0
+        self.psi: float | None = None
+        self.shares: list[float] = []
+        self.drifting = False
+        self.reports = 0
+
+    def update(self, scores: Sequence[float] | np.ndarray) -> float | None:
+        """Add scores; the PSI if this call found drift starting, else ``None``."""
+        s = self.settings
+        if not s.enabled or not self.edges:
+            return None
+        self._recent.extend(float(x) for x in scores)
+        self._since += len(scores)
+        if self._since < s.every or len(self._recent) < min(s.window, 10 * s.every):
+            return None
+        self._since = 0
+        self.psi, self.shares = psi(self._recent, self.edges)
+        if not self.drifting and self.psi >= s.threshold:
+            self.drifting = True
+            self.reports += 1
+            return self.psi
+        if self.drifting and self.psi < s.threshold / 2:
+            self.drifting = False
+        return None
