@@ -372,11 +372,13 @@ class EdgeRuntime:
     async def _publish_loop(self) -> None:
         async def body(client: aiomqtt.Client) -> None:
             while True:
+                # clear before looking: a wake-up set while peeking is not lost
+                self._wake_publisher.clear()
                 batch = await self._outbox.peek(self._publish_window)
                 if not batch:
-                    self.stats.outbox_depth = 0
-                    self._outbox_empty.set()
-                    self._wake_publisher.clear()
+                    if self._outbox.size == 0:
+                        self.stats.outbox_depth = 0
+                        self._outbox_empty.set()
                     await wait_event(self._wake_publisher, 1.0)
                     continue
                 results = await asyncio.gather(
