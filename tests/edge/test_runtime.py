@@ -137,3 +137,30 @@ async def test_outbox_is_published_after_restart(bundle: ModelBundle, tmp_path: 
             got = await collect(sub, lambda m: len(m) >= 1, 10)
     assert [str(m.topic) for m in got] == ["aiotflow/alerts/s/a"]
     assert rt.stats.outbox_depth == 0
+
+
+async def test_persistent_session_keeps_readings_sent_while_away(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    s = settings(tmp_path, bundle, mosquitto.url).model_copy(update={"mqtt": EdgeSettings(
+        mqtt={"url": mosquitto.url, "client_id": "gw-1", "persistent_session": True}).mqtt})
+    async with EdgeRuntime(s, bundle=bundle) as first:
+        await asyncio.wait_for(first.subscribed.wait(), 10)
+    # the edge is away (a restart, a reconnect); QoS 1 readings keep coming
+    fleet = Fleet(2, seed=3)
+    good, _ = await publish_simulated(mosquitto.port, fleet, 20, 2.0)
+    async with EdgeRuntime(s, bundle=bundle) as second:
+        for _ in range(100):
+            if second.stats.readings_received == good:
+                break
+            await asyncio.sleep(0.05)
+    assert second.stats.readings_received == good
+
+
+def test_persistent_session_needs_a_client_id() -> None:
+    import pytest
+
+    from edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="client_id"):
+        EdgeSettings.load(None, mqtt={"persistent_session": True})
