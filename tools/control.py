@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ApprovalRequired
-from .sqlite import SqliteStore
+from .sqlite import SqliteStore, select
 
 __all__ = ["ApprovalRecord", "AuditRecord", "ControlStore", "Decision"]
 
@@ -111,14 +111,8 @@ class ControlStore(SqliteStore):
     async def audit_records(
         self, *, thread_id: str | None = None, kind: str | None = None
     ) -> list[AuditRecord]:
-        sql, args = "SELECT * FROM audit WHERE 1=1", []
-        if thread_id is not None:
-            sql += " AND thread_id = ?"
-            args.append(thread_id)
-        if kind is not None:
-            sql += " AND kind = ?"
-            args.append(kind)
-        async with self.db.execute(sql + " ORDER BY seq", args) as cur:
+        sql, args = select("audit", "seq", thread_id=thread_id, kind=kind)
+        async with self.db.execute(sql, args) as cur:
             rows = await cur.fetchall()
         return [AuditRecord(seq=r["seq"], ts=r["ts"], thread_id=r["thread_id"], kind=r["kind"],
                             actor=r["actor"], detail=json.loads(r["detail"])) for r in rows]
@@ -159,14 +153,8 @@ class ControlStore(SqliteStore):
     async def approvals(
         self, *, status: str | None = "pending", thread_id: str | None = None
     ) -> list[ApprovalRecord]:
-        sql, args = "SELECT * FROM approvals WHERE 1=1", []
-        if status is not None:
-            sql += " AND status = ?"
-            args.append(status)
-        if thread_id is not None:
-            sql += " AND thread_id = ?"
-            args.append(thread_id)
-        async with self.db.execute(sql + " ORDER BY requested_at", args) as cur:
+        sql, args = select("approvals", "requested_at", status=status, thread_id=thread_id)
+        async with self.db.execute(sql, args) as cur:
             return [_approval(r) for r in await cur.fetchall()]
 
     async def decide(

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .sqlite import SqliteStore
+from .sqlite import SqliteStore, select
 
 __all__ = [
     "Booking",
@@ -250,11 +250,8 @@ class OpsDatabase(SqliteStore):
         return row
 
     async def work_orders(self, *, asset: str | None = None) -> list[WorkOrder]:
-        sql, args = "SELECT * FROM work_orders", []
-        if asset is not None:
-            sql += " WHERE asset = ?"
-            args.append(asset)
-        async with self.db.execute(sql + " ORDER BY seq", args) as cur:
+        sql, args = select("work_orders", "seq", asset=asset)
+        async with self.db.execute(sql, args) as cur:
             return [_work_order(r) for r in await cur.fetchall()]
 
     async def notifications(self) -> list[Notification]:

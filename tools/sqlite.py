@@ -8,7 +8,15 @@ from typing import Self
 
 import aiosqlite
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "select"]
+
+
+def select(table: str, order: str, **equal: object) -> tuple[str, list[object]]:
+    """``SELECT * FROM table WHERE col = ? AND ... ORDER BY order`` and its parameters,
+    for the ``equal`` columns whose value is not ``None``."""
+    conds = {k: v for k, v in equal.items() if v is not None}
+    where = " WHERE " + " AND ".join(f"{k} = ?" for k in conds) if conds else ""
+    return f"SELECT * FROM {table}{where} ORDER BY {order}", list(conds.values())
 
 
 class SqliteStore:

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import aiosqlite
 from pydantic import BaseModel, ConfigDict
 
+from tools.sqlite import select
+
 __all__ = ["RunLedger", "RunRecord", "RunStatus"]
 
 RunStatus = Literal["running", "waiting_approval", "completed", "failed"]
@@ -98,11 +100,8 @@ class RunLedger:
         return _record(row) if row else None
 
     async def list(self, *, status: RunStatus | None = None) -> list[RunRecord]:
-        sql, args = "SELECT * FROM runs", []
-        if status is not None:
-            sql += " WHERE status = ?"
-            args.append(status)
-        async with self.db.execute(sql + " ORDER BY created", args) as cur:
+        sql, args = select("runs", "created", status=status)
+        async with self.db.execute(sql, args) as cur:
             return [_record(r) for r in await cur.fetchall()]
 
 
