@@ -118,8 +118,8 @@ class EdgeRuntime:
         self.stats_file = Path(stats_file) if stats_file else None
         self.subscribed = asyncio.Event()
         self.telemetry_link = LinkState()
-        self._alert_listeners: list[Callable[[Alert], None]] = []
         self.uplink_link = LinkState()
+        self._alert_listeners: list[Callable[[Alert], None]] = []
         self._pending: list[_Due] = []
         self._dead: list[tuple[str, str, bytes, int]] = []
         self._wake_scorer = asyncio.Event()
@@ -166,7 +166,8 @@ class EdgeRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tasks["edge-score"]
             self._wake_publisher.set()
-            await wait_event(self._outbox_empty, self.settings.drain_timeout_s)
+            if self._outbox.size:
+                await wait_event(self._outbox_empty, self.settings.drain_timeout_s)
             for name in ("edge-publish", "edge-stats"):
                 self._tasks[name].cancel()
             await self._tg.__aexit__(t, e, tb)
