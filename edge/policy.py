@@ -57,6 +57,7 @@ class Episode:
 class _AssetState:
     run: int = 0
     run_start: float = 0.0
+    episode_start: float = 0.0
     normal_run: int = 0
     in_episode: bool = False
     last_alert: float | None = None
@@ -69,6 +70,11 @@ class AlertPolicy:
         self.settings = settings or PolicySettings()
         self._assets: dict[str, _AssetState] = {}
         self.suppressed = 0
+
+    def episode_start(self, asset: str) -> float | None:
+        """Time of the first anomalous window of the open episode (``None`` if none)."""
+        st = self._assets.get(asset)
+        return st.episode_start if st and st.in_episode else None
 
     def in_episode(self, asset: str) -> bool:
         st = self._assets.get(asset)
@@ -86,6 +92,7 @@ class AlertPolicy:
             st.normal_run = 0
             if not st.in_episode and st.run >= s.k:
                 st.in_episode = True
+                st.episode_start = st.run_start
                 if st.last_alert is not None and ts - st.last_alert < s.cooldown_s:
                     self.suppressed += 1
                     return None

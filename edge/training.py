@@ -47,22 +47,25 @@ def train_bundle(
     version: str | None = None,
     asset_type: str = "generator",
     margin: float = 1.5,
+    quantile: float = 99.9,
+    variance: float = 0.95,
     trained_on: str = "",
 ) -> ModelBundle:
     """Fit on normal ``series`` (each ``[T, C]``), export to ``out`` and load it back.
 
-    The threshold is ``margin`` times the 99.9th percentile of the training scores.
+    The threshold is ``margin`` times the ``quantile``-th percentile of the training
+    scores.
     """
     arrays = [np.asarray(s, dtype=np.float64) for s in series]
     if not arrays or any(a.ndim != 2 or a.shape[1] != len(channels) for a in arrays):
         raise ConfigError(f"each series must be [samples, {len(channels)}]", field="data")
     windows = np.concatenate([make_windows(a, window, hop) for a in arrays])
-    if len(windows) < 50:
+    if len(windows) < 30:
         raise ConfigError(f"only {len(windows)} training windows; need at least 50", field="data")
     x = window_features(windows, features)
-    detector = PCAResidualDetector().fit(x)
+    detector = PCAResidualDetector(variance=variance).fit(x)
     scores = detector.score_samples(x)
-    threshold = float(margin * np.percentile(scores, 99.9))
+    threshold = float(margin * np.percentile(scores, quantile))
     raw = np.concatenate(arrays)
     stats = {
         c: ChannelStats(
