@@ -5,6 +5,7 @@
     aiotflow simulate    publish simulated generator telemetry
     aiotflow train       fit a detector and export an ONNX model bundle
     aiotflow seed        seed a state directory with roster, logs and incident history
+    aiotflow eval skab   detection quality on SKAB recordings (leaderboard protocol)
     aiotflow run APP     run an app's workflows for alerts (module:attribute)
     aiotflow approvals   list approvals waiting for a person
     aiotflow approve     review and decide pending approvals
@@ -108,6 +109,26 @@ async def _cmd_train(a: argparse.Namespace) -> int:
                                  sample_rate_hz=a.rate, window=a.window, hop=a.hop)
         assert list(bundle.meta.channels) == list(CHANNELS)
     print(json.dumps(bundle.describe() | {"train_stats": "..."}, indent=2))
+    return 0
+
+
+async def _cmd_eval(a: argparse.Namespace) -> int:
+    from edge.skab import DETECTORS, evaluate
+
+    names = list(DETECTORS) if a.detector == "all" else [a.detector]
+    results = []
+    for name in names:
+        out = Path(a.predictions) / name if a.predictions and len(names) > 1 else (
+            Path(a.predictions) if a.predictions else None)
+        results.append(await asyncio.to_thread(evaluate, Path(a.dir), name, predictions=out))
+    if a.json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+        return 0
+    cols = ("detector", "f1", "far", "mar", "nab_standard", "nab_lowfp", "nab_lowfn")
+    print(" ".join(f"{c:>12}" for c in cols))
+    for r in results:
+        print(" ".join(f"{r[c]!s:>12}" for c in cols))
+    print(f"{results[0]['files']} files, {results[0]['rows']} test rows", file=sys.stderr)
     return 0
 
 
@@ -250,6 +271,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--name", default="custom-pca")
     t.add_argument("--asset-type", default="generator")
 
+    ev = sub.add_parser("eval", help="evaluate detectors on a benchmark (SKAB protocol)")
+    ev.add_argument("benchmark", choices=["skab"])
+    ev.add_argument("dir", help="the SKAB data folder (valve1/, valve2/, other/, ...)")
+    ev.add_argument("--detector", default="pca", help="a detector name, or all")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--predictions", help="write datetime;anomaly_pred CSVs here")
+
     sd = sub.add_parser("seed", help="seed roster, maintenance logs and incident history")
     sd.add_argument("--model", required=True)
     sd.add_argument("--assets", default="gen-001,gen-002,gen-003")
@@ -279,7 +307,8 @@ def _parser() -> argparse.ArgumentParser:
 
 _COMMANDS = {
     "demo": _cmd_demo, "edge": _cmd_edge, "simulate": _cmd_simulate, "train": _cmd_train,
-    "seed": _cmd_seed, "run": _cmd_run, "approvals": _cmd_approvals, "approve": _cmd_approve,
+    "seed": _cmd_seed, "eval": _cmd_eval, "run": _cmd_run, "approvals": _cmd_approvals,
+    "approve": _cmd_approve,
 }
 
 

@@ -90,7 +90,16 @@ class DetectorConfig(BaseModel):
 
 DETECTORS: dict[str, DetectorConfig] = {
     d.name: d for d in (
-        DetectorConfig(name="pca"),
+        # T² + SPE on 8-second windows of mean and spread; the threshold is 4x the 99th
+        # percentile of the training scores; 3 windows in a row open an episode, 5 below
+        # 0.8 x threshold close it. Chosen on the 22 local recordings over a small grid of
+        # general settings (window, features, threshold, debounce), never per file.
+        DetectorConfig(name="pca", window=8, features=("mean", "std"), quantile=99.0,
+                       margin=4.0, k=3, clear=5),
+        # the same detector with the runtime's generator defaults, for comparison
+        DetectorConfig(name="pca-wide", window=30, features=("mean", "std", "min", "max",
+                                                             "last", "slope"),
+                       quantile=99.9, margin=1.5, k=3, clear=5),
     )
 }
 
