@@ -132,7 +132,7 @@ def nab_file(times: npt.ArrayLike, true_cp: npt.ArrayLike, pred_cp: npt.ArrayLik
     if not (len(t) == len(tc) == len(pc)):
         raise ValueError("times, true and predicted changepoints differ in length")
     totals = totals or NabTotals()
-    wins = nab_windows(np.sort(t[tc]), width)
+    wins = nab_windows(np.sort(t[tc]).tolist(), width)
     detections = np.sort(t[pc])
     fp = 0
     tps: list[tuple[float, float, float]] = []
