@@ -15,6 +15,7 @@ Any ONNX model with one float input ``[N, F]`` and outputs ``embedding [N, D]`` 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from onnx import TensorProto
 from sklearn.base import BaseEstimator
 from sklearn.decomposition import PCA
 
-__all__ = ["PCAResidualDetector", "to_onnx_bytes"]
+__all__ = ["DETECTOR_KINDS", "AutoencoderDetector", "PCAResidualDetector", "to_onnx_bytes"]
 
 
 class PCAResidualDetector(BaseEstimator):  # type: ignore[misc]
@@ -84,11 +85,8 @@ def _shape_calculator(operator: Any) -> None:
     operator.outputs[1].type = FloatTensorType([n])
 
 
-def _converter(scope: Any, operator: Any, container: Any) -> None:
-    op: PCAResidualDetector = operator.raw_operator
-    x = operator.inputs[0].full_name
-    emb_out = operator.outputs[0].full_name
-    score_out = operator.outputs[1].full_name
+def _ops(scope: Any, container: Any) -> tuple[Any, Any]:
+    """``const(name, value)`` and ``node(kind, inputs, out=None, **attrs)`` helpers."""
 
     def const(name: str, value: npt.ArrayLike, dtype: int = TensorProto.FLOAT) -> str:
         arr = np.asarray(value)
@@ -100,6 +98,16 @@ def _converter(scope: Any, operator: Any, container: Any) -> None:
         out = out or scope.get_unique_variable_name(kind.lower())
         container.add_node(kind, inputs, [out], name=scope.get_unique_operator_name(kind), **attrs)
         return out
+
+    return const, node
+
+
+def _converter(scope: Any, operator: Any, container: Any) -> None:
+    op: PCAResidualDetector = operator.raw_operator
+    x = operator.inputs[0].full_name
+    emb_out = operator.outputs[0].full_name
+    score_out = operator.outputs[1].full_name
+    const, node = _ops(scope, container)
 
     comps = op.pca_.components_.astype(np.float32)
     # Fold standardisation and PCA centring into one affine map: zc = x * a - b.
@@ -134,23 +142,79 @@ def _parser(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> 
     return operator.outputs
 
 
+class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
+    """A small MLP autoencoder (scikit-learn) on standardised window features.
+
+    ``embedding`` is the reconstruction residual, ``score`` its squared norm over the
+    99th percentile of the training residuals (so ~1 is the edge of normal, as for PCA).
+    """
+
+    def __init__(self, bottleneck: int = 4, hidden: int = 16, seed: int = 0) -> None:
+        self.bottleneck = bottleneck
+        self.hidden = hidden
+        self.seed = seed
+
+    def fit(self, X: npt.ArrayLike, y: Any = None) -> AutoencoderDetector:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPRegressor
+
+        x = np.asarray(X, dtype=np.float64)
+        self.mean_ = x.mean(axis=0)
+        self.scale_ = np.maximum(x.std(axis=0), 1e-3 * np.abs(self.mean_) + 1e-6)
+        z = (x - self.mean_) / self.scale_
+        width = min(self.bottleneck, max(1, z.shape[1] - 1))
+        mlp = MLPRegressor(hidden_layer_sizes=(self.hidden, width, self.hidden),
+                           activation="tanh", max_iter=2000, tol=1e-5, random_state=self.seed)
+        with warnings.catch_warnings():
+            # a small training set rarely meets tol; the residual threshold absorbs it
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.mlp_ = mlp.fit(z, z)
+        r = z - self.mlp_.predict(z)
+        self.spe_ref_ = float(np.percentile((r * r).sum(axis=1), 99)) or 1.0
+        return self
+
+    def embed(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        return np.asarray(z - self.mlp_.predict(z))
+
+    def score_samples(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        r = self.embed(X)
+        return np.asarray((r * r).sum(axis=1) / self.spe_ref_)
+
+
+def _converter_ae(scope: Any, operator: Any, container: Any) -> None:
+    op: AutoencoderDetector = operator.raw_operator
+    const, node = _ops(scope, container)
+    x = operator.inputs[0].full_name
+    a = (1.0 / op.scale_).astype(np.float32)
+    b = (op.mean_ / op.scale_).astype(np.float32)
+    z = node("Sub", [node("Mul", [x, const("a", a)]), const("b", b)])
+    h = z
+    layers = list(zip(op.mlp_.coefs_, op.mlp_.intercepts_, strict=True))
+    for i, (w, c) in enumerate(layers):
+        h = node("Add", [node("MatMul", [h, const("w", w.astype(np.float32))]),
+                         const("c", c.astype(np.float32))])
+        if i < len(layers) - 1:
+            h = node("Tanh", [h])
+    resid = node("Sub", [z, h], operator.outputs[0].full_name)
+    axes = const("axes", np.array([1], dtype=np.int64), TensorProto.INT64)
+    spe = node("ReduceSum", [node("Mul", [resid, resid]), axes], keepdims=0)
+    node("Mul", [spe, const("k", np.float32(1.0 / op.spe_ref_))], operator.outputs[1].full_name)
+
+
 _registered = False
 
 
-def to_onnx_bytes(detector: PCAResidualDetector, n_features: int) -> bytes:
+def to_onnx_bytes(detector: PCAResidualDetector | AutoencoderDetector, n_features: int) -> bytes:
     """Convert a fitted detector with skl2onnx; outputs are ``embedding`` and ``score``."""
     global _registered
     from skl2onnx import convert_sklearn, update_registered_converter
     from skl2onnx.common.data_types import FloatTensorType
 
     if not _registered:
-        update_registered_converter(
-            PCAResidualDetector,
-            "AiotflowPCAResidualDetector",
-            _shape_calculator,
-            _converter,
-            parser=_parser,
-        )
+        for cls, conv in ((PCAResidualDetector, _converter), (AutoencoderDetector, _converter_ae)):
+            update_registered_converter(cls, f"Aiotflow{cls.__name__}", _shape_calculator,
+                                        conv, parser=_parser)
         _registered = True
     model = convert_sklearn(
         detector,
@@ -161,3 +225,10 @@ def to_onnx_bytes(detector: PCAResidualDetector, n_features: int) -> bytes:
         target_opset=17,
     )
     return bytes(model.SerializeToString())
+
+
+#: detector kinds ``train_bundle`` can fit, by name
+DETECTOR_KINDS: dict[str, type[BaseEstimator]] = {
+    "pca": PCAResidualDetector,
+    "autoencoder": AutoencoderDetector,
+}

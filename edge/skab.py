@@ -77,7 +77,7 @@ class DetectorConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    kind: str = Field("pca", description="pca (T² + SPE)")
+    kind: str = Field("pca", description="pca (T² + SPE) or autoencoder (MLP)")
     window: int = 10
     features: tuple[str, ...] = ("mean", "std")
     variance: float = 0.95
@@ -96,7 +96,11 @@ DETECTORS: dict[str, DetectorConfig] = {
         # general settings (window, features, threshold, debounce), never per file.
         DetectorConfig(name="pca", window=8, features=("mean", "std"), quantile=99.0,
                        margin=4.0, k=3, clear=5),
-        # the same detector with the runtime's generator defaults, for comparison
+        # an MLP autoencoder (16-4-16, tanh) on the same features; it fits the 400 training
+        # rows closely, hence the wider threshold margin
+        DetectorConfig(name="autoencoder", kind="autoencoder", window=8,
+                       features=("mean", "std"), quantile=99.0, margin=6.0, k=3, clear=5),
+        # the PCA detector with the runtime's generator defaults, for comparison
         DetectorConfig(name="pca-wide", window=30, features=("mean", "std", "min", "max",
                                                              "last", "slope"),
                        quantile=99.9, margin=1.5, k=3, clear=5),
@@ -111,7 +115,7 @@ def _fit_bundle(cfg: DetectorConfig, train: npt.NDArray[np.float64], channels: l
     return train_bundle([train], channels=channels, out=out, window=cfg.window, hop=1,
                         sample_rate_hz=1.0, features=cfg.features, name=f"skab-{cfg.name}",
                         version="eval", asset_type="pump", margin=cfg.margin,
-                        quantile=cfg.quantile, variance=cfg.variance)
+                        quantile=cfg.quantile, variance=cfg.variance, detector=cfg.kind)
 
 
 def predict(f: SkabFile, cfg: DetectorConfig, workdir: Path) -> npt.NDArray[np.int8]:

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .bundle import BundleMeta, ChannelStats, ModelBundle, save_bundle
-from .detector import PCAResidualDetector, to_onnx_bytes
+from .detector import DETECTOR_KINDS, PCAResidualDetector, to_onnx_bytes
 from .errors import ConfigError
 from .features import FEATURES, window_features
 from .simulator import CHANNELS, Fleet
@@ -49,6 +49,7 @@ def train_bundle(
     margin: float = 1.5,
     quantile: float = 99.9,
     variance: float = 0.95,
+    detector: str = "pca",
     trained_on: str = "",
 ) -> ModelBundle:
     """Fit on normal ``series`` (each ``[T, C]``), export to ``out`` and load it back.
@@ -63,8 +64,11 @@ def train_bundle(
     if len(windows) < 30:
         raise ConfigError(f"only {len(windows)} training windows; need at least 50", field="data")
     x = window_features(windows, features)
-    detector = PCAResidualDetector(variance=variance).fit(x)
-    scores = detector.score_samples(x)
+    if detector not in DETECTOR_KINDS:
+        raise ConfigError(f"unknown detector; one of {sorted(DETECTOR_KINDS)}", field="detector")
+    model = (PCAResidualDetector(variance=variance) if detector == "pca"
+             else DETECTOR_KINDS[detector]()).fit(x)
+    scores = model.score_samples(x)
     threshold = float(margin * np.percentile(scores, quantile))
     raw = np.concatenate(arrays)
     stats = {
@@ -90,7 +94,7 @@ def train_bundle(
         score_quantiles=[float(q) for q in np.quantile(scores, np.linspace(0, 1, 11))],
         trained_on=trained_on or f"{len(windows)} windows",
     )
-    path = save_bundle(to_onnx_bytes(detector, x.shape[1]), meta, out)
+    path = save_bundle(to_onnx_bytes(model, x.shape[1]), meta, out)
     return ModelBundle(path)
 
 

@@ -123,3 +123,23 @@ def test_train_from_csv(tmp_path: Path) -> None:
     bad.write_text("a,b\n1,2\n3,x\n")
     with pytest.raises(ConfigError, match="line 3"):
         load_csv(bad)
+
+
+def test_autoencoder_onnx_matches_scikit_learn(tmp_path: Path) -> None:
+    from edge.detector import AutoencoderDetector
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 6))
+    x[:, 1] = x[:, 0] * 0.5
+    det = AutoencoderDetector(bottleneck=3, hidden=8).fit(x)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(to_onnx_bytes(det, 6), providers=["CPUExecutionProvider"])
+    emb, score = sess.run(["embedding", "score"], {"features": x[:40].astype(np.float32)})
+    np.testing.assert_allclose(emb, det.embed(x[:40]), atol=1e-4)
+    np.testing.assert_allclose(score, det.score_samples(x[:40]), rtol=1e-3, atol=1e-3)
+    b = train_bundle([x], channels=list("abcdef"), out=tmp_path / "ae.onnx", window=5, hop=1,
+                     sample_rate_hz=1.0, detector="autoencoder")
+    assert b.score_windows(make_windows(x[:20], 5, 1))[1].shape == (16,)
+    with pytest.raises(ConfigError):
+        train_bundle([x], channels=list("abcdef"), out=tmp_path / "x.onnx", detector="magic")
