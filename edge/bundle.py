@@ -142,11 +142,6 @@ class ModelBundle:
     def version(self) -> str:
         return self.meta.version
 
-    @property
-    def fill_values(self) -> list[float]:
-        """Values assumed for a channel before it is first seen: its training mean."""
-        return [float(v) for v in self._means]
-
     def features(self, windows: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Feature matrix of a batch of windows ``[B, window, C]``."""
         return window_features(windows, self.meta.features)
