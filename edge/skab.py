@@ -136,8 +136,9 @@ def predict(f: SkabFile, cfg: DetectorConfig, workdir: Path) -> npt.NDArray[np.i
     pred = np.zeros(len(f.x), dtype=np.int8)
     for i, s in zip(due_rows, scores, strict=True):
         policy.update("asset", float(i), float(s), meta.threshold)
-        if policy.in_episode("asset"):
-            pred[int(policy.episode_start("asset") or i):i + 1] = 1
+        start = policy.episode_start("asset")
+        if start is not None:
+            pred[int(start):i + 1] = 1
     return pred[TRAIN_ROWS:]
 
 
