@@ -24,7 +24,13 @@ from onnx import TensorProto
 from sklearn.base import BaseEstimator
 from sklearn.decomposition import PCA
 
-__all__ = ["DETECTOR_KINDS", "AutoencoderDetector", "PCAResidualDetector", "to_onnx_bytes"]
+__all__ = [
+    "DETECTOR_KINDS",
+    "AutoencoderDetector",
+    "IsolationForestDetector",
+    "PCAResidualDetector",
+    "to_onnx_bytes",
+]
 
 
 class PCAResidualDetector(BaseEstimator):  # type: ignore[misc]
@@ -202,17 +208,78 @@ def _converter_ae(scope: Any, operator: Any, container: Any) -> None:
     node("Mul", [spe, const("k", np.float32(1.0 / op.spe_ref_))], operator.outputs[1].full_name)
 
 
+class IsolationForestDetector(BaseEstimator):  # type: ignore[misc]
+    """Isolation Forest (scikit-learn) on window features.
+
+    ``embedding`` is the standardised feature vector; ``score`` is the forest's anomaly
+    score rescaled so that the training median maps to 0 and its 99th percentile to 1.
+    The forest is fitted on raw features: its random splits are uniform between a node's
+    bounds, so standardising first would not change it.
+    """
+
+    def __init__(self, n_estimators: int = 100, seed: int = 0) -> None:
+        self.n_estimators = n_estimators
+        self.seed = seed
+
+    def fit(self, X: npt.ArrayLike, y: Any = None) -> IsolationForestDetector:
+        from sklearn.ensemble import IsolationForest
+
+        x = np.asarray(X, dtype=np.float64)
+        self.mean_ = x.mean(axis=0)
+        self.scale_ = np.maximum(x.std(axis=0), 1e-3 * np.abs(self.mean_) + 1e-6)
+        self.forest_ = IsolationForest(n_estimators=self.n_estimators,
+                                       random_state=self.seed).fit(x)
+        s = -self.forest_.score_samples(x)
+        self.median_ = float(np.median(s))
+        self.p99_ = float(np.percentile(s, 99))
+        if self.p99_ <= self.median_:
+            self.p99_ = self.median_ + 1e-6
+        return self
+
+    def embed(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        return (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+
+    def score_samples(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        s = -self.forest_.score_samples(np.asarray(X, dtype=np.float64))
+        return np.asarray((s - self.median_) / (self.p99_ - self.median_))
+
+
+def _converter_if(scope: Any, operator: Any, container: Any) -> None:
+    from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
+    from skl2onnx.algebra.onnx_ops import OnnxAdd, OnnxIdentity, OnnxMul, OnnxReshape, OnnxSub
+
+    op: IsolationForestDetector = operator.raw_operator
+    opv = container.target_opset
+    x = operator.inputs[0]
+    f32 = np.float32
+    z = OnnxSub(OnnxMul(x, (1.0 / op.scale_).astype(f32), op_version=opv),
+                (op.mean_ / op.scale_).astype(f32), op_version=opv)
+    emb = OnnxIdentity(z, op_version=opv, output_names=[operator.outputs[0].full_name])
+    # the forest's second output is decision_function = score_samples - offset_, so
+    # (-score_samples - median) / (p99 - median) = (decision + offset + median) * k
+    decision = OnnxSubEstimator(op.forest_, x, op_version=opv)[1]
+    k = f32(-1.0 / (op.p99_ - op.median_))
+    shifted = OnnxAdd(decision, np.array([op.forest_.offset_ + op.median_], dtype=f32),
+                      op_version=opv)
+    score = OnnxReshape(OnnxMul(shifted, np.array([k], dtype=f32), op_version=opv),
+                        np.array([-1], dtype=np.int64), op_version=opv,
+                        output_names=[operator.outputs[1].full_name])
+    emb.add_to(scope, container)
+    score.add_to(scope, container)
+
+
 _registered = False
 
 
-def to_onnx_bytes(detector: PCAResidualDetector | AutoencoderDetector, n_features: int) -> bytes:
+def to_onnx_bytes(detector: BaseEstimator, n_features: int) -> bytes:
     """Convert a fitted detector with skl2onnx; outputs are ``embedding`` and ``score``."""
     global _registered
     from skl2onnx import convert_sklearn, update_registered_converter
     from skl2onnx.common.data_types import FloatTensorType
 
     if not _registered:
-        for cls, conv in ((PCAResidualDetector, _converter), (AutoencoderDetector, _converter_ae)):
+        for cls, conv in ((PCAResidualDetector, _converter), (AutoencoderDetector, _converter_ae),
+                          (IsolationForestDetector, _converter_if)):
             update_registered_converter(cls, f"Aiotflow{cls.__name__}", _shape_calculator,
                                         conv, parser=_parser)
         _registered = True
@@ -222,7 +289,7 @@ def to_onnx_bytes(detector: PCAResidualDetector | AutoencoderDetector, n_feature
         initial_types=[("features", FloatTensorType([None, n_features]))],
         final_types=[("embedding", FloatTensorType([None, n_features])),
                      ("score", FloatTensorType([None]))],
-        target_opset=17,
+        target_opset={"": 17, "ai.onnx.ml": 3},
     )
     return bytes(model.SerializeToString())
 
@@ -231,4 +298,5 @@ def to_onnx_bytes(detector: PCAResidualDetector | AutoencoderDetector, n_feature
 DETECTOR_KINDS: dict[str, type[BaseEstimator]] = {
     "pca": PCAResidualDetector,
     "autoencoder": AutoencoderDetector,
+    "iforest": IsolationForestDetector,
 }

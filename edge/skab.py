@@ -77,7 +77,7 @@ class DetectorConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    kind: str = Field("pca", description="pca (T² + SPE) or autoencoder (MLP)")
+    kind: str = Field("pca", description="pca (T² + SPE), autoencoder (MLP) or iforest")
     window: int = 10
     features: tuple[str, ...] = ("mean", "std")
     variance: float = 0.95
@@ -100,6 +100,9 @@ DETECTORS: dict[str, DetectorConfig] = {
         # rows closely, hence the wider threshold margin
         DetectorConfig(name="autoencoder", kind="autoencoder", window=8,
                        features=("mean", "std"), quantile=99.0, margin=6.0, k=3, clear=5),
+        # Isolation Forest (100 trees) on the same features; threshold at the training p99
+        DetectorConfig(name="iforest", kind="iforest", window=8, features=("mean", "std"),
+                       quantile=99.0, margin=1.0, k=3, clear=5),
         # the PCA detector with the runtime's generator defaults, for comparison
         DetectorConfig(name="pca-wide", window=30, features=("mean", "std", "min", "max",
                                                              "last", "slope"),

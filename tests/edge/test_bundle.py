@@ -143,3 +143,19 @@ def test_autoencoder_onnx_matches_scikit_learn(tmp_path: Path) -> None:
     assert b.score_windows(make_windows(x[:20], 5, 1))[1].shape == (16,)
     with pytest.raises(ConfigError):
         train_bundle([x], channels=list("abcdef"), out=tmp_path / "x.onnx", detector="magic")
+
+
+def test_isolation_forest_onnx_matches_scikit_learn() -> None:
+    from edge.detector import IsolationForestDetector
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 4))
+    det = IsolationForestDetector(n_estimators=20).fit(x)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(to_onnx_bytes(det, 4), providers=["CPUExecutionProvider"])
+    probe = np.vstack([x[:30], x[:5] + 6.0]).astype(np.float32)  # last five far outside
+    emb, score = sess.run(["embedding", "score"], {"features": probe})
+    np.testing.assert_allclose(score, det.score_samples(probe), atol=1e-4)
+    np.testing.assert_allclose(emb, det.embed(probe), atol=1e-4)
+    assert score[-5:].min() > 1.0 > np.median(score[:30])
