@@ -101,12 +101,22 @@ async def _cmd_train(a: argparse.Namespace) -> int:
             channels = chans
             series.append(data)
         assert channels is not None
-        bundle = train_bundle(series, channels=channels, out=a.out, window=a.window, hop=a.hop,
-                              sample_rate_hz=a.rate, name=a.name, asset_type=a.asset_type,
-                              trained_on=", ".join(a.csv))
+        from edge.skab import DETECTORS
+
+        if a.detector not in DETECTORS:
+            print(f"error: --detector must be one of {sorted(DETECTORS)}", file=sys.stderr)
+            return 2
+        # the detector configurations are the ones measured with `aiotflow eval skab`;
+        # the default is the best there
+        cfg = DETECTORS[a.detector]
+        bundle = train_bundle(series, channels=channels, out=a.out, window=a.window or cfg.window,
+                              hop=a.hop or 1, sample_rate_hz=a.rate, features=cfg.features,
+                              quantile=cfg.quantile, margin=cfg.margin, detector=cfg.kind,
+                              name=a.name or f"{a.asset_type}-{cfg.name}",
+                              asset_type=a.asset_type, trained_on=", ".join(a.csv))
     else:
         bundle = train_simulated(a.out, assets=a.assets, seconds=a.seconds,
-                                 sample_rate_hz=a.rate, window=a.window, hop=a.hop)
+                                 sample_rate_hz=a.rate, window=a.window or 30, hop=a.hop or 2)
         assert list(bundle.meta.channels) == list(CHANNELS)
     print(json.dumps(bundle.describe() | {"train_stats": "..."}, indent=2))
     return 0
@@ -264,11 +274,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--channels", help="comma-separated CSV columns (default: all numeric)")
     t.add_argument("--sep", default=",")
     t.add_argument("--rate", type=float, default=2.0, help="sample rate of the data, Hz")
-    t.add_argument("--window", type=int, default=30)
-    t.add_argument("--hop", type=int, default=2)
+    t.add_argument("--detector", default="pca",
+                   help="CSV: a detector of `aiotflow eval skab` (pca, autoencoder, iforest)")
+    t.add_argument("--window", type=int, help="samples per window (CSV: the detector's; "
+                                              "simulator: 30)")
+    t.add_argument("--hop", type=int, help="samples between windows (CSV: 1; simulator: 2)")
     t.add_argument("--assets", type=int, default=8, help="simulator: healthy generators")
     t.add_argument("--seconds", type=float, default=1800.0, help="simulator: seconds each")
-    t.add_argument("--name", default="custom-pca")
+    t.add_argument("--name", help="model name (default: ASSET_TYPE-DETECTOR)")
     t.add_argument("--asset-type", default="generator")
 
     ev = sub.add_parser("eval", help="evaluate detectors on a benchmark (SKAB protocol)")

@@ -154,3 +154,23 @@ async def test_run_app_with_approval_from_another_terminal(
         run.send_signal(signal.SIGTERM)
         _, err_b = await asyncio.wait_for(run.communicate(), 30)
     assert run.returncode == 0, err_b.decode()[-2000:]
+
+
+async def test_train_from_csv_uses_the_evaluated_detector(tmp_path: Path) -> None:
+    from .edge.test_skab import write_recording
+    from .workflows.helpers import cli
+
+    csv_file = tmp_path / "normal.csv"
+    write_recording(csv_file, 7, 10**6, 10**6, rows=300)
+    for detector, kind_window in (("pca", 8), ("autoencoder", 8)):
+        out = tmp_path / f"{detector}.onnx"
+        code, _, err = await cli("train", "--out", str(out), "--csv", str(csv_file), "--sep", ";",
+                                 "--rate", "1", "--asset-type", "pump", "--detector", detector)
+        assert code == 0, err
+        meta = ModelBundle(out).meta
+        assert (meta.window, meta.features, meta.name) == (kind_window, ["mean", "std"],
+                                                           f"pump-{detector}")
+        assert meta.channels[0] == "Accelerometer1RMS" and "anomaly" not in meta.channels
+    code, _, err = await cli("train", "--out", str(tmp_path / "x.onnx"), "--csv", str(csv_file),
+                             "--sep", ";", "--detector", "nope")
+    assert code == 2 and "--detector" in err
