@@ -33,6 +33,17 @@ __all__ = [
 ]
 
 
+def _standardisation(x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64],
+                                                          npt.NDArray[np.float64]]:
+    """Per-feature mean and scale of training features.
+
+    A feature that never moved in training (a constant channel) must not make every tiny
+    change look infinite: its scale is floored relative to its magnitude.
+    """
+    mean = x.mean(axis=0)
+    return mean, np.maximum(x.std(axis=0), 1e-3 * np.abs(mean) + 1e-6)
+
+
 class PCAResidualDetector(BaseEstimator):  # type: ignore[misc]
     """Unsupervised detector trained on normal windows only."""
 
@@ -44,11 +55,7 @@ class PCAResidualDetector(BaseEstimator):  # type: ignore[misc]
         x = np.asarray(X, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 10:
             raise ValueError(f"need at least 10 training windows, got shape {x.shape}")
-        self.mean_ = x.mean(axis=0)
-        std = x.std(axis=0)
-        # A feature that never moved in training (a constant channel) must not make every
-        # tiny change look infinite: floor its scale relative to its magnitude.
-        self.scale_ = np.maximum(std, 1e-3 * np.abs(self.mean_) + 1e-6)
+        self.mean_, self.scale_ = _standardisation(x)
         z = (x - self.mean_) / self.scale_
         probe = PCA().fit(z)
         cum = np.cumsum(probe.explained_variance_ratio_)
@@ -165,8 +172,7 @@ class AutoencoderDetector(BaseEstimator):  # type: ignore[misc]
         from sklearn.neural_network import MLPRegressor
 
         x = np.asarray(X, dtype=np.float64)
-        self.mean_ = x.mean(axis=0)
-        self.scale_ = np.maximum(x.std(axis=0), 1e-3 * np.abs(self.mean_) + 1e-6)
+        self.mean_, self.scale_ = _standardisation(x)
         z = (x - self.mean_) / self.scale_
         width = min(self.bottleneck, max(1, z.shape[1] - 1))
         mlp = MLPRegressor(hidden_layer_sizes=(self.hidden, width, self.hidden),
@@ -225,8 +231,7 @@ class IsolationForestDetector(BaseEstimator):  # type: ignore[misc]
         from sklearn.ensemble import IsolationForest
 
         x = np.asarray(X, dtype=np.float64)
-        self.mean_ = x.mean(axis=0)
-        self.scale_ = np.maximum(x.std(axis=0), 1e-3 * np.abs(self.mean_) + 1e-6)
+        self.mean_, self.scale_ = _standardisation(x)
         self.forest_ = IsolationForest(n_estimators=self.n_estimators,
                                        random_state=self.seed).fit(x)
         s = -self.forest_.score_samples(x)
