@@ -62,6 +62,14 @@ class BinaryCounts:
         self.fn += int((t & ~p).sum())
         return self
 
+    def merge(self, other: BinaryCounts) -> BinaryCounts:
+        """Add another set of counts (e.g. another file's) to these."""
+        self.tp += other.tp
+        self.tn += other.tn
+        self.fp += other.fp
+        self.fn += other.fn
+        return self
+
     @property
     def f1(self) -> float:
         d = self.tp + (self.fp + self.fn) / 2
@@ -118,6 +126,17 @@ class NabTotals:
     windows: int = 0
     missed: int = 0
     false_positives: int = 0
+
+    def merge(self, other: NabTotals) -> NabTotals:
+        """Add another file's (or group's) sums to these."""
+        for name in NAB_PROFILES:
+            self.score[name] += other.score[name]
+            self.null[name] += other.null[name]
+            self.perfect[name] += other.perfect[name]
+        self.windows += other.windows
+        self.missed += other.missed
+        self.false_positives += other.false_positives
+        return self
 
     def result(self, profile: str) -> float:
         d = self.perfect[profile] - self.null[profile]

@@ -29,7 +29,17 @@ from .features import WindowBuffer
 from .metrics import BinaryCounts, NabTotals, changepoints, nab_file
 from .policy import AlertPolicy, PolicySettings
 
-__all__ = ["DETECTORS", "DetectorConfig", "SkabFile", "evaluate", "load_file", "skab_files"]
+__all__ = [
+    "DETECTORS",
+    "DetectorConfig",
+    "FileScore",
+    "SkabFile",
+    "evaluate",
+    "load_file",
+    "score_file",
+    "skab_files",
+    "summarise",
+]
 
 TRAIN_ROWS = 400
 
@@ -145,35 +155,65 @@ def predict(f: SkabFile, cfg: DetectorConfig, workdir: Path) -> npt.NDArray[np.i
     return pred[TRAIN_ROWS:]
 
 
-def evaluate(root: Path, detector: str = "pca", *, predictions: Path | None = None
-             ) -> dict[str, Any]:
-    """Run the protocol over ``root``; the leaderboard's figures plus counts."""
-    if detector not in DETECTORS:
-        raise ConfigError(f"unknown detector; one of {sorted(DETECTORS)}", field="detector")
-    cfg = DETECTORS[detector]
-    started = time.perf_counter()
+@dataclass
+class FileScore:
+    """One recording's outcome: point-wise counts, NAB sums and the prediction."""
+
+    name: str
+    counts: BinaryCounts
+    nab: NabTotals
+    pred: npt.NDArray[np.int8]
+
+
+def score_file(f: SkabFile, cfg: DetectorConfig, workdir: Path) -> FileScore:
+    """Fit, export, score and threshold one recording; its metrics' raw sums."""
+    pred = predict(f, cfg, workdir)
+    test = slice(TRAIN_ROWS, None)
+    return FileScore(name=f.name, counts=BinaryCounts().add(f.anomaly[test], pred),
+                     nab=nab_file(f.times[test], f.changepoint[test], changepoints(pred),
+                                  width=60.0),
+                     pred=pred)
+
+
+def summarise(scores: list[FileScore]) -> dict[str, Any]:
+    """The leaderboard's figures over several recordings together."""
     counts, nab = BinaryCounts(), NabTotals()
-    paths = skab_files(root)
-    with tempfile.TemporaryDirectory() as d:
-        for path in paths:
-            f = load_file(path, root)
-            pred = predict(f, cfg, Path(d))
-            test = slice(TRAIN_ROWS, None)
-            counts.add(f.anomaly[test], pred)
-            nab_file(f.times[test], f.changepoint[test], changepoints(pred), width=60.0,
-                     totals=nab)
-            if predictions is not None:
-                _write_predictions(predictions, f, pred)
+    for s in scores:
+        counts.merge(s.counts)
+        nab.merge(s.nab)
     return {
-        "detector": detector, "files": len(paths),
+        "files": len(scores),
         "f1": counts.f1, "far": counts.far, "mar": counts.mar,
         "nab_standard": nab.result("standard"), "nab_lowfp": nab.result("lowfp"),
         "nab_lowfn": nab.result("lowfn"),
         "missed_cps": nab.missed, "fp_cps": nab.false_positives, "true_cps": nab.windows,
         "rows": counts.tp + counts.tn + counts.fp + counts.fn,
-        "seconds": round(time.perf_counter() - started, 1),
-        "config": cfg.model_dump(),
     }
+
+
+def evaluate(root: Path, detector: str | DetectorConfig = "pca", *,
+             predictions: Path | None = None) -> dict[str, Any]:
+    """Run the protocol over ``root``; the leaderboard's figures plus counts.
+
+    ``detector`` is the name of one of :data:`DETECTORS` or a configuration of its own.
+    """
+    if isinstance(detector, DetectorConfig):
+        cfg = detector
+    elif detector in DETECTORS:
+        cfg = DETECTORS[detector]
+    else:
+        raise ConfigError(f"unknown detector; one of {sorted(DETECTORS)}", field="detector")
+    started = time.perf_counter()
+    paths = skab_files(root)
+    scores = []
+    with tempfile.TemporaryDirectory() as d:
+        for path in paths:
+            f = load_file(path, root)
+            scores.append(score_file(f, cfg, Path(d)))
+            if predictions is not None:
+                _write_predictions(predictions, f, scores[-1].pred)
+    return {"detector": cfg.name} | summarise(scores) | {
+        "seconds": round(time.perf_counter() - started, 1), "config": cfg.model_dump()}
 
 
 def _write_predictions(out: Path, f: SkabFile, pred: npt.NDArray[np.int8]) -> None:

@@ -77,3 +77,21 @@ def test_overlapping_windows_and_totals_over_files() -> None:
     nab_file(T, at(10), at(10), width=60, totals=tot)  # a second, perfect file
     assert tot.windows == 3 and isinstance(tot, NabTotals)
     assert 0 < tot.result("standard") < 100
+
+
+def test_merging_per_file_results_equals_one_pass() -> None:
+    t = [0.0, 10.0, 20.0, 30.0, 40.0]
+    files = [([0, 1, 0, 0, 0], [0, 0, 1, 0, 1], [0, 1, 1, 0, 0]),
+             ([0, 0, 0, 1, 0], [1, 0, 0, 0, 0], [0, 0, 0, 1, 1])]
+    together, counts_together = NabTotals(), BinaryCounts()
+    merged, counts_merged = NabTotals(), BinaryCounts()
+    for cp, pred, label in files:
+        nab_file(t, cp, changepoints(pred), width=15.0, totals=together)
+        counts_together.add(label, pred)
+        merged.merge(nab_file(t, cp, changepoints(pred), width=15.0))
+        counts_merged.merge(BinaryCounts().add(label, pred))
+    assert merged == together
+    assert counts_merged == counts_together
+    assert together.windows == 2 and together.false_positives > 0
+    for profile in ("standard", "lowfp", "lowfn"):
+        assert merged.result(profile) == together.result(profile)
