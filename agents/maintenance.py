@@ -12,7 +12,6 @@ Every decision is deterministic and made from evidence; the LLM only writes pros
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
 from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -43,8 +42,6 @@ class MaintenanceSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    similar_limit: int = Field(20, ge=1, description="Similar incidents to retrieve.")
-    min_similarity: float = Field(0.75, ge=-1, le=1, description="Cosine similarity floor.")
     min_confidence: float = Field(
         0.5, ge=0, le=1, description="Below this the agent asks an operator to inspect "
                                      "instead of dispatching a technician.")
@@ -56,6 +53,7 @@ class MaintenanceSettings(BaseModel):
 class MaintenanceState(TypedDict, total=False):
     alert: dict[str, Any]
     similar: list[dict[str, Any]]
+    retrieval: dict[str, Any] | None
     maintenance: list[dict[str, Any]]
     diagnosis: dict[str, Any]
     plan: dict[str, Any]
@@ -95,43 +93,52 @@ def build_maintenance_graph(
                               runtime: Runtime[WorkflowContext]) -> MaintenanceState:
         ctx = runtime.context
         alert = ctx.alert
+        retrieval: dict[str, Any] | None = None
         similar: list[dict[str, Any]] = []
         if ctx.history is not None:
-            hits = await ctx.history.similar(
-                alert.embedding, limit=cfg.similar_limit, asset_type=alert.asset_type,
-                before=alert.ts, min_similarity=cfg.min_similarity)
+            found = await ctx.history.diagnose(
+                alert.embedding, asset=alert.asset, asset_type=alert.asset_type,
+                before=alert.ts)
             similar = [{"id": h.incident.id, "asset": h.incident.asset, "ts": h.incident.ts,
                         "failure_mode": h.incident.failure_mode, "outcome": h.incident.outcome,
                         "maintenance_refs": h.incident.maintenance_refs,
-                        "similarity": round(h.similarity, 4)} for h in hits]
+                        "similarity": round(h.similarity, 4)} for h in found.neighbours]
+            retrieval = found.model_dump(mode="json", exclude={"neighbours"})
+            retrieval["sentence"] = found.sentence()
         log = await ctx.call_tool("maintenance_history",
                                   {"asset": alert.asset, "days": cfg.history_days})
         maintenance = [e.model_dump() for e in log.entries]
         await ctx.audit("evidence.gathered", similar=[(s["id"], s["failure_mode"],
                                                        s["similarity"]) for s in similar],
+                        retrieval=None if retrieval is None else {
+                            k: retrieval[k] for k in ("call", "failure_mode", "probability",
+                                                      "events", "reasons", "evidence_ids",
+                                                      "cached")},
                         maintenance_entries=len(maintenance))
-        return {"similar": similar, "maintenance": maintenance}
+        return {"similar": similar, "retrieval": retrieval, "maintenance": maintenance}
 
     async def diagnose(state: MaintenanceState,
                        runtime: Runtime[WorkflowContext]) -> MaintenanceState:
         ctx = runtime.context
         similar = state.get("similar", [])
+        found = state.get("retrieval") or {}
         evidence = _sensor_evidence(ctx)
-        votes: dict[str, float] = defaultdict(float)
-        counts = Counter(s["failure_mode"] for s in similar)
-        for s in similar:
-            votes[s["failure_mode"]] += max(0.0, s["similarity"])
-        mode = max(votes, key=lambda k: votes[k]) if votes else None
-        confidence = votes[mode] / sum(votes.values()) if mode and sum(votes.values()) else 0.0
+        modes = found.get("modes", [])
+        top = modes[0] if modes else None
+        mode = top["failure_mode"] if top else None
+        confidence = float(top["probability"]) if top else 0.0
         fm = failure_mode(mode)
-        if mode is not None:
-            others = ", ".join(f"{n} {_title(k)}" for k, n in counts.most_common() if k != mode)
+        if top is not None:
+            others = ", ".join(f"{m['events']} {_title(m['failure_mode'])}" for m in modes[1:])
             title = fm.title if fm else mode
-            same = [s["id"][:8] for s in similar if s["failure_mode"] == mode]
+            same = [i[:8] for i in top["incident_ids"]]
             ids = ", ".join(same[:5]) + (f" and {len(same) - 5} more" if len(same) > 5 else "")
-            evidence.append(f"{counts[mode]} of {len(similar)} similar past events ended in "
-                            f"{title}" + (f" (others: {others})" if others else "")
+            evidence.append(f"{top['events']} of {found['events']} similar past events ended in "
+                            f"{title}, {confidence:.2f} of the similarity weight"
+                            + (f" (others: {others})" if others else "")
                             + f"; incidents {ids}")
+            if found.get("call") == "uncertain":
+                evidence.append("thin evidence: " + "; ".join(found.get("reasons", [])))
         else:
             evidence.append("no similar past events in the incident history")
         if fm is not None and fm.signature:
@@ -164,9 +171,10 @@ def build_maintenance_graph(
             "title": fm.title if fm else "unknown condition",
             "system": fm.system if fm else "unknown",
             "confidence": round(confidence, 3),
+            "call": found.get("call", "uncertain"),
             "similar_total": len(similar),
-            "similar_top": counts[mode] if mode else 0,
-            "evidence_ids": [s["id"] for s in similar if s["failure_mode"] == mode],
+            "similar_top": top["events"] if top else 0,
+            "evidence_ids": list(top["incident_ids"]) if top else [],
             "days_since_maintenance": days_since,
             "evidence": evidence,
         }
@@ -235,7 +243,11 @@ def build_maintenance_graph(
                            "detail": f"{d['confidence']:.2f} >= {cfg.min_confidence}"})
             checks.append({"rule": "min_evidence", "passed": ok_evidence, "detail":
                            f"{d['similar_top']} >= {cfg.min_evidence} matching incidents"})
-            if not (ok_conf and ok_evidence):
+            ok_call = d.get("call") == "probable"
+            checks.append({"rule": "history_probable", "passed": ok_call, "detail":
+                           "the incident history calls the diagnosis "
+                           f"{d.get('call', 'uncertain')}"})
+            if not (ok_conf and ok_evidence and ok_call):
                 p.update(kind="inspect", headline=f"{ctx.alert.asset}: uncertain diagnosis "
                          f"({d['title']}?), operator inspection requested",
                          actions=[{"tool": "notify_operator", "summary": "ask the operator on "

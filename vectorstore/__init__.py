@@ -1,18 +1,26 @@
 """aiotflow incident history: past events on Qdrant, searched by embedding similarity.
 
-Depends on none of aiotflow's other packages.
+Embedded by default (Qdrant Edge, in-process, on a path); a Qdrant server by URL. Depends
+on none of aiotflow's other packages.
 """
 
+from .diagnosis import Diagnosis, DiagnosisCache, DiagnosisSettings, ModeEstimate
 from .errors import EmbeddingMismatch, HistoryError, HistoryUnavailable
-from .models import Incident, OutcomeStats, SimilarIncident, outcome_stats
-from .store import HistoryStore
+from .models import Incident, MaintenanceRecord, OutcomeStats, SimilarIncident, outcome_stats
+from .store import HistorySettings, HistoryStore
 
 __all__ = [
+    "Diagnosis",
+    "DiagnosisCache",
+    "DiagnosisSettings",
     "EmbeddingMismatch",
     "HistoryError",
+    "HistorySettings",
     "HistoryStore",
     "HistoryUnavailable",
     "Incident",
+    "MaintenanceRecord",
+    "ModeEstimate",
     "OutcomeStats",
     "SimilarIncident",
     "outcome_stats",

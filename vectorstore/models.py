@@ -8,7 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Incident", "OutcomeStats", "SimilarIncident", "outcome_stats"]
+__all__ = [
+    "Incident",
+    "MaintenanceRecord",
+    "OutcomeStats",
+    "SimilarIncident",
+    "outcome_stats",
+]
 
 
 class Incident(BaseModel):
@@ -28,11 +34,41 @@ class Incident(BaseModel):
     outcome: str = Field("", description="What was done and found.")
     maintenance_refs: list[str] = Field(default_factory=list,
                                         description="Work orders and log entries.")
+    work_order: str = Field("", description="The work order that settled it, if any.")
+    event: str = Field("", description="Event this point belongs to, when one event is "
+                                       "stored as several windows; counted once in a "
+                                       "diagnosis. Empty: the incident is its own event.")
+    confirmed: bool = Field(True, description="Failure mode confirmed by a person.")
+    corrections: list[dict[str, Any]] = Field(
+        default_factory=list, description="Earlier failure modes and who corrected them.")
     summary: str = ""
     embedding: list[float]
 
+    @property
+    def event_id(self) -> str:
+        return self.event or self.id
+
     def payload(self) -> dict[str, Any]:
         return self.model_dump(exclude={"embedding"})
+
+
+class MaintenanceRecord(BaseModel):
+    """One maintenance action on one asset's subsystem (from the CMMS or a work order)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    asset: str
+    site: str = ""
+    system: str = Field(description="cooling, lubrication, fuel, mechanical, ...")
+    ts: float = Field(description="When the work was done (epoch seconds).")
+    action: str
+    technician: str = ""
+    work_order: str = ""
+    notes: str = ""
+
+    def payload(self) -> dict[str, Any]:
+        return self.model_dump()
 
 
 class SimilarIncident(BaseModel):

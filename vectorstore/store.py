@@ -1,31 +1,58 @@
-"""The incident history on Qdrant: embedded on a path by default, a server by URL."""
+"""The incident history on Qdrant: Qdrant Edge on a path by default, a server by URL.
+
+Two collections: ``incidents`` (an embedding and what the event turned out to be) and
+``maintenance`` (maintenance records, searched by asset, subsystem and time only; Qdrant
+needs a vector per point, so they carry a constant one-dimensional vector).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import structlog
-from qdrant_client import AsyncQdrantClient, models
+from pydantic import BaseModel, ConfigDict, Field
 
+from .backends import Backend, ClientBackend, EdgeBackend, Hit, Where
+from .diagnosis import Diagnosis, DiagnosisCache, DiagnosisSettings, estimate
 from .errors import EmbeddingMismatch, HistoryError, HistoryUnavailable
-from .models import Incident, OutcomeStats, SimilarIncident, outcome_stats
+from .models import Incident, MaintenanceRecord, OutcomeStats, SimilarIncident, outcome_stats
 
-__all__ = ["HistoryStore"]
+__all__ = ["HistorySettings", "HistoryStore"]
 
 log = structlog.get_logger("aiotflow.history")
 
-_KEYWORD_FIELDS = ("asset", "asset_type", "site", "failure_mode", "system")
+_INCIDENT_KEYWORDS = ("id", "asset", "asset_type", "site", "failure_mode", "system",
+                      "work_order", "event")
+_MAINTENANCE_KEYWORDS = ("id", "asset", "site", "system", "work_order")
+
+
+class HistorySettings(BaseModel):
+    """Where the history lives and how it answers (``[history]`` in a config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: Path | None = Field(None, description="Embedded store directory.")
+    url: str | None = Field(None, description="Qdrant server URL (instead of a path).")
+    api_key: str | None = None
+    engine: Literal["edge", "client"] = Field(
+        "edge", description="Embedded engine: Qdrant Edge (fast) or qdrant-client local mode.")
+    prefix: str = Field("aiotflow_", description="Collection name prefix on a server.")
+    diagnosis: DiagnosisSettings = Field(default_factory=DiagnosisSettings)
+    cache_ttl_s: float = Field(600.0, ge=0, description="Reuse an answer this long; 0: off.")
+    cache_distance: float = Field(
+        0.05, ge=0, le=2, description="Cosine distance within which an alert reuses it.")
 
 
 class HistoryStore:
-    """``async with HistoryStore(path="history") as h:`` - similar past incidents.
+    """``async with HistoryStore(path="history") as h:`` - past incidents and maintenance.
 
-    Exactly one of ``path`` (embedded Qdrant, in-process, on disk), ``url`` (a Qdrant
-    server) or ``location=":memory:"``. The collection is created on first write with
-    the embedding's dimension (cosine distance) and keyword indexes for filtering.
+    Exactly one of ``path`` (embedded, in-process, on disk; Qdrant Edge unless
+    ``engine="client"``), ``url`` (a Qdrant server, with ``api_key``) or
+    ``location=":memory:"`` (qdrant-client in memory, for tests).
     """
 
     def __init__(
@@ -35,103 +62,130 @@ class HistoryStore:
         url: str | None = None,
         api_key: str | None = None,
         location: str | None = None,
-        collection: str = "incidents",
+        engine: Literal["edge", "client"] = "edge",
+        settings: HistorySettings | None = None,
+        clock: Any = time.monotonic,
     ) -> None:
+        if settings is not None and path is None and url is None and location is None:
+            path, url, api_key, engine = (settings.path, settings.url, settings.api_key,
+                                          settings.engine)
         if sum(x is not None for x in (path, url, location)) != 1:
             raise HistoryError("give exactly one of path, url or location")
+        self.settings = settings or HistorySettings()
         self.path = Path(path) if path is not None else None
         self.url = url
-        self._api_key = api_key
         self.location = location
-        self.collection = collection
-        self._client: AsyncQdrantClient | None = None
-        self._dim: int | None = None
+        backend: Backend
+        if self.path is not None and engine == "edge":
+            backend = EdgeBackend(self.path)
+        elif self.path is not None:
+            backend = ClientBackend(path=self.path)
+        elif url is not None:
+            backend = ClientBackend(url=url, api_key=api_key, prefix=self.settings.prefix)
+        else:
+            backend = ClientBackend(location=location)
+        self.backend = backend
+        self.cache = (DiagnosisCache(ttl_s=self.settings.cache_ttl_s,
+                                     max_distance=self.settings.cache_distance, clock=clock)
+                      if self.settings.cache_ttl_s > 0 else None)
+        self.queries = 0
+        self._open = False
+
+    @property
+    def engine(self) -> str:
+        return self.backend.name
 
     async def __aenter__(self) -> HistoryStore:
-        if self._client is not None:
+        if self._open:
             raise RuntimeError("HistoryStore is not re-entrant")
         try:
-            if self.path is not None:
-                self.path.mkdir(parents=True, exist_ok=True)
-                self._client = AsyncQdrantClient(path=str(self.path))
-            elif self.url is not None:
-                self._client = AsyncQdrantClient(url=self.url, api_key=self._api_key)
-            else:
-                self._client = AsyncQdrantClient(location=self.location)
-            if await self._client.collection_exists(self.collection):
-                info = await self._client.get_collection(self.collection)
-                vectors = info.config.params.vectors
-                if isinstance(vectors, models.VectorParams):
-                    self._dim = vectors.size
-        except HistoryError:
-            raise
-        except Exception as exc:  # qdrant-client raises many unrelated types
-            self._client = None
+            await self.backend.open()
+        except Exception as exc:  # engines raise many unrelated types
             where = self.path or self.url or self.location
             raise HistoryUnavailable(f"cannot open incident history at {where}: {exc}") from exc
+        self._open = True
         return self
 
     async def __aexit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-    @property
-    def client(self) -> AsyncQdrantClient:
-        if self._client is None:
-            raise RuntimeError("HistoryStore is not open")
-        return self._client
+        if self._open:
+            self._open = False
+            await self.backend.close()
 
     @property
     def dim(self) -> int | None:
-        """Embedding dimension of the collection (``None`` until it exists)."""
-        return self._dim
+        """Embedding dimension of the incidents (``None`` until the first is written)."""
+        return self.backend.dim("incidents")
 
-    async def _ensure(self, dim: int) -> None:
-        if self._dim is not None:
-            if dim != self._dim:
-                raise EmbeddingMismatch(self._dim, dim)
-            return
-        await self.client.create_collection(
-            self.collection,
-            vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
-        )
-        if self.url is not None:  # local mode scans and warns that indexes do nothing
-            for name in _KEYWORD_FIELDS:
-                await self.client.create_payload_index(
-                    self.collection, name, field_schema=models.PayloadSchemaType.KEYWORD
-                )
-            await self.client.create_payload_index(
-                self.collection, "ts", field_schema=models.PayloadSchemaType.FLOAT
-            )
-        self._dim = dim
+    # ------------------------------------------------------------------ writing
 
-    async def add(self, incidents: Sequence[Incident], *, batch: int = 256) -> int:
+    async def add(self, incidents: Sequence[Incident], *, batch: int = 512) -> int:
         """Insert or replace incidents (by id); returns how many were written."""
         if not incidents:
             return 0
-        await self._ensure(len(incidents[0].embedding))
+        dim = self.dim or len(incidents[0].embedding)
         for inc in incidents:
-            if len(inc.embedding) != self._dim:
-                raise EmbeddingMismatch(self._dim or 0, len(inc.embedding))
+            if len(inc.embedding) != dim:
+                raise EmbeddingMismatch(dim, len(inc.embedding))
+        if self.dim is None:
+            await self.backend.create("incidents", dim, _INCIDENT_KEYWORDS, ("ts",))
         for i in range(0, len(incidents), batch):
-            chunk = incidents[i:i + batch]
-            await self.client.upsert(
-                self.collection,
-                points=[
-                    models.PointStruct(id=inc.id, vector=list(inc.embedding),
-                                       payload=inc.payload())
-                    for inc in chunk
-                ],
-            )
+            await self.backend.upsert("incidents", [
+                (inc.id, inc.embedding, inc.payload()) for inc in incidents[i:i + batch]])
+        if self.cache is not None:
+            self.cache.clear()  # answers may change with new evidence
         return len(incidents)
 
-    async def count(self) -> int:
-        if self._dim is None:
+    async def add_maintenance(self, records: Sequence[MaintenanceRecord], *,
+                              batch: int = 512) -> int:
+        """Insert or replace maintenance records (by id)."""
+        if not records:
             return 0
-        return (await self.client.count(self.collection, exact=True)).count
+        if self.backend.dim("maintenance") is None:
+            await self.backend.create("maintenance", 1, _MAINTENANCE_KEYWORDS, ("ts",))
+        for i in range(0, len(records), batch):
+            await self.backend.upsert("maintenance", [
+                (r.id, [1.0], r.payload()) for r in records[i:i + batch]])
+        return len(records)
+
+    async def record_outcome(self, incident: Incident,
+                             maintenance: MaintenanceRecord | None = None) -> None:
+        """The learning loop: a settled event (e.g. a closed work order with a confirmed
+        failure mode) becomes history, with the maintenance it took."""
+        await self.add([incident])
+        if maintenance is not None:
+            await self.add_maintenance([maintenance])
+        log.info("history.learned", incident=incident.id, asset=incident.asset,
+                 failure_mode=incident.failure_mode, work_order=incident.work_order)
+
+    async def correct(self, incident_id: str, failure_mode: str, *, by: str,
+                      reason: str = "", system: str | None = None) -> Incident:
+        """Change an incident's failure mode, keeping what it was, who changed it and why."""
+        current = await self.get(incident_id)
+        if current is None:
+            raise HistoryError(f"no incident {incident_id!r}")
+        corrections = [*current.corrections, {"from": current.failure_mode, "to": failure_mode,
+                                              "by": by, "reason": reason, "ts": time.time()}]
+        update: dict[str, Any] = {"failure_mode": failure_mode, "corrections": corrections,
+                                  "confirmed": True}
+        if system is not None:
+            update["system"] = system
+        await self.backend.set_payload("incidents", incident_id, update)
+        if self.cache is not None:
+            self.cache.clear()
+        return current.model_copy(update=update)
+
+    # ------------------------------------------------------------------ reading
+
+    async def count(self, kind: Literal["incidents", "maintenance"] = "incidents") -> int:
+        return await self.backend.count(kind) if self.backend.dim(kind) is not None else 0
+
+    async def get(self, incident_id: str, *, with_embedding: bool = False) -> Incident | None:
+        if self.dim is None:
+            return None
+        rows = await self.backend.get("incidents", [incident_id], with_vectors=with_embedding)
+        return _incident(rows[0], with_embedding) if rows else None
 
     async def similar(
         self,
@@ -145,41 +199,122 @@ class HistoryStore:
         min_similarity: float | None = None,
     ) -> list[SimilarIncident]:
         """The ``limit`` most similar past incidents, best first, with optional filters."""
-        if self._dim is None:
+        if self.dim is None:
             return []
-        if len(embedding) != self._dim:
-            raise EmbeddingMismatch(self._dim, len(embedding))
-        must: list[Any] = []
-        must_not: list[Any] = []
-        if asset_type is not None:
-            must.append(models.FieldCondition(key="asset_type",
-                                              match=models.MatchValue(value=asset_type)))
-        if site is not None:
-            must.append(models.FieldCondition(key="site", match=models.MatchValue(value=site)))
-        if before is not None:
-            must.append(models.FieldCondition(key="ts", range=models.Range(lt=before)))
-        if exclude_asset is not None:
-            must_not.append(models.FieldCondition(key="asset",
-                                                  match=models.MatchValue(value=exclude_asset)))
-        flt = models.Filter(must=must or None, must_not=must_not or None)
-        res = await self.client.query_points(
-            self.collection,
-            query=list(embedding),
-            query_filter=flt if (must or must_not) else None,
-            limit=limit,
-            with_payload=True,
-            score_threshold=min_similarity,
+        if len(embedding) != self.dim:
+            raise EmbeddingMismatch(self.dim, len(embedding))
+        where = Where(
+            equals={k: v for k, v in (("asset_type", asset_type), ("site", site)) if v},
+            not_equals={"asset": exclude_asset} if exclude_asset else {},
+            ranges={"ts": (None, before)} if before is not None else {},
         )
-        out = []
-        for p in res.points:
-            payload = dict(p.payload or {})
-            out.append(SimilarIncident(
-                incident=Incident(embedding=[], **payload) if payload else Incident(
-                    id=str(p.id), asset="?", ts=0, failure_mode="unknown", embedding=[]),
-                similarity=float(p.score),
-            ))
-        return out
+        self.queries += 1
+        hits = await self.backend.search("incidents", embedding, where, limit, min_similarity)
+        return [SimilarIncident(incident=_incident(h), similarity=h.score) for h in hits]
 
     async def outcomes(self, embedding: Sequence[float], **kwargs: Any) -> OutcomeStats:
         """Outcome statistics of the similar incidents (see :meth:`similar`)."""
         return outcome_stats(await self.similar(embedding, **kwargs))
+
+    async def last_maintenance(self, asset: str, system: str | None = None, *,
+                               before: float | None = None) -> MaintenanceRecord | None:
+        """The most recent maintenance of ``asset`` (of one subsystem if given)."""
+        if self.backend.dim("maintenance") is None:
+            return None
+        where = Where(equals={"asset": asset} | ({"system": system} if system else {}),
+                      ranges={"ts": (None, before)} if before is not None else {})
+        rows, _ = await self.backend.scroll("maintenance", where, limit=1, order_by="ts",
+                                            descending=True)
+        return MaintenanceRecord.model_validate(rows[0].payload) if rows else None
+
+    async def diagnose(
+        self,
+        embedding: Sequence[float],
+        *,
+        asset: str,
+        asset_type: str | None = None,
+        site: str | None = None,
+        before: float | None = None,
+        exclude_asset: str | None = None,
+    ) -> Diagnosis:
+        """What similar past events (same asset type, optionally same site) say, cited.
+
+        A recent answer for the same asset and a near-identical embedding is reused (see
+        :class:`~vectorstore.diagnosis.DiagnosisCache`); ``store.cache.hit_rate`` counts.
+        """
+        key = (asset, asset_type or "", site or "", exclude_asset or "")
+        if self.cache is not None:
+            cached = self.cache.get(key, embedding)
+            if cached is not None:
+                return cached
+        cfg = self.settings.diagnosis
+        hits = await self.similar(embedding, limit=cfg.k * cfg.oversample,
+                                  asset_type=asset_type, site=site, before=before,
+                                  exclude_asset=exclude_asset,
+                                  min_similarity=cfg.min_similarity)
+        events, modes, reasons = estimate(hits, cfg)
+        top = modes[0] if modes else None
+        system = None
+        if top is not None:
+            systems = [h.incident.system for h in events
+                       if h.incident.failure_mode == top.failure_mode and h.incident.system]
+            system = max(set(systems), key=systems.count) if systems else None
+        last = (await self.last_maintenance(asset, system, before=before)
+                if system is not None else None)
+        ids = [h.incident.id for h in events] + ([last.id] if last else [])
+        answer = Diagnosis(
+            call="uncertain" if reasons or top is None else "probable",
+            failure_mode=top.failure_mode if top else None,
+            probability=top.probability if top else 0.0,
+            events=len(events), modes=modes, neighbours=events,
+            reasons=reasons or ([] if top else ["no similar past events"]),
+            system=system, last_maintenance=last, evidence_ids=ids,
+        )
+        if self.cache is not None:
+            self.cache.put(key, embedding, answer)
+        return answer
+
+    async def find(
+        self,
+        *,
+        asset: str | None = None,
+        asset_type: str | None = None,
+        site: str | None = None,
+        failure_mode: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[Incident]:
+        """Incidents matching the filters, newest first (for people: ``history query``)."""
+        if self.dim is None:
+            return []
+        where = Where(
+            equals={k: v for k, v in (("asset", asset), ("asset_type", asset_type),
+                                      ("site", site), ("failure_mode", failure_mode)) if v},
+            ranges={"ts": (since, until)} if since is not None or until is not None else {},
+        )
+        rows, _ = await self.backend.scroll("incidents", where, limit=limit, order_by="ts",
+                                            descending=True)
+        return [_incident(r) for r in rows]
+
+    async def export(self, kind: Literal["incidents", "maintenance"] = "incidents", *,
+                     page: int = 1000) -> AsyncIterator[Incident | MaintenanceRecord]:
+        """Every record of one kind (incidents with their embeddings)."""
+        if self.backend.dim(kind) is None:
+            return
+        offset: Any = None
+        while True:
+            rows, offset = await self.backend.scroll(kind, Where(), limit=page, offset=offset,
+                                                     with_vectors=kind == "incidents")
+            for r in rows:
+                yield (_incident(r, True) if kind == "incidents"
+                       else MaintenanceRecord.model_validate(r.payload))
+            if offset is None or not rows:
+                return
+
+
+def _incident(hit: Hit, with_embedding: bool = False) -> Incident:
+    payload = dict(hit.payload)
+    payload["embedding"] = (hit.vector or []) if with_embedding else []
+    payload.setdefault("id", hit.id)
+    return Incident.model_validate(payload)

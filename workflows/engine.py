@@ -134,10 +134,7 @@ class Engine:
         try:
             self.control = await stack.enter_async_context(ControlStore(s.control_db))
             self.ops = await stack.enter_async_context(OpsDatabase(s.ops_db))
-            if s.history_url:
-                store = HistoryStore(url=s.history_url, api_key=s.history_api_key)
-            else:
-                store = HistoryStore(path=s.history_dir)
+            store = HistoryStore(settings=s.history_settings)
             self.history = await stack.enter_async_context(store)
             saver = await stack.enter_async_context(
                 AsyncSqliteSaver.from_conn_string(str(s.checkpoint_db)))

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from edge.config import FileSettings, MqttSettings
+from vectorstore.store import HistorySettings
 
 __all__ = ["EngineSettings"]
 
@@ -26,9 +27,10 @@ class EngineSettings(FileSettings):
         "aiotflow-engine",
         description="MQTT client id; a persistent session keeps alerts sent while it is down.",
     )
-    history_path: Path | None = Field(None, description="Embedded Qdrant; state_dir/history.")
-    history_url: str | None = Field(None, description="Qdrant server URL (instead of a path).")
-    history_api_key: str | None = None
+    history: HistorySettings = Field(
+        default_factory=HistorySettings,
+        description="Incident history: embedded at history.path (default state_dir/history) "
+                    "or a Qdrant server at history.url; diagnosis evidence and answer cache.")
     scheduling_url: str | None = Field(
         None, description="Customer scheduling REST service; the built-in roster when unset."
     )
@@ -49,5 +51,9 @@ class EngineSettings(FileSettings):
         return self.state_dir / "checkpoints.db"
 
     @property
-    def history_dir(self) -> Path:
-        return self.history_path or self.state_dir / "history"
+    def history_settings(self) -> HistorySettings:
+        """The history settings with the embedded path resolved under ``state_dir``."""
+        h = self.history
+        if h.url is None and h.path is None:
+            return h.model_copy(update={"path": self.state_dir / "history"})
+        return h
