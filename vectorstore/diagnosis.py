@@ -133,7 +133,7 @@ class DiagnosisCache:
     def __init__(self, *, ttl_s: float = 600.0, max_distance: float = 0.05,
                  max_per_key: int = 8, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s, self.max_distance, self.max_per_key = ttl_s, max_distance, max_per_key
-        self._clock = clock
+        self.clock = clock
         self._entries: dict[tuple[str, ...], list[tuple[float, np.ndarray, Diagnosis]]] = {}
         self.hits = 0
         self.misses = 0
@@ -150,7 +150,7 @@ class DiagnosisCache:
         return a / n if n else a
 
     def get(self, key: tuple[str, ...], embedding: Sequence[float]) -> Diagnosis | None:
-        now = self._clock()
+        now = self.clock()
         fresh = [e for e in self._entries.get(key, []) if now - e[0] <= self.ttl_s]
         self._entries[key] = fresh
         q = self._unit(embedding)
@@ -163,7 +163,7 @@ class DiagnosisCache:
 
     def put(self, key: tuple[str, ...], embedding: Sequence[float], answer: Diagnosis) -> None:
         entries = self._entries.setdefault(key, [])
-        entries.append((self._clock(), self._unit(embedding), answer))
+        entries.append((self.clock(), self._unit(embedding), answer))
         del entries[:-self.max_per_key]
 
     def clear(self) -> None:
