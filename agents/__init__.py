@@ -1,6 +1,7 @@
 """aiotflow agents, built only from the public APIs of workflows, tools and vectorstore."""
 
 from .knowledge import FAILURE_MODES, FailureMode, failure_mode
+from .learning import close_and_learn
 from .llm import LLMClient, LLMSettings, LLMText
 from .maintenance import (
     MaintenanceSettings,
@@ -18,6 +19,7 @@ __all__ = [
     "MaintenanceSettings",
     "MaintenanceState",
     "build_maintenance_graph",
+    "close_and_learn",
     "failure_mode",
     "register_maintenance_agent",
 ]

@@ -6,6 +6,9 @@
     aiotflow train       fit a detector and export an ONNX model bundle
     aiotflow seed        seed a state directory with roster, logs and incident history
     aiotflow eval skab   detection quality on SKAB recordings (leaderboard protocol)
+    aiotflow eval retrieval  fault diagnosis from the incident history on SKAB
+    aiotflow history     import / export / query / correct the incident history
+    aiotflow workorder   list work orders, close one with its finding (learning loop)
     aiotflow run APP     run an app's workflows for alerts (module:attribute)
     aiotflow approvals   list approvals waiting for a person
     aiotflow approve     review and decide pending approvals
@@ -112,6 +115,7 @@ async def _cmd_train(a: argparse.Namespace) -> int:
         bundle = train_bundle(series, channels=channels, out=a.out, window=a.window or cfg.window,
                               hop=a.hop or 1, sample_rate_hz=a.rate, features=cfg.features,
                               quantile=cfg.quantile, margin=cfg.margin, detector=cfg.kind,
+                              embedding=cfg.embedding,
                               name=a.name or f"{a.asset_type}-{cfg.name}",
                               asset_type=a.asset_type, trained_on=", ".join(a.csv))
     else:
@@ -124,6 +128,9 @@ async def _cmd_train(a: argparse.Namespace) -> int:
 
 async def _cmd_eval(a: argparse.Namespace) -> int:
     from edge.skab import DETECTORS, evaluate
+
+    if a.benchmark == "retrieval":
+        return await _eval_retrieval(a)
 
     names = list(DETECTORS) if a.detector == "all" else [a.detector]
     results = []
@@ -139,6 +146,96 @@ async def _cmd_eval(a: argparse.Namespace) -> int:
     for r in results:
         print(" ".join(f"{r[c]!s:>12}" for c in cols))
     print(f"{results[0]['files']} files, {results[0]['rows']} test rows", file=sys.stderr)
+    return 0
+
+
+async def _eval_retrieval(a: argparse.Namespace) -> int:
+    from vectorstore import DiagnosisSettings
+
+    from .retrieval import evaluate_retrieval
+
+    r = await evaluate_retrieval(Path(a.dir), detector=a.detector,
+                                 diagnosis=DiagnosisSettings(k=a.k))
+    if a.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    for f in r["per_file"]:
+        mark = "ok " if f["correct"] else "-- "
+        print(f"{mark}{f['file']:16} {f['truth']:24} -> {f['predicted'] or '-':24} {f['call']}")
+    print(f"top-1 {r['top1_accuracy']:.0%} of {r['files']} files "
+          f"({r['top1_accuracy_alerted']:.0%} of {r['alerted']} with an alert); "
+          f"{r['uncertain_calls']} uncertain calls, calls right {r['call_accuracy']:.0%}; "
+          f"majority baseline {r['majority_baseline']:.0%}")
+    return 0
+
+
+async def _cmd_history(a: argparse.Namespace) -> int:
+    from vectorstore.store import HistoryStore
+    from workflows.settings import EngineSettings
+
+    from .history import export_records, format_incidents, import_file, parse_time
+
+    s = EngineSettings.load(a.config, table="engine", **_state(a))
+    async with HistoryStore(settings=s.history_settings) as store:
+        if a.action == "import":
+            out = await import_file(store, Path(a.file), kind=a.kind,
+                                    model=Path(a.model) if a.model else None)
+            print(json.dumps(out))
+            if out["rejected"]:
+                print(f"{out['rejected']} line(s) rejected, kept with reasons in "
+                      f"{out['rejected_file']}", file=sys.stderr)
+                return 1
+            return 0
+        if a.action == "export":
+            if a.out:
+                fh = await asyncio.to_thread(open, a.out, "w")
+                try:
+                    n = await export_records(store, a.kind, fh)
+                finally:
+                    fh.close()
+            else:
+                n = await export_records(store, a.kind, sys.stdout)
+            print(f"exported {n} {a.kind}", file=sys.stderr)
+            return 0
+        if a.action == "correct":
+            inc = await store.correct(a.incident_id, a.failure_mode, by=a.user,
+                                      reason=a.reason or "", system=a.system)
+            print(json.dumps({"id": inc.id, "failure_mode": inc.failure_mode,
+                              "corrections": inc.corrections}))
+            return 0
+        rows = await store.find(asset=a.asset, asset_type=a.asset_type, site=a.site,
+                                failure_mode=a.failure_mode,
+                                since=parse_time(a.since) if a.since else None,
+                                until=parse_time(a.until) if a.until else None, limit=a.limit)
+        if a.json:
+            print(json.dumps([r.model_dump(exclude={"embedding"}) for r in rows], indent=2))
+        else:
+            print(format_incidents(rows), end="")
+    return 0
+
+
+async def _cmd_workorder(a: argparse.Namespace) -> int:
+    from agents.learning import close_and_learn
+    from tools.control import ControlStore
+    from tools.ops import OpsDatabase
+    from vectorstore.store import HistoryStore
+    from workflows.settings import EngineSettings
+
+    s = EngineSettings.load(a.config, table="engine", **_state(a))
+    async with OpsDatabase(s.ops_db) as ops:
+        if a.action == "list":
+            for wo in await ops.work_orders(asset=a.asset):
+                print(f"{wo.id}  {wo.status:6}  {wo.asset:10}  {wo.priority:8}  "
+                      f"{wo.failure_mode or '-':16}  {wo.title}")
+            return 0
+        async with ControlStore(s.control_db) as control, \
+                HistoryStore(settings=s.history_settings) as history:
+            wo, inc = await close_and_learn(
+                ops=ops, control=control, history=history, work_order=a.work_order,
+                failure_mode=a.failure_mode, resolution=a.resolution, by=a.user,
+                system=a.system)
+    print(json.dumps({"work_order": wo.id, "status": wo.status, "failure_mode": wo.failure_mode,
+                      "incident": inc.id, "history": "written"}))
     return 0
 
 
@@ -285,9 +382,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--asset-type", default="generator")
 
     ev = sub.add_parser("eval", help="evaluate detectors on a benchmark (SKAB protocol)")
-    ev.add_argument("benchmark", choices=["skab"])
+    ev.add_argument("benchmark", choices=["skab", "retrieval"],
+                    help="skab: detection quality; retrieval: fault diagnosis from history")
     ev.add_argument("dir", help="the SKAB data folder (valve1/, valve2/, other/, ...)")
-    ev.add_argument("--detector", default="pca", help="a detector name, or all")
+    ev.add_argument("--detector", default="pca", help="a detector name, or all (skab)")
+    ev.add_argument("--k", type=int, default=5,
+                    help="retrieval: similar events weighed (one event per recording)")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--predictions", help="write datetime;anomaly_pred CSVs here")
 
@@ -312,7 +412,43 @@ def _parser() -> argparse.ArgumentParser:
                     help="decide without prompting (needs an id)")
     av.add_argument("--comment")
 
-    for cmd in (sd, r, ap, av):
+    hi = sub.add_parser("history", help="import, export, query or correct the incident history")
+    hs = hi.add_subparsers(dest="action", required=True)
+    hii = hs.add_parser("import", help="import incidents or maintenance records (JSONL or CSV)")
+    hii.add_argument("file")
+    hii.add_argument("--model", help="model bundle to embed raw windows with")
+    hex_ = hs.add_parser("export", help="write every record as JSONL")
+    hex_.add_argument("--out", "-o", help="file (default: standard output)")
+    for c in (hii, hex_):
+        c.add_argument("--kind", choices=["incidents", "maintenance"], default="incidents")
+    hq = hs.add_parser("query", help="incidents for people, newest first")
+    hq.add_argument("--asset")
+    hq.add_argument("--asset-type")
+    hq.add_argument("--site")
+    hq.add_argument("--failure-mode")
+    hq.add_argument("--since", help="epoch seconds or ISO date/time (UTC)")
+    hq.add_argument("--until")
+    hq.add_argument("--limit", type=int, default=50)
+    hq.add_argument("--json", action="store_true")
+    hc = hs.add_parser("correct", help="change an incident's failure mode (kept on record)")
+    hc.add_argument("incident_id")
+    hc.add_argument("--failure-mode", required=True)
+    hc.add_argument("--system")
+    hc.add_argument("--reason")
+    hc.add_argument("--user", default=getpass.getuser())
+
+    wk = sub.add_parser("workorder", help="list work orders, or close one (teaches the history)")
+    ws = wk.add_subparsers(dest="action", required=True)
+    wl = ws.add_parser("list", help="work orders, oldest first")
+    wl.add_argument("--asset")
+    wc = ws.add_parser("close", help="close with the failure mode found; recorded as history")
+    wc.add_argument("work_order", help="e.g. WO-000001")
+    wc.add_argument("--failure-mode", required=True, help="what it turned out to be")
+    wc.add_argument("--resolution", required=True, help="what was done")
+    wc.add_argument("--system", help="subsystem (default: the failure mode's)")
+    wc.add_argument("--user", default=getpass.getuser())
+
+    for cmd in (sd, r, ap, av, hii, hex_, hq, hc, wl, wc):
         cmd.add_argument("--config", help="TOML file; its [engine] table is used")
         cmd.add_argument("--state-dir", help="state directory (default .aiotflow)")
     return p
@@ -321,7 +457,7 @@ def _parser() -> argparse.ArgumentParser:
 _COMMANDS = {
     "demo": _cmd_demo, "edge": _cmd_edge, "simulate": _cmd_simulate, "train": _cmd_train,
     "seed": _cmd_seed, "eval": _cmd_eval, "run": _cmd_run, "approvals": _cmd_approvals,
-    "approve": _cmd_approve,
+    "approve": _cmd_approve, "history": _cmd_history, "workorder": _cmd_workorder,
 }
 
 

@@ -47,14 +47,18 @@ def _standardisation(x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64
 class PCAResidualDetector(BaseEstimator):  # type: ignore[misc]
     """Unsupervised detector trained on normal windows only."""
 
-    def __init__(self, variance: float = 0.95, max_components: int = 8) -> None:
+    def __init__(self, variance: float = 0.95, max_components: int = 8,
+                 embedding: str = "residual") -> None:
         self.variance = variance
         self.max_components = max_components
+        self.embedding = embedding
 
     def fit(self, X: npt.ArrayLike, y: Any = None) -> PCAResidualDetector:
         x = np.asarray(X, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 10:
             raise ValueError(f"need at least 10 training windows, got shape {x.shape}")
+        if self.embedding not in ("residual", "standardised"):
+            raise ValueError("embedding must be residual or standardised")
         self.mean_, self.scale_ = _standardisation(x)
         z = (x - self.mean_) / self.scale_
         probe = PCA().fit(z)
@@ -78,9 +82,16 @@ class PCAResidualDetector(BaseEstimator):  # type: ignore[misc]
         return spe, t2
 
     def embed(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """The residual embedding of each row."""
+        """The embedding of each row: the residual, or the standardised features.
+
+        The residual suits one model shared by a fleet (its subspace is common to all
+        assets); with one model per asset or recording, the standardised features - how
+        many training spreads each feature moved - compare across models.
+        """
         z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
         zc = z - self.pca_.mean_
+        if self.embedding == "standardised":
+            return zc
         return zc - (zc @ self.pca_.components_.T) @ self.pca_.components_
 
     def score_samples(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -128,7 +139,11 @@ def _converter(scope: Any, operator: Any, container: Any) -> None:
     b = (op.mean_ / op.scale_ + op.pca_.mean_).astype(np.float32)
     zc = node("Sub", [node("Mul", [x, const("a", a)]), const("b", b)])
     t = node("MatMul", [zc, const("pT", comps.T)])
-    resid = node("Sub", [zc, node("MatMul", [t, const("p", comps)])], emb_out)
+    if op.embedding == "standardised":
+        resid = node("Sub", [zc, node("MatMul", [t, const("p", comps)])])
+        node("Identity", [zc], emb_out)
+    else:
+        resid = node("Sub", [zc, node("MatMul", [t, const("p", comps)])], emb_out)
     axes = const("axes", np.array([1], dtype=np.int64), TensorProto.INT64)
     spe = node("ReduceSum", [node("Mul", [resid, resid]), axes], keepdims=0)
     inv_sd = (1.0 / np.sqrt(op.pca_.explained_variance_)).astype(np.float32)

@@ -38,6 +38,7 @@ __all__ = [
     "load_file",
     "score_file",
     "skab_files",
+    "stream",
     "summarise",
 ]
 
@@ -93,6 +94,8 @@ class DetectorConfig(BaseModel):
     variance: float = 0.95
     margin: float = 1.0
     quantile: float = 99.0
+    embedding: str = Field("standardised", description="PCA embedding: one model per "
+                                                       "recording, so standardised features")
     k: int = 3
     clear: int = 5
     clear_ratio: float = 0.8
@@ -128,11 +131,23 @@ def _fit_bundle(cfg: DetectorConfig, train: npt.NDArray[np.float64], channels: l
     return train_bundle([train], channels=channels, out=out, window=cfg.window, hop=1,
                         sample_rate_hz=1.0, features=cfg.features, name=f"skab-{cfg.name}",
                         version="eval", asset_type="pump", margin=cfg.margin,
-                        quantile=cfg.quantile, variance=cfg.variance, detector=cfg.kind)
+                        quantile=cfg.quantile, variance=cfg.variance, detector=cfg.kind,
+                        embedding=cfg.embedding)
 
 
-def predict(f: SkabFile, cfg: DetectorConfig, workdir: Path) -> npt.NDArray[np.int8]:
-    """0/1 prediction for the test rows of ``f`` (rows after the first 400)."""
+@dataclass
+class Scored:
+    """One recording streamed through the edge path."""
+
+    rows: npt.NDArray[np.int64]  # row index at each scored window's end
+    embeddings: npt.NDArray[np.float32]  # [windows, D], the bundle's embedding
+    scores: npt.NDArray[np.float32]
+    alerts: list[int]  # rows at which an episode opened (an alert was raised)
+    pred: npt.NDArray[np.int8]  # 0/1 per test row (rows after the first 400)
+
+
+def stream(f: SkabFile, cfg: DetectorConfig, workdir: Path) -> Scored:
+    """Fit on the first 400 rows, export, and stream every row through the runtime path."""
     bundle = _fit_bundle(cfg, f.x[:TRAIN_ROWS], f.channels, workdir / "model.onnx")
     meta = bundle.meta
     buf = WindowBuffer(meta.channels, meta.window, 1)
@@ -143,16 +158,24 @@ def predict(f: SkabFile, cfg: DetectorConfig, workdir: Path) -> npt.NDArray[np.i
                                                       strict=True))):
             due_rows.append(i)
             windows.append(buf.window(ring))
-    _, scores = bundle.score_windows(np.stack(windows))
+    emb, scores = bundle.score_windows(np.stack(windows))
     policy = AlertPolicy(PolicySettings(k=cfg.k, clear=cfg.clear, clear_ratio=cfg.clear_ratio,
                                         cooldown_s=0))
     pred = np.zeros(len(f.x), dtype=np.int8)
+    alerts = []
     for i, s in zip(due_rows, scores, strict=True):
-        policy.update("asset", float(i), float(s), meta.threshold)
+        if policy.update("asset", float(i), float(s), meta.threshold) is not None:
+            alerts.append(i)
         start = policy.episode_start("asset")
         if start is not None:
             pred[int(start):i + 1] = 1
-    return pred[TRAIN_ROWS:]
+    return Scored(rows=np.asarray(due_rows), embeddings=emb, scores=scores, alerts=alerts,
+                  pred=pred[TRAIN_ROWS:])
+
+
+def predict(f: SkabFile, cfg: DetectorConfig, workdir: Path) -> npt.NDArray[np.int8]:
+    """0/1 prediction for the test rows of ``f`` (rows after the first 400)."""
+    return stream(f, cfg, workdir).pred
 
 
 @dataclass

@@ -50,12 +50,14 @@ def train_bundle(
     quantile: float = 99.9,
     variance: float = 0.95,
     detector: str = "pca",
+    embedding: str = "residual",
     trained_on: str = "",
 ) -> ModelBundle:
     """Fit on normal ``series`` (each ``[T, C]``), export to ``out`` and load it back.
 
     The threshold is ``margin`` times the ``quantile``-th percentile of the training
-    scores.
+    scores. ``embedding`` (PCA only): ``residual`` for one model shared by a fleet,
+    ``standardised`` for one model per asset (see :class:`PCAResidualDetector`).
     """
     arrays = [np.asarray(s, dtype=np.float64) for s in series]
     if not arrays or any(a.ndim != 2 or a.shape[1] != len(channels) for a in arrays):
@@ -66,7 +68,7 @@ def train_bundle(
     x = window_features(windows, features)
     if detector not in DETECTOR_KINDS:
         raise ConfigError(f"unknown detector; one of {sorted(DETECTOR_KINDS)}", field="detector")
-    model = (PCAResidualDetector(variance=variance) if detector == "pca"
+    model = (PCAResidualDetector(variance=variance, embedding=embedding) if detector == "pca"
              else DETECTOR_KINDS[detector]()).fit(x)
     scores = model.score_samples(x)
     threshold = float(margin * np.percentile(scores, quantile))

@@ -13,11 +13,12 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .errors import ToolFailed
 from .sqlite import SqliteStore, select
 
 __all__ = [
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS work_orders (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT NOT NULL, site TEXT NOT NULL,
     title TEXT NOT NULL, description TEXT NOT NULL, priority TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'open', evidence TEXT NOT NULL,
-    technician_id TEXT, booking_id TEXT, key TEXT UNIQUE, created REAL NOT NULL
+    technician_id TEXT, booking_id TEXT, key TEXT UNIQUE, created REAL NOT NULL,
+    failure_mode TEXT, resolution TEXT, closed_by TEXT, closed REAL
 );
 CREATE TABLE IF NOT EXISTS notifications (
     id TEXT PRIMARY KEY, recipient TEXT NOT NULL, priority TEXT NOT NULL, subject TEXT NOT NULL,
@@ -97,6 +99,10 @@ class WorkOrder(BaseModel):
     technician_id: str | None = None
     booking_id: str | None = None
     created: float
+    failure_mode: str | None = Field(None, description="Confirmed when the order closed.")
+    resolution: str | None = None
+    closed_by: str | None = None
+    closed: float | None = None
 
 
 class Notification(BaseModel):
@@ -126,6 +132,10 @@ class OpsDatabase(SqliteStore):
     """``async with OpsDatabase(path) as ops:`` the built-in tools' SQLite data."""
 
     SCHEMA = _SCHEMA
+    #: columns added after the first release, added to older databases at open
+    COLUMNS: ClassVar[Mapping[str, Mapping[str, str]]] = {"work_orders": {"failure_mode": "TEXT", "resolution": "TEXT",
+                                                               "closed_by": "TEXT",
+                                                               "closed": "REAL"}}
 
     # ------------------------------------------------------------------ seeding
     async def add_technician(
@@ -249,6 +259,34 @@ class OpsDatabase(SqliteStore):
         assert row is not None
         return row
 
+    async def work_order(self, wo_id: str) -> WorkOrder | None:
+        seq = _seq(wo_id)
+        async with self.db.execute("SELECT * FROM work_orders WHERE seq = ?", (seq,)) as cur:
+            row = await cur.fetchone()
+        return _work_order(row) if row else None
+
+    async def close_work_order(self, wo_id: str, *, failure_mode: str, resolution: str,
+                               by: str) -> WorkOrder:
+        """Close a work order with the failure mode found. Closing again with the same
+        finding returns the closed order; with a different one it is refused (correct the
+        incident history instead)."""
+        wo = await self.work_order(wo_id)
+        if wo is None:
+            raise ToolFailed(f"no work order {wo_id}", tool="close_work_order")
+        if wo.status == "closed":
+            if wo.failure_mode != failure_mode:
+                raise ToolFailed(f"{wo_id} was closed as {wo.failure_mode} by {wo.closed_by};"
+                                 " correct the history instead", tool="close_work_order")
+            return wo
+        await self.db.execute(
+            "UPDATE work_orders SET status = 'closed', failure_mode = ?, resolution = ?,"
+            " closed_by = ?, closed = ? WHERE seq = ? AND status != 'closed'",
+            (failure_mode, resolution, by, time.time(), _seq(wo_id)))
+        await self.db.commit()
+        closed = await self.work_order(wo_id)
+        assert closed is not None
+        return closed
+
     async def work_orders(self, *, asset: str | None = None) -> list[WorkOrder]:
         sql, args = select("work_orders", "seq", asset=asset)
         async with self.db.execute(sql, args) as cur:
@@ -267,8 +305,18 @@ class OpsDatabase(SqliteStore):
                     for r in await cur.fetchall()]
 
 
+def _seq(wo_id: str) -> int:
+    try:
+        return int(wo_id.removeprefix("WO-"))
+    except ValueError:
+        raise ToolFailed(f"not a work order number: {wo_id!r}", tool="work_order") from None
+
+
 def _work_order(row: Any) -> WorkOrder:
-    return WorkOrder(
+    keys = row.keys()
+    closing = {k: row[k] for k in ("failure_mode", "resolution", "closed_by", "closed")
+               if k in keys}
+    return WorkOrder(**closing,
         id=f"WO-{row['seq']:06d}", asset=row["asset"], site=row["site"], title=row["title"],
         description=row["description"], priority=row["priority"], status=row["status"],
         evidence=json.loads(row["evidence"]), technician_id=row["technician_id"],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from collections.abc import Mapping
+from typing import ClassVar, Self
 
 import aiosqlite
 
@@ -22,11 +23,13 @@ def select(table: str, order: str, **equal: object) -> tuple[str, list[object]]:
 class SqliteStore:
     """``async with Store(path) as store:`` one aiosqlite connection in WAL mode.
 
-    Subclasses set ``SCHEMA`` (run at open, so it must be idempotent). Writers in other
+    Subclasses set ``SCHEMA`` (run at open, so it must be idempotent) and ``COLUMNS``
+    (columns added later; an older database gets them at open). Writers in other
     processes are waited for up to 30 s (busy timeout) instead of failing.
     """
 
     SCHEMA = ""
+    COLUMNS: ClassVar[Mapping[str, Mapping[str, str]]] = {}
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -41,6 +44,12 @@ class SqliteStore:
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA busy_timeout=30000")
         await self._db.executescript(self.SCHEMA)
+        for table, columns in self.COLUMNS.items():
+            async with self._db.execute(f"PRAGMA table_info({table})") as cur:
+                have = {r[1] for r in await cur.fetchall()}
+            for name, decl in columns.items():
+                if name not in have:
+                    await self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
         await self._db.commit()
         return self
 

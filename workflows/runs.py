@@ -99,6 +99,13 @@ class RunLedger:
             row = await cur.fetchone()
         return _record(row) if row else None
 
+    async def for_alert(self, alert_id: str) -> RunRecord | None:
+        """The first run started for an alert (any workflow)."""
+        async with self.db.execute("SELECT * FROM runs WHERE alert_id = ? ORDER BY created"
+                                   " LIMIT 1", (alert_id,)) as cur:
+            row = await cur.fetchone()
+        return _record(row) if row else None
+
     async def list(self, *, status: RunStatus | None = None) -> list[RunRecord]:
         sql, args = select("runs", "created", status=status)
         async with self.db.execute(sql, args) as cur:
