@@ -133,9 +133,9 @@ class OpsDatabase(SqliteStore):
 
     SCHEMA = _SCHEMA
     #: columns added after the first release, added to older databases at open
-    COLUMNS: ClassVar[Mapping[str, Mapping[str, str]]] = {"work_orders": {"failure_mode": "TEXT", "resolution": "TEXT",
-                                                               "closed_by": "TEXT",
-                                                               "closed": "REAL"}}
+    COLUMNS: ClassVar[Mapping[str, Mapping[str, str]]] = {
+        "work_orders": {"failure_mode": "TEXT", "resolution": "TEXT", "closed_by": "TEXT",
+                        "closed": "REAL"}}
 
     # ------------------------------------------------------------------ seeding
     async def add_technician(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from collections.abc import Mapping
 from typing import ClassVar, Self
 
 import aiosqlite
