@@ -100,8 +100,6 @@ def _csv_row(cells: dict[str, str]) -> dict[str, Any] | str:
 
 def _embed(bundle: ModelBundle, window: Any) -> list[float]:
     """The bundle's embedding of one raw window ``{"channel": [samples...]}``."""
-    from edge.features import window_features
-
     meta = bundle.meta
     if not isinstance(window, dict):
         raise ValueError("window must be an object of channel -> samples")
@@ -111,8 +109,7 @@ def _embed(bundle: ModelBundle, window: Any) -> list[float]:
     cols = [np.asarray(window[c], dtype=np.float64) for c in meta.channels]
     if any(len(c) != meta.window for c in cols):
         raise ValueError(f"each channel needs {meta.window} samples (the model's window)")
-    w = np.stack(cols, axis=1)[None]
-    emb, _ = bundle.score_windows(window_features(w, meta.features))
+    emb, _ = bundle.score_windows(np.stack(cols, axis=1)[None])
     return [float(v) for v in emb[0]]
 
 
@@ -163,6 +160,7 @@ async def import_file(store: HistoryStore, path: Path, *, kind: Kind = "incident
     rejects: list[str] = []
     pending: list[Any] = []
     written = 0
+    dim = store.dim
 
     async def flush() -> None:
         nonlocal written
@@ -179,9 +177,11 @@ async def import_file(store: HistoryStore, path: Path, *, kind: Kind = "incident
             if isinstance(row, str):
                 raise ValueError(row)
             rec = _record(kind, row, bundle)
-            if isinstance(rec, Incident) and store.dim not in (None, len(rec.embedding)):
-                raise ValueError(f"embedding has {len(rec.embedding)} dimensions, the history "
-                                 f"holds {store.dim}")
+            if isinstance(rec, Incident):
+                dim = dim or len(rec.embedding)
+                if len(rec.embedding) != dim:
+                    raise ValueError(f"embedding has {len(rec.embedding)} dimensions, the "
+                                     f"history holds {dim}")
             pending.append(rec)
         except (ValueError, ValidationError, HistoryError) as exc:
             reason = (exc.errors(include_url=False)[0]["msg"] + " at "

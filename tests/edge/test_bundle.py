@@ -59,17 +59,20 @@ def test_channel_never_received_is_never_invented() -> None:
     np.testing.assert_array_equal(buf.window(r), [[5, -5], [6, -6], [7, -7]])
 
 
-def test_onnx_matches_scikit_learn() -> None:
+@pytest.mark.parametrize("embedding", ["residual", "standardised"])
+def test_onnx_matches_scikit_learn(embedding: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 12))
     x[:, 1] = 2 * x[:, 0] + 0.1 * x[:, 1]
-    det = PCAResidualDetector().fit(x)
+    det = PCAResidualDetector(embedding=embedding).fit(x)
     import onnxruntime as ort
 
     sess = ort.InferenceSession(to_onnx_bytes(det, 12), providers=["CPUExecutionProvider"])
     emb, score = sess.run(["embedding", "score"], {"features": x[:50].astype(np.float32)})
     np.testing.assert_allclose(emb, det.embed(x[:50]), atol=1e-4)
     np.testing.assert_allclose(score, det.score_samples(x[:50]), rtol=1e-4, atol=1e-4)
+    if embedding == "standardised":  # how many training spreads each feature moved
+        np.testing.assert_allclose(emb, (x[:50] - x.mean(0)) / x.std(0), atol=1e-3)
 
 
 def test_bundle_round_trip_and_detection(bundle: ModelBundle) -> None:
