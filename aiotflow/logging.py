@@ -10,6 +10,20 @@ import structlog
 __all__ = ["configure_logging"]
 
 
+class _Stderr:
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced, e.g. by a
+    test harness), never to a stream captured once and closed later."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*_args: object) -> _Stderr:
+    return _Stderr()
+
+
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     """Log to stderr at ``level``: console lines, or JSON lines with ``json``."""
     lvl = getattr(logging, level.upper(), logging.INFO)
@@ -28,6 +42,6 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

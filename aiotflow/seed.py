@@ -16,7 +16,7 @@ from edge.policy import AlertPolicy, PolicySettings
 from edge.simulator import CHANNELS, FaultSpec, GeneratorSim
 from edge.training import make_windows
 from tools.ops import MaintenanceEntry, OpsDatabase, Technician
-from vectorstore.models import Incident
+from vectorstore.models import Incident, MaintenanceRecord
 from vectorstore.store import HistoryStore
 
 __all__ = ["history_incidents", "seed_all", "seed_maintenance", "seed_roster"]
@@ -132,7 +132,7 @@ async def seed_roster(ops: OpsDatabase, *, now: float | None = None, days: int =
 async def seed_maintenance(
     ops: OpsDatabase, assets: Sequence[str], *, stale: Sequence[str] = (),
     now: float | None = None, seed: int = 3,
-) -> None:
+) -> list[MaintenanceEntry]:
     """Maintenance logs: every system serviced recently, except cooling on ``stale``."""
     now = now or time.time()
     rng = np.random.default_rng(seed)
@@ -150,6 +150,7 @@ async def seed_maintenance(
                 id=f"LOG-{asset}-{system}", asset=asset, system=system, ts=now - age * DAY,
                 action=action, technician=str(rng.choice(["T-01", "T-02", "T-03", "T-04"]))))
     await ops.add_maintenance(entries)
+    return entries
 
 
 async def seed_all(
@@ -158,7 +159,11 @@ async def seed_all(
 ) -> int:
     """Roster, maintenance logs and incident history; returns incidents stored."""
     await seed_roster(ops)
-    await seed_maintenance(ops, assets, stale=stale)
+    entries = await seed_maintenance(ops, assets, stale=stale)
+    # the history keeps a copy of the maintenance log (the CMMS stays the record of truth)
+    await history.add_maintenance([
+        MaintenanceRecord(id=e.id, asset=e.asset, system=e.system, ts=e.ts, action=e.action,
+                          technician=e.technician, notes=e.notes) for e in entries])
     if await history.count() >= incidents:
         return 0
     return await history.add(history_incidents(bundle, incidents))

@@ -62,7 +62,8 @@ class Backend(Protocol):
     async def create(self, collection: str, dim: int, keywords: Sequence[str],
                      floats: Sequence[str]) -> None: ...
     async def upsert(self, collection: str,
-                     rows: Sequence[tuple[str, Sequence[float], dict[str, Any]]]) -> None: ...
+                     rows: Sequence[tuple[str, Sequence[float], dict[str, Any]]],
+                     chunk: int = ...) -> None: ...
     async def search(self, collection: str, vector: Sequence[float], where: Where,
                      limit: int, min_score: float | None) -> list[Hit]: ...
     async def scroll(self, collection: str, where: Where, *, limit: int,
@@ -137,12 +138,16 @@ class EdgeBackend:
         return self._shards[collection]
 
     async def upsert(self, collection: str,
-                     rows: Sequence[tuple[str, Sequence[float], dict[str, Any]]]) -> None:
+                     rows: Sequence[tuple[str, Sequence[float], dict[str, Any]]],
+                     chunk: int = 1000) -> None:
+        """Write ``rows`` in chunks, each in a worker thread (the engine call blocks)."""
         import qdrant_edge as qe
 
-        points = [qe.Point(point_id(rid), list(vec), payload) for rid, vec, payload in rows]
         shard = self._shard(collection)
-        await asyncio.to_thread(shard.update, qe.UpdateOperation.upsert_points(points))
+        for i in range(0, len(rows), chunk):
+            points = [qe.Point(point_id(rid), list(vec), payload)
+                      for rid, vec, payload in rows[i:i + chunk]]
+            await asyncio.to_thread(shard.update, qe.UpdateOperation.upsert_points(points))
 
     @staticmethod
     def _filter(where: Where | None) -> Any:
@@ -291,12 +296,14 @@ class ClientBackend:
         return models.Filter(must=must or None, must_not=must_not or None)
 
     async def upsert(self, collection: str,
-                     rows: Sequence[tuple[str, Sequence[float], dict[str, Any]]]) -> None:
+                     rows: Sequence[tuple[str, Sequence[float], dict[str, Any]]],
+                     chunk: int = 256) -> None:
         from qdrant_client import models
 
-        await self._client.upsert(self.prefix + collection, points=[
-            models.PointStruct(id=point_id(rid), vector=list(vec), payload=payload)
-            for rid, vec, payload in rows])
+        for i in range(0, len(rows), chunk):
+            await self._client.upsert(self.prefix + collection, points=[
+                models.PointStruct(id=point_id(rid), vector=list(vec), payload=payload)
+                for rid, vec, payload in rows[i:i + chunk]])
 
     async def search(self, collection: str, vector: Sequence[float], where: Where,
                      limit: int, min_score: float | None) -> list[Hit]:

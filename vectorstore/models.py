@@ -49,7 +49,10 @@ class Incident(BaseModel):
         return self.event or self.id
 
     def payload(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"embedding"})
+        """Everything but the embedding; empty text and lists are left out (they come back
+        as defaults), which keeps the stored payload small and inserts fast."""
+        return {k: v for k, v in self.model_dump(exclude={"embedding"}).items()
+                if v != "" and v != []}
 
 
 class MaintenanceRecord(BaseModel):

@@ -120,7 +120,7 @@ class HistoryStore:
 
     # ------------------------------------------------------------------ writing
 
-    async def add(self, incidents: Sequence[Incident], *, batch: int = 512) -> int:
+    async def add(self, incidents: Sequence[Incident], *, batch: int = 1000) -> int:
         """Insert or replace incidents (by id); returns how many were written."""
         if not incidents:
             return 0
@@ -130,23 +130,22 @@ class HistoryStore:
                 raise EmbeddingMismatch(dim, len(inc.embedding))
         if self.dim is None:
             await self.backend.create("incidents", dim, _INCIDENT_KEYWORDS, ("ts",))
-        for i in range(0, len(incidents), batch):
-            await self.backend.upsert("incidents", [
-                (inc.id, inc.embedding, inc.payload()) for inc in incidents[i:i + batch]])
+        await self.backend.upsert(
+            "incidents", [(inc.id, inc.embedding, inc.payload()) for inc in incidents],
+            chunk=batch)
         if self.cache is not None:
             self.cache.clear()  # answers may change with new evidence
         return len(incidents)
 
     async def add_maintenance(self, records: Sequence[MaintenanceRecord], *,
-                              batch: int = 512) -> int:
+                              batch: int = 1000) -> int:
         """Insert or replace maintenance records (by id)."""
         if not records:
             return 0
         if self.backend.dim("maintenance") is None:
             await self.backend.create("maintenance", 1, _MAINTENANCE_KEYWORDS, ("ts",))
-        for i in range(0, len(records), batch):
-            await self.backend.upsert("maintenance", [
-                (r.id, [1.0], r.payload()) for r in records[i:i + batch]])
+        await self.backend.upsert("maintenance", [(r.id, [1.0], r.payload()) for r in records],
+                                  chunk=batch)
         return len(records)
 
     async def record_outcome(self, incident: Incident,
