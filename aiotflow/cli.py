@@ -386,8 +386,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="skab: detection quality; retrieval: fault diagnosis from history")
     ev.add_argument("dir", help="the SKAB data folder (valve1/, valve2/, other/, ...)")
     ev.add_argument("--detector", default="pca", help="a detector name, or all (skab)")
-    ev.add_argument("--k", type=int, default=5,
-                    help="retrieval: similar events weighed (one event per recording)")
+    ev.add_argument("--k", type=int, default=3,
+                    help="retrieval: similar events weighed (one event per recording; SKAB has"
+                         " 1-12 recordings per fault)")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--predictions", help="write datetime;anomaly_pred CSVs here")
 

@@ -46,7 +46,7 @@ async def evaluate_retrieval(root: Path, *, detector: str = "pca", stride: int =
     if detector not in DETECTORS:
         raise ConfigError(f"unknown detector; one of {sorted(DETECTORS)}", field="detector")
     cfg = DETECTORS[detector]
-    settings = diagnosis or DiagnosisSettings(k=5)
+    settings = diagnosis or DiagnosisSettings(k=3)
     labels = fault_labels(root)
     started = time.perf_counter()
     incidents: list[Incident] = []
