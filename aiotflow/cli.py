@@ -279,7 +279,8 @@ async def _cmd_run(a: argparse.Namespace) -> int:
               file=sys.stderr)
         await stop.wait()
         await engine.drain(10)
-    print(json.dumps(engine.stats.as_dict()), file=sys.stderr)
+    print(json.dumps(engine.stats.as_dict() | {"history": engine.history.stats()}),
+          file=sys.stderr)
     return 0
 
 

@@ -113,6 +113,13 @@ class HistoryStore:
             self._open = False
             await self.backend.close()
 
+    def stats(self) -> dict[str, Any]:
+        """Engine, store queries and answer-cache counts (for logs and stats files)."""
+        c = self.cache
+        return {"engine": self.engine, "queries": self.queries,
+                "cache_hits": c.hits if c else 0, "cache_misses": c.misses if c else 0,
+                "cache_hit_rate": round(c.hit_rate, 4) if c else 0.0}
+
     @property
     def dim(self) -> int | None:
         """Embedding dimension of the incidents (``None`` until the first is written)."""

@@ -122,6 +122,8 @@ async def test_cache_reuses_answers_for_the_same_asset(tmp_path: Path) -> None:
         expired = await h.diagnose(q.tolist(), asset="gen-1", asset_type="generator")
         assert not expired.cached and h.queries == 5
         assert h.cache is not None and h.cache.hits == 1 and h.cache.misses == 5
+        assert h.stats() == {"engine": "qdrant-edge", "queries": 5, "cache_hits": 1,
+                             "cache_misses": 5, "cache_hit_rate": round(1 / 6, 4)}
         # new evidence invalidates every cached answer
         await h.add([inc("thermostat", COOL, rng, 99)])
         fresh = await h.diagnose(q.tolist(), asset="gen-1", asset_type="generator")
