@@ -1,8 +1,6 @@
 """aiotflow history import/export/query and aiotflow eval retrieval, on data made here."""
 
 import asyncio
-import csv
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,8 +9,8 @@ import pytest
 
 from aiotflow.cli import main
 
-COLS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
-        "Thermocouple", "Voltage", "Volume Flow RateRMS"]
+from .edge.test_skab import NOISE, write_recording
+
 #: fault -> (channel index, shift in noise units) of its signature
 FAULTS = {"valve_closed": ((3, -8.0), (7, -8.0)), "imbalance": ((0, 10.0), (1, 10.0)),
           "leak": ((2, 8.0), (4, -8.0))}
@@ -22,24 +20,9 @@ async def cli(*argv: str) -> int:
     return await asyncio.to_thread(main, list(argv))
 
 
-def recording(path: Path, seed: int, fault: str, start: int = 550, end: int = 700,
-              rows: int = 800) -> None:
-    rng = np.random.default_rng(seed)
-    base = np.array([0.027, 0.04, 1.3, 0.3, 79.0, 26.0, 233.0, 32.0])
-    noise = np.array([0.001, 0.001, 0.05, 0.05, 0.2, 0.05, 1.5, 0.3])
-    t0 = dt.datetime(2020, 3, 9, 10, 0, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh, delimiter=";")
-        w.writerow(["datetime", *COLS, "anomaly", "changepoint"])
-        for i in range(rows):
-            x = base + noise * rng.standard_normal(8)
-            on = start <= i < end
-            if on:
-                for ch, shift in FAULTS[fault]:
-                    x[ch] += shift * noise[ch]
-            w.writerow([(t0 + dt.timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S"),
-                        *[f"{v:.6f}" for v in x], float(on), 1.0 if i in (start, end) else 0.0])
+def recording(path: Path, seed: int, fault: str, start: int = 550, end: int = 700) -> None:
+    write_recording(path, seed, start, end,
+                    fault=tuple((ch, k * NOISE[ch]) for ch, k in FAULTS[fault]))
 
 
 async def test_eval_retrieval_names_the_faults(tmp_path: Path,

@@ -17,22 +17,27 @@ COLS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temper
         "Thermocouple", "Voltage", "Volume Flow RateRMS"]
 
 
-def write_recording(path: Path, seed: int, start: int, end: int, rows: int = 800) -> None:
-    """A pump recording with one anomaly [start, end): pressure drops, vibration rises."""
+#: the default anomaly: vibration rises, pressure drops (channel, shift in raw units)
+PUMP_FAULT = ((0, 0.01), (3, -0.4))
+NOISE = np.array([0.001, 0.001, 0.05, 0.05, 0.2, 0.05, 1.5, 0.3])
+
+
+def write_recording(path: Path, seed: int, start: int, end: int, rows: int = 800,
+                    fault: tuple[tuple[int, float], ...] = PUMP_FAULT) -> None:
+    """A pump recording in SKAB's format with one anomaly [start, end): ``fault`` shifts."""
     rng = np.random.default_rng(seed)
     base = np.array([0.027, 0.04, 1.3, 0.3, 79.0, 26.0, 233.0, 32.0])
-    noise = np.array([0.001, 0.001, 0.05, 0.05, 0.2, 0.05, 1.5, 0.3])
     t0 = dt.datetime(2020, 3, 9, 10, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh, delimiter=";")
         w.writerow(["datetime", *COLS, "anomaly", "changepoint"])
         for i in range(rows):
-            x = base + noise * rng.standard_normal(8)
+            x = base + NOISE * rng.standard_normal(8)
             anomalous = start <= i < end
             if anomalous:
-                x[0] += 0.01
-                x[3] -= 0.4
+                for ch, shift in fault:
+                    x[ch] += shift
             cp = 1.0 if i in (start, end) else 0.0
             w.writerow([(t0 + dt.timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S"),
                         *[f"{v:.6f}" for v in x], float(anomalous), cp])
