@@ -9,6 +9,7 @@
     aiotflow eval retrieval  fault diagnosis from the incident history on SKAB
     aiotflow history     import / export / query / correct the incident history
     aiotflow workorder   list work orders, close one with its finding (learning loop)
+    aiotflow audit       verify the hash-chained audit trail; show one alert's story
     aiotflow run APP     run an app's workflows for alerts (module:attribute)
     aiotflow approvals   list approvals waiting for a person
     aiotflow approve     review and decide pending approvals
@@ -239,6 +240,32 @@ async def _cmd_workorder(a: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_audit(a: argparse.Namespace) -> int:
+    from tools.control import ControlStore
+    from workflows.settings import EngineSettings
+
+    from .audit import format_story
+
+    s = EngineSettings.load(a.config, table="engine", **_state(a))
+    if not s.control_db.exists():
+        print(f"error: no control database at {s.control_db}", file=sys.stderr)
+        return 2
+    async with ControlStore(s.control_db) as control:
+        if a.action == "verify":
+            report = await control.verify_audit()
+            print(json.dumps(report.model_dump(), indent=2) if a.json else
+                  f"audit chain {'intact' if report.ok else 'BROKEN'}: {report.records} "
+                  f"records, head {report.head[:16] or '-'}"
+                  + "".join(f"\n  - {p}" for p in report.problems))
+            return 0 if report.ok else 1
+        records = await control.alert_story(a.alert_id)
+    if a.json:
+        print(json.dumps([r.model_dump() for r in records], indent=2, default=str))
+    else:
+        print(format_story(a.alert_id, records), end="")
+    return 0 if records else 1
+
+
 async def _cmd_seed(a: argparse.Namespace) -> int:
     from edge.bundle import ModelBundle
     from tools.ops import OpsDatabase
@@ -450,7 +477,15 @@ def _parser() -> argparse.ArgumentParser:
     wc.add_argument("--system", help="subsystem (default: the failure mode's)")
     wc.add_argument("--user", default=getpass.getuser())
 
-    for cmd in (sd, r, ap, av, hii, hex_, hq, hc, wl, wc):
+    au = sub.add_parser("audit", help="verify the audit chain, or show one alert's story")
+    aus = au.add_subparsers(dest="action", required=True)
+    auv = aus.add_parser("verify", help="recompute every hash; exit 1 if the chain is broken")
+    auv.add_argument("--json", action="store_true")
+    ash = aus.add_parser("show", help="from sensor evidence to work order, for one alert")
+    ash.add_argument("alert_id")
+    ash.add_argument("--json", action="store_true")
+
+    for cmd in (sd, r, ap, av, hii, hex_, hq, hc, wl, wc, auv, ash):
         cmd.add_argument("--config", help="TOML file; its [engine] table is used")
         cmd.add_argument("--state-dir", help="state directory (default .aiotflow)")
     return p
@@ -460,6 +495,7 @@ _COMMANDS = {
     "demo": _cmd_demo, "edge": _cmd_edge, "simulate": _cmd_simulate, "train": _cmd_train,
     "seed": _cmd_seed, "eval": _cmd_eval, "run": _cmd_run, "approvals": _cmd_approvals,
     "approve": _cmd_approve, "history": _cmd_history, "workorder": _cmd_workorder,
+    "audit": _cmd_audit,
 }
 
 

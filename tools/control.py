@@ -8,17 +8,29 @@ busy timeout, so several processes can use it at once.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import sqlite3
 import time
 import uuid
-from typing import Any, Literal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ApprovalRequired
 from .sqlite import SqliteStore, select
 
-__all__ = ["ApprovalRecord", "AuditRecord", "ControlStore", "Decision"]
+__all__ = [
+    "ApprovalRecord",
+    "AuditRecord",
+    "ChainReport",
+    "ControlStore",
+    "Decision",
+    "audit_hash",
+]
 
 Decision = Literal["approved", "rejected"]
 
@@ -29,7 +41,14 @@ CREATE TABLE IF NOT EXISTS audit (
     thread_id TEXT,
     kind TEXT NOT NULL,
     actor TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    prev TEXT NOT NULL DEFAULT '',
+    hash TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS audit_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_thread ON audit(thread_id);
 CREATE TABLE IF NOT EXISTS approvals (
@@ -70,6 +89,27 @@ class AuditRecord(BaseModel):
     kind: str
     actor: str
     detail: dict[str, Any]
+    prev: str = Field("", description="Hash of the record before (the chain).")
+    hash: str = Field("", description="sha256 over prev and this record's content.")
+
+
+def audit_hash(prev: str, seq: int, ts: float, thread_id: str | None, kind: str, actor: str,
+               detail_json: str) -> str:
+    """The chain hash of one audit record: any edit of a field changes it."""
+    body = json.dumps([prev, seq, repr(ts), thread_id, kind, actor, detail_json],
+                      separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class ChainReport(BaseModel):
+    """What ``verify_audit`` found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    records: int
+    head: str
+    problems: list[str]
 
 
 class ApprovalRecord(BaseModel):
@@ -96,17 +136,76 @@ class ControlStore(SqliteStore):
     """``async with ControlStore(path) as control:`` audit, approvals and effects."""
 
     SCHEMA = _SCHEMA
+    COLUMNS: ClassVar[Mapping[str, Mapping[str, str]]] = {
+        "audit": {"prev": "TEXT NOT NULL DEFAULT ''", "hash": "TEXT NOT NULL DEFAULT ''"}}
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self._audit_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ audit
     async def audit(
         self, kind: str, /, *, actor: str, thread_id: str | None = None, **detail: Any
     ) -> None:
-        """Append an audit record (``kind`` like ``alert.received``, ``tool.ok``)."""
-        await self.db.execute(
-            "INSERT INTO audit(ts, thread_id, kind, actor, detail) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), thread_id, kind, actor, json.dumps(detail, default=str)),
-        )
-        await self.db.commit()
+        """Append an audit record (``kind`` like ``alert.received``, ``tool.ok``).
+
+        Records are hash-chained: each carries the hash of the one before and a hash over
+        its own content, and the chain's head is kept beside it, so an edited, deleted or
+        inserted record is found by :meth:`verify_audit`. Appends from several processes
+        are serialised by the record number (a primary key): a loser re-reads the head.
+        """
+        detail_json = json.dumps(detail, default=str, sort_keys=True)
+        async with self._audit_lock:
+            for _ in range(100):
+                async with self.db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as c:
+                    head = await c.fetchone()
+                prev = head["hash"] if head else ""
+                seq = (head["seq"] if head else 0) + 1
+                ts = time.time()
+                h = audit_hash(prev, seq, ts, thread_id, kind, actor, detail_json)
+                try:
+                    # seq is the primary key: if another process appended first, this
+                    # insert fails and is redone on top of the new head
+                    await self.db.execute(
+                        "INSERT INTO audit(seq, ts, thread_id, kind, actor, detail, prev, hash)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (seq, ts, thread_id, kind, actor, detail_json, prev, h))
+                    await self.db.execute(
+                        "INSERT INTO audit_head(id, seq, hash) VALUES (1, ?, ?) ON CONFLICT(id)"
+                        " DO UPDATE SET seq = excluded.seq, hash = excluded.hash", (seq, h))
+                    await self.db.commit()
+                    return
+                except sqlite3.IntegrityError:
+                    await self.db.rollback()
+            raise RuntimeError("could not append to the audit chain (100 conflicts)")
+
+    async def verify_audit(self) -> ChainReport:
+        """Walk the audit chain: every hash recomputed, every link and the head checked."""
+        problems: list[str] = []
+        prev, last_seq, n = "", 0, 0
+        async with self.db.execute("SELECT * FROM audit ORDER BY seq") as cur:
+            async for r in cur:
+                n += 1
+                seq = r["seq"]
+                if seq != last_seq + 1:
+                    problems.append(f"records {last_seq + 1}..{seq - 1} are missing")
+                if r["prev"] != prev:
+                    problems.append(f"record {seq}: does not follow record {last_seq} "
+                                    "(link broken: a record before it was changed or removed)")
+                want = audit_hash(r["prev"], seq, r["ts"], r["thread_id"], r["kind"],
+                                  r["actor"], r["detail"])
+                if r["hash"] != want:
+                    problems.append(f"record {seq} ({r['kind']}): content does not match its "
+                                    "hash (edited)")
+                prev, last_seq = r["hash"], seq
+        async with self.db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
+            head = await cur.fetchone()
+        if head is None and n:
+            problems.append("the chain head is missing")
+        elif head is not None and (head["seq"] != last_seq or head["hash"] != prev):
+            problems.append(f"the chain ends at record {last_seq}, its head says "
+                            f"{head['seq']}: records were removed from the end")
+        return ChainReport(ok=not problems, records=n, head=prev, problems=problems)
 
     async def audit_records(
         self, *, thread_id: str | None = None, kind: str | None = None
@@ -114,8 +213,19 @@ class ControlStore(SqliteStore):
         sql, args = select("audit", "seq", thread_id=thread_id, kind=kind)
         async with self.db.execute(sql, args) as cur:
             rows = await cur.fetchall()
-        return [AuditRecord(seq=r["seq"], ts=r["ts"], thread_id=r["thread_id"], kind=r["kind"],
-                            actor=r["actor"], detail=json.loads(r["detail"])) for r in rows]
+        return [_audit(r) for r in rows]
+
+    async def alert_story(self, alert_id: str) -> list[AuditRecord]:
+        """Every audit record about one alert, in order: its arrival, the runs it started
+        (thread ids end with ``/{alert id}``) and everything they did."""
+        async with self.db.execute(
+            "SELECT * FROM audit WHERE thread_id LIKE ? ESCAPE '\\'"
+            " OR json_extract(detail, '$.alert_id') = ? ORDER BY seq",
+            ("%/" + alert_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
+             alert_id),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_audit(r) for r in rows]
 
     # ------------------------------------------------------------------ approvals
     async def request_approval(
@@ -224,6 +334,12 @@ class ControlStore(SqliteStore):
              json.dumps(output, default=str), time.time()),
         )
         await self.db.commit()
+
+
+def _audit(r: Any) -> AuditRecord:
+    return AuditRecord(seq=r["seq"], ts=r["ts"], thread_id=r["thread_id"], kind=r["kind"],
+                       actor=r["actor"], detail=json.loads(r["detail"]), prev=r["prev"],
+                       hash=r["hash"])
 
 
 def _approval(row: Any) -> ApprovalRecord:

@@ -1,0 +1,126 @@
+"""The hash-chained audit trail: any edit, deletion or insertion is found."""
+
+import asyncio
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from aiotflow.cli import main
+from tools.control import ControlStore
+
+
+async def write_story(db: Path) -> None:
+    async with ControlStore(db) as c:
+        await c.audit("alert.received", actor="engine", thread_id="maintenance/A-1",
+                      alert_id="A-1", asset="gen-002", severity="major", score=7.5)
+        await c.audit("diagnosis", actor="maintenance", thread_id="maintenance/A-1",
+                      failure_mode="coolant_pump", confidence=0.8,
+                      evidence=["16 of 20 similar events ended in coolant pump failure"])
+        await c.audit("alert.received", actor="engine", thread_id="maintenance/B_2",
+                      alert_id="B_2", asset="gen-003")
+        await c.audit("approval.approved", actor="ana", thread_id="maintenance/A-1",
+                      approval_id="ap-1", comment="go")
+        await c.audit("tool.ok", actor="maintenance", thread_id="maintenance/A-1",
+                      tool="create_work_order", output={"id": "WO-000001"})
+
+
+def tamper(db: Path, sql: str, *args: object) -> None:
+    con = sqlite3.connect(db)
+    con.execute(sql, args)
+    con.commit()
+    con.close()
+
+
+async def verify(db: Path) -> list[str]:
+    async with ControlStore(db) as c:
+        report = await c.verify_audit()
+    assert report.ok == (not report.problems)
+    return report.problems
+
+
+@pytest.mark.parametrize("attack, expected", [
+    ("UPDATE audit SET detail = json_set(detail, '$.comment', 'no') WHERE seq = 4",
+     "record 4 (approval.approved): content does not match its hash"),
+    ("UPDATE audit SET actor = 'mallory' WHERE seq = 4", "record 4 (approval.approved)"),
+    ("DELETE FROM audit WHERE seq = 2", "records 2..2 are missing"),
+    ("DELETE FROM audit WHERE seq = 5", "records were removed from the end"),
+    ("DELETE FROM audit", "the chain ends at record 0"),
+])
+async def test_any_tampering_is_detected(tmp_path: Path, attack: str, expected: str) -> None:
+    db = tmp_path / "control.db"
+    await write_story(db)
+    assert await verify(db) == []
+    tamper(db, attack)
+    problems = await verify(db)
+    assert any(expected in p for p in problems), problems
+
+
+async def test_rewriting_a_record_with_a_fresh_hash_breaks_the_link(tmp_path: Path) -> None:
+    from tools.control import audit_hash
+
+    db = tmp_path / "control.db"
+    await write_story(db)
+    con = sqlite3.connect(db)
+    prev, ts, thread = con.execute("SELECT prev, ts, thread_id FROM audit WHERE seq = 2").fetchone()
+    detail = json.dumps({"failure_mode": "none"}, sort_keys=True)
+    forged = audit_hash(prev, 2, ts, thread, "diagnosis", "maintenance", detail)
+    con.execute("UPDATE audit SET detail = ?, hash = ? WHERE seq = 2", (detail, forged))
+    con.commit()
+    con.close()
+    problems = await verify(db)
+    assert any("record 3: does not follow record 2" in p for p in problems), problems
+
+
+APPEND = """
+import asyncio, sys
+from tools.control import ControlStore
+async def main():
+    async with ControlStore(sys.argv[1]) as c:
+        for i in range(150):
+            await c.audit("load", actor=sys.argv[2], n=i)
+asyncio.run(main())
+"""
+
+
+async def test_concurrent_writers_in_several_processes_keep_one_chain(tmp_path: Path) -> None:
+    db = tmp_path / "control.db"
+    async with ControlStore(db) as c:
+        await c.audit("start", actor="test")
+    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", APPEND, str(db), f"p{i}")
+             for i in range(3)]
+    async with ControlStore(db) as c:  # and this process at the same time
+        for i in range(50):
+            await c.audit("load", actor="main", n=i)
+    assert [await p.wait() for p in procs] == [0, 0, 0]
+    async with ControlStore(db) as c:
+        report = await c.verify_audit()
+        assert report.ok, report.problems
+        assert report.records == 1 + 3 * 150 + 50
+
+
+async def test_audit_cli_verify_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    await write_story(tmp_path / "control.db")
+    state = ["--state-dir", str(tmp_path)]
+
+    async def cli(*argv: str) -> int:
+        return await asyncio.to_thread(main, [*argv, *state])
+
+    assert await cli("audit", "verify") == 0
+    assert "audit chain intact: 5 records" in capsys.readouterr().out
+    assert await cli("audit", "show", "A-1") == 0
+    story = capsys.readouterr().out
+    assert story.startswith("Alert A-1: 4 audit records")
+    assert "16 of 20 similar events" in story and "by ana" in story and "WO-000001" in story
+    assert "gen-003" not in story  # B_2 is another alert (and _ is not a wildcard)
+    assert await cli("audit", "show", "A_1") == 1  # LIKE wildcards are escaped
+    capsys.readouterr()
+    tamper(tmp_path / "control.db", "UPDATE audit SET actor = 'bob' WHERE seq = 4")
+    assert await cli("audit", "verify") == 1
+    out = capsys.readouterr().out
+    assert "BROKEN" in out and "record 4 (approval.approved)" in out
+    assert await asyncio.to_thread(main, ["audit", "verify", "--state-dir",
+                                          str(tmp_path / "nope")]) == 2
