@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that gave up
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class SchedulingService:
     def __init__(self) -> None:
         self.status = 200  # set to 503 to simulate an outage
+        self.delay_s = 0.0  # set to answer slowly (timeouts)
         self.requests: list[tuple[str, str]] = []
         self.bookings: dict[str, dict[str, Any]] = {}
         service = self
@@ -29,6 +39,8 @@ class SchedulingService:
 
             def do_GET(self) -> None:
                 service.requests.append(("GET", self.path))
+                if service.delay_s:
+                    time.sleep(service.delay_s)
                 if service.status != 200:
                     return self._send(service.status, {"error": "down"})
                 if "skill=cooling" in self.path:
@@ -49,7 +61,7 @@ class SchedulingService:
                     "reason": body["reason"]})
                 return self._send(201, booking)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -99,7 +111,7 @@ class ChatCompletionsService:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

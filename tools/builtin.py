@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ToolFailed
+from .failsafe import BreakerSettings
 from .ops import Booking, MaintenanceEntry, Notification, OpsDatabase, Technician, WorkOrder
 from .registry import RetrySettings, ToolRegistry
 from .scheduling import SchedulingBackend, SqliteScheduling
@@ -99,8 +100,14 @@ def register_builtin_tools(
     *,
     scheduling: SchedulingBackend | None = None,
     retry: RetrySettings | None = None,
+    breaker: BreakerSettings | None = None,
+    timeout_s: float = 30.0,
 ) -> ToolRegistry:
-    """Register the built-in tools on ``registry``, backed by ``ops`` and ``scheduling``."""
+    """Register the built-in tools on ``registry``, backed by ``ops`` and ``scheduling``.
+
+    The scheduling tools get ``retry``, a circuit ``breaker`` and a per-attempt
+    ``timeout_s``: the scheduling service is the one that goes down.
+    """
     sched: SchedulingBackend = scheduling or SqliteScheduling(ops)
     retry = retry or RetrySettings()
 
@@ -117,12 +124,13 @@ def register_builtin_tools(
             days_since[s] = round((now - last[0].ts) / 86400, 1) if last else None
         return MaintenanceHistoryOut(entries=entries, days_since=days_since)
 
-    @registry.tool(scopes={"schedule:read"}, retry=retry)
+    @registry.tool(scopes={"schedule:read"}, retry=retry, breaker=breaker, timeout_s=timeout_s)
     async def find_on_call_technician(args: FindOnCallIn) -> OnCallOut:
         """The technician with the skill who is on call now (or next)."""
         return OnCallOut(technician=await sched.find_on_call(args.skill, args.at or time.time()))
 
-    @registry.tool(scopes={"schedule:write"}, high_stakes=True, retry=retry)
+    @registry.tool(scopes={"schedule:write"}, high_stakes=True, retry=retry, breaker=breaker,
+                   timeout_s=timeout_s)
     async def book_technician(args: BookTechnicianIn) -> Booking:
         """Book the next on-call technician with the skill for the asset."""
         at = args.not_before or time.time()

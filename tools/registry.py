@@ -3,11 +3,15 @@
 A call goes through, in order: input validation -> permission (the caller's scopes)
 -> approval (high-stakes tools need a recorded human approval that names the tool and
 the workflow run) -> idempotency (a recorded effect is returned, never repeated) ->
-the tool, retried with tenacity on :class:`ToolUnavailable` -> effect record -> audit.
+circuit breaker (open: refused at once) -> rate limit -> the tool, each attempt under a
+timeout, retried with tenacity on transient failures (:class:`ToolUnavailable`, which a
+timeout becomes) -> effect record -> audit. Permanent failures (:class:`ToolFailed`) are
+never retried and do not trip the breaker: the service answered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import json
@@ -34,6 +38,7 @@ from .errors import (
     ToolNotFound,
     ToolUnavailable,
 )
+from .failsafe import BreakerSettings, CircuitBreaker, RateLimit, RateLimitSettings
 
 __all__ = ["CallContext", "Principal", "RetrySettings", "Tool", "ToolExecutor", "ToolRegistry"]
 
@@ -86,6 +91,9 @@ class Tool:
     side_effect: bool = False
     retry: RetrySettings = field(default_factory=RetrySettings)
     cost: float = 0.0
+    timeout_s: float | None = 30.0
+    breaker: BreakerSettings | None = field(default_factory=BreakerSettings)
+    rate_limit: RateLimitSettings | None = None
 
     @property
     def records_effect(self) -> bool:
@@ -113,6 +121,9 @@ class ToolRegistry:
         side_effect: bool = False,
         retry: RetrySettings | None = None,
         cost: float = 0.0,
+        timeout_s: float | None = 30.0,
+        breaker: BreakerSettings | None = None,
+        rate_limit: RateLimitSettings | None = None,
         replace: bool = False,
     ) -> Callable[[Callable[[Any], Awaitable[Any]]], Tool]:
         """Register an ``async def fn(args: InModel) -> OutModel``; its docstring is the help."""
@@ -139,6 +150,9 @@ class ToolRegistry:
                 side_effect=side_effect,
                 retry=retry or RetrySettings(),
                 cost=cost,
+                timeout_s=timeout_s,
+                breaker=breaker or BreakerSettings(),
+                rate_limit=rate_limit,
             ), replace=replace)
 
         return decorate
@@ -170,11 +184,31 @@ def _idempotency_key(tool: str, thread_id: str | None, args: BaseModel) -> str:
 class ToolExecutor:
     """Runs registered tools for callers, enforcing permissions, approvals and idempotency."""
 
-    def __init__(self, registry: ToolRegistry, control: ControlStore) -> None:
+    def __init__(self, registry: ToolRegistry, control: ControlStore, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.control = control
+        self.clock = clock
         self.calls = 0
         self.cost = 0.0
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._limits: dict[str, RateLimit] = {}
+
+    def breaker(self, name: str) -> CircuitBreaker | None:
+        """The circuit breaker of tool ``name`` (``None`` if it has none)."""
+        tool = self.registry.get(name)
+        if tool.breaker is None:
+            return None
+        if name not in self._breakers:
+            self._breakers[name] = CircuitBreaker(tool.breaker, clock=self.clock)
+        return self._breakers[name]
+
+    def _limit(self, tool: Tool) -> RateLimit | None:
+        if tool.rate_limit is None:
+            return None
+        if tool.name not in self._limits:
+            self._limits[tool.name] = RateLimit(tool.rate_limit, clock=self.clock)
+        return self._limits[tool.name]
 
     async def call(self, name: str, args: BaseModel | dict[str, Any], ctx: CallContext) -> Any:
         """Call tool ``name``; returns its output model (or the recorded one on replay)."""
@@ -208,6 +242,19 @@ class ToolExecutor:
                 return tool.output_model.model_validate(recorded)
         started = time.perf_counter()
         attempts = 0
+        breaker = self.breaker(name)
+        if breaker is not None and not breaker.allow():
+            await self.control.audit("tool.circuit_open", actor=actor, thread_id=ctx.thread_id,
+                                     tool=name, retry_in_s=round(breaker.retry_in(), 1))
+            raise ToolUnavailable(f"circuit open after repeated failures; next probe in "
+                                  f"{breaker.retry_in():.0f} s", tool=name)
+        limit = self._limit(tool)
+        if limit is not None and not await limit.acquire():
+            await self.control.audit("tool.rate_limited", actor=actor, thread_id=ctx.thread_id,
+                                     tool=name)
+            if breaker is not None and breaker.state == "half_open":
+                breaker.success()  # the probe never ran; let the next call probe
+            raise ToolUnavailable("rate limit reached", tool=name)
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(tool.retry.attempts),
@@ -217,14 +264,33 @@ class ToolExecutor:
             ):
                 with attempt:
                     attempts += 1
-                    result = await tool.fn(_with_key(parsed, key))
-        except ToolError as exc:
+                    try:
+                        try:
+                            result = await asyncio.wait_for(tool.fn(_with_key(parsed, key)),
+                                                            tool.timeout_s)
+                        except TimeoutError:
+                            raise ToolUnavailable(f"no answer within {tool.timeout_s:g} s",
+                                                  tool=name) from None
+                    except ToolUnavailable as exc:
+                        if breaker is not None and breaker.failure():
+                            await self.control.audit(
+                                "tool.circuit_opened", actor=actor, thread_id=ctx.thread_id,
+                                tool=name, reset_s=breaker.settings.reset_s, error=str(exc))
+                            log.warning("tool.circuit_opened", tool=name)
+                            raise _Stop(exc) from None
+                        raise
+        except (ToolError, _Stop) as exc:
+            err = exc if isinstance(exc, ToolError) else ToolUnavailable(
+                f"{_message(exc.args[0])}; circuit opened after repeated failures", tool=name)
             await self.control.audit(
-                "tool.unavailable" if isinstance(exc, ToolUnavailable) else "tool.failed",
+                "tool.unavailable" if isinstance(err, ToolUnavailable) else "tool.failed",
                 actor=actor, thread_id=ctx.thread_id, tool=name, input=payload,
-                error=str(exc), attempts=attempts)
-            exc.tool = exc.tool or name
-            raise
+                error=str(err), attempts=attempts)
+            err.tool = err.tool or name
+            raise err from None
+        if breaker is not None and breaker.success() != "closed":
+            await self.control.audit("tool.circuit_closed", actor=actor,
+                                     thread_id=ctx.thread_id, tool=name)
         self.calls += 1
         self.cost += tool.cost
         out = tool.output_model.model_validate(result)
@@ -238,6 +304,16 @@ class ToolExecutor:
             ms=round((time.perf_counter() - started) * 1000, 2), cost=tool.cost)
         log.info("tool.ok", tool=name, thread_id=ctx.thread_id, attempts=attempts)
         return out
+
+
+class _Stop(Exception):
+    """The breaker opened during retries: stop retrying at once."""
+
+
+def _message(exc: ToolError) -> str:
+    """An error's message without its ``tool:`` prefix."""
+    text = str(exc)
+    return text.removeprefix(f"{exc.tool}: ") if exc.tool else text
 
 
 def _with_key(args: BaseModel, key: str) -> BaseModel:
