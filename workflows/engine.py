@@ -33,6 +33,7 @@ from edge.mqtt import reconnecting
 from edge.schema import Alert
 from tools.builtin import register_builtin_tools
 from tools.control import ApprovalRecord, ControlStore
+from tools.failsafe import BreakerSettings
 from tools.ops import OpsDatabase
 from tools.registry import Principal, RetrySettings, ToolExecutor, ToolRegistry
 from tools.scheduling import HttpScheduling, SchedulingBackend
@@ -144,8 +145,11 @@ class Engine:
                 stack.push_async_callback(http.aclose)
                 scheduling = http
             # built-ins bound to this engine's databases; the app's own tools win
-            registry = register_builtin_tools(ToolRegistry(), self.ops, scheduling=scheduling,
-                                              retry=RetrySettings(attempts=s.tool_attempts))
+            registry = register_builtin_tools(
+                ToolRegistry(), self.ops, scheduling=scheduling,
+                retry=RetrySettings(attempts=s.tool_attempts),
+                breaker=BreakerSettings(failures=s.breaker_failures, reset_s=s.breaker_reset_s),
+                timeout_s=s.tool_timeout_s)
             self.executor = ToolExecutor(registry.update(self.app.tools), self.control)
             self.runs = RunLedger(self.control.db)
             await self.runs.setup()

@@ -37,6 +37,10 @@ class EngineSettings(FileSettings):
     approval_poll_s: float = Field(0.5, gt=0, description="How often decisions are picked up.")
     max_concurrent_runs: int = Field(8, ge=1)
     tool_attempts: int = Field(3, ge=1, description="Attempts per tool call (tenacity).")
+    tool_timeout_s: float = Field(10.0, gt=0, description="Per attempt, remote tools.")
+    breaker_failures: int = Field(
+        5, ge=1, description="Failures in a row that open a remote tool's circuit.")
+    breaker_reset_s: float = Field(30.0, gt=0, description="Open this long, then one probe.")
 
     @property
     def control_db(self) -> Path:

@@ -170,6 +170,49 @@ async def test_scheduling_outage_falls_back_to_operator_notification(
     await http.aclose()
 
 
+async def test_open_breaker_falls_back_at_once_and_closes_on_recovery(
+    mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident], tmp_path: Path,
+    scheduling_service: SchedulingService,
+) -> None:
+    svc = scheduling_service
+    svc.status = 503
+    http = HttpScheduling(svc.url, timeout=1)
+    settings = settings_for(tmp_path / "s", mosquitto.url).model_copy(
+        update={"tool_attempts": 2, "breaker_failures": 2, "breaker_reset_s": 1.5})
+
+    async def dispatch(asset: str, seed: int = 1) -> dict:  # type: ignore[type-arg]
+        await publish_alert(mosquitto.port, make_alert(bundle, asset=asset, seed=seed))
+        req = await wait_for(lambda: _pending_for(engine, asset))
+        await engine.control.decide(req.id, "approved", by="erin")
+        run = await wait_for(lambda: _completed(engine, req.thread_id))
+        return run.result  # type: ignore[no-any-return]
+
+    async with Engine(maintenance_app(), settings, scheduling=http) as engine:
+        await seed(engine, incidents)
+        await wait_for(engine.subscribed.is_set)
+        first = await dispatch("gen-002")  # 2 failed attempts open the breaker
+        assert first["scheduling_error"] and first["notification"]
+        assert "circuit opened" in first["scheduling_error"] and len(svc.requests) == 2
+        second = await dispatch("gen-001")  # open: fallback at once, service not asked
+        assert "circuit open" in second["scheduling_error"] and second["notification"]
+        assert len(svc.requests) == 2
+        notes = await engine.ops.notifications()
+        assert len(notes) == 2 and all(n.priority in ("high", "critical") for n in notes)
+        svc.status = 200  # recovered; after reset_s one probe goes through and succeeds
+        await asyncio.sleep(1.6)
+        third = await dispatch("gen-002", seed=2)  # a new episode on the first asset
+        assert third["booking"] == "EXT-BK-1" and not third["scheduling_error"]
+        breaker = engine.executor.breaker("book_technician")
+        assert breaker is not None and breaker.state == "closed"
+        kinds = [r.kind for r in await engine.control.audit_records()]
+        assert {"tool.circuit_opened", "tool.circuit_open", "tool.circuit_closed"} <= set(kinds)
+    await http.aclose()
+
+
+async def _pending_for(engine: Engine, asset: str) -> object:
+    return next((a for a in await pending(engine) if a.asset == asset), None)
+
+
 async def test_unknown_pattern_only_notifies(
     mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
 ) -> None:
