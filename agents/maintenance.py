@@ -197,7 +197,8 @@ def build_maintenance_graph(
                  "args": {"skill": fm.skill, "asset": alert.asset, "site": alert.site,
                           "hours": fm.hours, "reason": f"suspected {fm.title}"}},
                 {"tool": "create_work_order", "summary": f"open a {priority}-priority work "
-                 f"order: {fm.action}", "args": {"priority": priority}},
+                 f"order: {fm.action}", "args": {"asset": alert.asset, "site": alert.site,
+                                                 "priority": priority}},
             ]
         else:
             kind = "inspect"
@@ -289,11 +290,12 @@ def build_maintenance_graph(
             return {"result": base | {"status": "rejected",
                                       "approval_id": (approval or {}).get("approval_id")}}
         aid = approval["approval_id"]
+        approved = {a["tool"]: dict(a["args"]) for a in p["actions"]}
         booking, note, fallback = None, None, None
         try:
-            booking = await ctx.call_tool("book_technician", {
-                "skill": p["skill"], "asset": alert.asset, "site": alert.site,
-                "hours": p["hours"], "reason": p["headline"]}, approval_id=aid)
+            # exactly the arguments the person approved; the tool layer checks them again
+            booking = await ctx.call_tool("book_technician", approved["book_technician"],
+                                          approval_id=aid)
         except (ToolUnavailable, ToolFailed) as exc:
             fallback = str(exc)
             note = await ctx.call_tool("notify_operator", {
@@ -310,9 +312,8 @@ def build_maintenance_graph(
             + f"\nAlert {alert.id}, model {alert.model_name}@{alert.model_version}, score "
               f"{alert.score:.1f} (threshold {alert.threshold:.1f})."
         )
-        wo = await ctx.call_tool("create_work_order", {
-            "asset": alert.asset, "site": alert.site, "title": p["headline"][:200],
-            "description": description, "priority": p["priority"],
+        wo = await ctx.call_tool("create_work_order", approved["create_work_order"] | {
+            "title": p["headline"][:200], "description": description,
             "evidence": {"alert_id": alert.id, "diagnosis": d["failure_mode"],
                          "confidence": d["confidence"], "similar_incidents": d["evidence_ids"],
                          "statements": d["evidence"], "approval_id": aid},

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ApprovalRequired
+from .policy import Policy, RiskTier
 from .sqlite import SqliteStore, select
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 Decision = Literal["approved", "rejected"]
+ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -64,7 +66,9 @@ CREATE TABLE IF NOT EXISTS approvals (
     comment TEXT,
     requested_at REAL NOT NULL,
     decided_at REAL,
-    resumed_at REAL
+    resumed_at REAL,
+    risk TEXT NOT NULL DEFAULT 'high',
+    escalated_at REAL
 );
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals(status);
 CREATE TABLE IF NOT EXISTS effects (
@@ -124,12 +128,20 @@ class ApprovalRecord(BaseModel):
     title: str
     request: dict[str, Any]
     tools: list[str] = Field(description="High-stakes tools this approval authorises.")
-    status: Literal["pending", "approved", "rejected"]
+    status: ApprovalStatus
     decided_by: str | None = None
     comment: str | None = None
     requested_at: float
     decided_at: float | None = None
     resumed_at: float | None = None
+    risk: RiskTier = "high"
+    escalated_at: float | None = None
+
+    @property
+    def actions(self) -> list[dict[str, Any]]:
+        """The proposed actions (tool and arguments) a decision covers."""
+        acts = self.request.get("actions") or []
+        return [a for a in acts if isinstance(a, dict)]
 
 
 class ControlStore(SqliteStore):
@@ -137,7 +149,8 @@ class ControlStore(SqliteStore):
 
     SCHEMA = _SCHEMA
     COLUMNS: ClassVar[Mapping[str, Mapping[str, str]]] = {
-        "audit": {"prev": "TEXT NOT NULL DEFAULT ''", "hash": "TEXT NOT NULL DEFAULT ''"}}
+        "audit": {"prev": "TEXT NOT NULL DEFAULT ''", "hash": "TEXT NOT NULL DEFAULT ''"},
+        "approvals": {"risk": "TEXT NOT NULL DEFAULT 'high'", "escalated_at": "REAL"}}
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
@@ -238,19 +251,21 @@ class ControlStore(SqliteStore):
         tools: list[str],
         asset: str = "",
         approval_id: str | None = None,
+        risk: RiskTier = "high",
     ) -> ApprovalRecord:
         """Record a pending approval (idempotent per ``approval_id``) and return it."""
         aid = approval_id or str(uuid.uuid4())
         cur = await self.db.execute(
             "INSERT OR IGNORE INTO approvals(id, thread_id, workflow, asset, title, request,"
-            " tools, requested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " tools, requested_at, risk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (aid, thread_id, workflow, asset, title, json.dumps(request, default=str),
-             json.dumps(tools), time.time()),
+             json.dumps(tools), time.time(), risk),
         )
         await self.db.commit()
         if cur.rowcount:
             await self.audit("approval.requested", actor=workflow, thread_id=thread_id,
-                             approval_id=aid, title=title, tools=tools)
+                             approval_id=aid, title=title, tools=tools, risk=risk,
+                             actions=request.get("actions"))
         rec = await self.approval(aid)
         assert rec is not None
         return rec
@@ -300,9 +315,46 @@ class ControlStore(SqliteStore):
                               (time.time(), approval_id))
         await self.db.commit()
 
-    async def check_grant(self, approval_id: str | None, *, tool: str, thread_id: str | None) -> \
-            ApprovalRecord:
-        """The approval that authorises ``tool`` in ``thread_id``, or :class:`ApprovalRequired`."""
+    async def sweep(self, policy: Policy, now: float | None = None) -> list[ApprovalRecord]:
+        """Escalate and expire pending approvals by the policy; returns what changed."""
+        now = time.time() if now is None else now
+        changed = []
+        for rec in await self.approvals(status="pending"):
+            rule = policy.rule(rec.risk)
+            age = now - rec.requested_at
+            if rule.expires_s is not None and age >= rule.expires_s:
+                cur = await self.db.execute(
+                    "UPDATE approvals SET status = 'expired', decided_by = 'policy',"
+                    " decided_at = ? WHERE id = ? AND status = 'pending'", (now, rec.id))
+                await self.db.commit()
+                if cur.rowcount:
+                    await self.audit("approval.expired", actor="policy", thread_id=rec.thread_id,
+                                     approval_id=rec.id, after_s=round(age),
+                                     risk=rec.risk)
+                    changed.append(rec)
+            elif (rule.escalate_after_s is not None and rec.escalated_at is None
+                  and age >= rule.escalate_after_s):
+                await self.db.execute("UPDATE approvals SET escalated_at = ? WHERE id = ?",
+                                      (now, rec.id))
+                await self.db.commit()
+                await self.audit("approval.escalated", actor="policy", thread_id=rec.thread_id,
+                                 approval_id=rec.id, to=rule.escalate_to, after_s=round(age),
+                                 risk=rec.risk)
+                changed.append(rec)
+        return changed
+
+    async def check_grant(
+        self, approval_id: str | None, *, tool: str, thread_id: str | None,
+        args: dict[str, Any] | None = None, tier: RiskTier = "high",
+        policy: Policy | None = None,
+    ) -> ApprovalRecord:
+        """The approval that authorises this exact call, or :class:`ApprovalRequired`.
+
+        It must exist, be approved, belong to the same workflow run, name the tool, and -
+        when ``args`` are given - propose an action of that tool whose arguments the call
+        repeats unchanged (so a plan edited after the decision does not get through). With
+        a ``policy``, the person who approved must (still) be allowed to approve ``tier``.
+        """
         if not approval_id:
             raise ApprovalRequired("high-stakes tool called without an approval", tool=tool)
         rec = await self.approval(approval_id)
@@ -315,6 +367,18 @@ class ControlStore(SqliteStore):
         if thread_id is not None and rec.thread_id != thread_id:
             raise ApprovalRequired(f"approval {approval_id} belongs to another workflow run",
                                    tool=tool)
+        if args is not None:
+            proposed = [a.get("args") or {} for a in rec.actions if a.get("tool") == tool]
+            if not any(all(args.get(k) == v for k, v in p.items()) for p in proposed):
+                raise ApprovalRequired(
+                    f"approval {approval_id} was given for {tool} with {proposed}, not for "
+                    f"this call", tool=tool)
+        if policy is not None:
+            ok, why = policy.may_approve(rec.decided_by or "", tier,
+                                         escalated=rec.escalated_at is not None)
+            if not ok:
+                raise ApprovalRequired(f"approval {approval_id} by {rec.decided_by}: {why}",
+                                       tool=tool)
         return rec
 
     # ------------------------------------------------------------------ effects
@@ -348,5 +412,5 @@ def _approval(row: Any) -> ApprovalRecord:
         title=row["title"], request=json.loads(row["request"]), tools=json.loads(row["tools"]),
         status=row["status"], decided_by=row["decided_by"], comment=row["comment"],
         requested_at=row["requested_at"], decided_at=row["decided_at"],
-        resumed_at=row["resumed_at"],
+        resumed_at=row["resumed_at"], risk=row["risk"], escalated_at=row["escalated_at"],
     )

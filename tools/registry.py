@@ -1,8 +1,9 @@
 """Typed tools: registration by decorator, and an executor that guards every call.
 
-A call goes through, in order: input validation -> permission (the caller's scopes)
--> approval (high-stakes tools need a recorded human approval that names the tool and
-the workflow run) -> idempotency (a recorded effect is returned, never repeated) ->
+A call goes through, in order: input validation -> permission (the caller's scopes,
+sites and assets) -> policy (the tool's risk tier runs automatically, needs a recorded
+human approval of this exact action in this workflow run by someone allowed to give it,
+or is forbidden) -> idempotency (a recorded effect is returned, never repeated) ->
 circuit breaker (open: refused at once) -> rate limit -> the tool, each attempt under a
 timeout, retried with tenacity on transient failures (:class:`ToolUnavailable`, which a
 timeout becomes) -> effect record -> audit. Permanent failures (:class:`ToolFailed`) are
@@ -39,6 +40,7 @@ from .errors import (
     ToolUnavailable,
 )
 from .failsafe import BreakerSettings, CircuitBreaker, RateLimit, RateLimitSettings
+from .policy import Policy, RiskTier
 
 __all__ = ["CallContext", "Principal", "RetrySettings", "Tool", "ToolExecutor", "ToolRegistry"]
 
@@ -46,12 +48,24 @@ log = structlog.get_logger("aiotflow.tools")
 
 
 class Principal(BaseModel):
-    """Who is calling: a workflow, an agent or a person, with RBAC scopes."""
+    """Who is calling: a workflow, an agent or a person, with RBAC scopes and, optionally,
+    the sites and assets it may act on (``None``: any)."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     scopes: frozenset[str] = frozenset()
+    sites: frozenset[str] | None = None
+    assets: frozenset[str] | None = None
+
+    def refuses(self, args: dict[str, Any]) -> str | None:
+        """Why a call with these arguments is outside this principal's sites/assets."""
+        site, asset = args.get("site"), args.get("asset")
+        if self.sites is not None and site is not None and site not in self.sites:
+            return f"may not act on site {site!r} (allowed: {sorted(self.sites)})"
+        if self.assets is not None and asset is not None and asset not in self.assets:
+            return f"may not act on asset {asset!r} (allowed: {sorted(self.assets)})"
+        return None
 
 
 class CallContext(BaseModel):
@@ -89,6 +103,7 @@ class Tool:
     scopes: frozenset[str] = frozenset()
     high_stakes: bool = False
     side_effect: bool = False
+    risk: RiskTier = "low"
     retry: RetrySettings = field(default_factory=RetrySettings)
     cost: float = 0.0
     timeout_s: float | None = 30.0
@@ -97,7 +112,7 @@ class Tool:
 
     @property
     def records_effect(self) -> bool:
-        return self.high_stakes or self.side_effect
+        return self.high_stakes or self.side_effect or self.risk in ("high", "critical")
 
 
 class ToolRegistry:
@@ -119,6 +134,7 @@ class ToolRegistry:
         scopes: Iterable[str] = (),
         high_stakes: bool = False,
         side_effect: bool = False,
+        risk: RiskTier | None = None,
         retry: RetrySettings | None = None,
         cost: float = 0.0,
         timeout_s: float | None = 30.0,
@@ -126,7 +142,12 @@ class ToolRegistry:
         rate_limit: RateLimitSettings | None = None,
         replace: bool = False,
     ) -> Callable[[Callable[[Any], Awaitable[Any]]], Tool]:
-        """Register an ``async def fn(args: InModel) -> OutModel``; its docstring is the help."""
+        """Register an ``async def fn(args: InModel) -> OutModel``; its docstring is the help.
+
+        ``risk`` is the tool's tier (low, medium, high, critical; the policy says what each
+        needs); ``high_stakes=True`` is short for ``risk="high"``.
+        """
+        tier: RiskTier = risk or ("high" if high_stakes else "low")
 
         def decorate(fn: Callable[[Any], Awaitable[Any]]) -> Tool:
             if not inspect.iscoroutinefunction(fn):
@@ -146,8 +167,9 @@ class ToolRegistry:
                 output_model=out_model,
                 fn=fn,
                 scopes=frozenset(scopes),
-                high_stakes=high_stakes,
+                high_stakes=tier in ("high", "critical"),
                 side_effect=side_effect,
+                risk=tier,
                 retry=retry or RetrySettings(),
                 cost=cost,
                 timeout_s=timeout_s,
@@ -185,14 +207,20 @@ class ToolExecutor:
     """Runs registered tools for callers, enforcing permissions, approvals and idempotency."""
 
     def __init__(self, registry: ToolRegistry, control: ControlStore, *,
+                 policy: Policy | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.control = control
+        self.policy = policy or Policy()
         self.clock = clock
         self.calls = 0
         self.cost = 0.0
         self._breakers: dict[str, CircuitBreaker] = {}
         self._limits: dict[str, RateLimit] = {}
+
+    def tier(self, name: str) -> RiskTier:
+        """The risk tier of tool ``name``: the policy's override, else the tool's own."""
+        return self.policy.tools.get(name) or self.registry.get(name).risk
 
     def breaker(self, name: str) -> CircuitBreaker | None:
         """The circuit breaker of tool ``name`` (``None`` if it has none)."""
@@ -226,12 +254,25 @@ class ToolExecutor:
                                      tool=name, missing=sorted(missing))
             raise PermissionDenied(f"{actor} lacks scopes {sorted(missing)}", tool=name,
                                    missing=frozenset(missing))
-        if tool.high_stakes:
+        denied = ctx.principal.refuses(payload)
+        if denied:
+            await self.control.audit("tool.denied", actor=actor, thread_id=ctx.thread_id,
+                                     tool=name, reason=denied)
+            raise PermissionDenied(f"{actor}: {denied}", tool=name)
+        tier = self.tier(name)
+        rule = self.policy.rule(tier)
+        if rule.mode == "forbidden":
+            await self.control.audit("tool.forbidden", actor=actor, thread_id=ctx.thread_id,
+                                     tool=name, tier=tier)
+            raise PermissionDenied(f"{tier}-risk tool {name} is forbidden by policy", tool=name)
+        if rule.mode == "approval":
             try:
-                await self.control.check_grant(ctx.approval_id, tool=name, thread_id=ctx.thread_id)
+                await self.control.check_grant(ctx.approval_id, tool=name,
+                                               thread_id=ctx.thread_id, args=payload,
+                                               tier=tier, policy=self.policy)
             except ApprovalRequired as exc:
                 await self.control.audit("tool.blocked", actor=actor, thread_id=ctx.thread_id,
-                                         tool=name, reason=str(exc))
+                                         tool=name, tier=tier, reason=str(exc))
                 raise
         key = ctx.idempotency_key or _idempotency_key(name, ctx.thread_id, parsed)
         if tool.records_effect:

@@ -17,6 +17,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field
 
+from tools.policy import TIERS
+
 from .context import WorkflowContext
 
 __all__ = ["ApprovalOutcome", "ApprovalRequest", "ProposedAction", "approval_id_for",
@@ -55,7 +57,7 @@ class ApprovalOutcome(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     approval_id: str
-    status: Literal["approved", "rejected"]
+    status: Literal["approved", "rejected", "expired"]
     by: str
     comment: str | None = None
 
@@ -92,10 +94,11 @@ def approval_node(
         if req is None:
             return {"approval": None}
         aid = approval_id_for(ctx.thread_id, name)
+        tiers = [ctx.executor.tier(t) for t in req.tools if t in ctx.executor.registry]
         await ctx.control.request_approval(
             approval_id=aid, thread_id=ctx.thread_id, workflow=ctx.workflow,
             asset=ctx.alert.asset, title=req.title, request=req.model_dump(mode="json"),
-            tools=req.tools,
+            tools=req.tools, risk=max(tiers, key=TIERS.index) if tiers else "high",
         )
         decision = interrupt({"approval_id": aid, "title": req.title})
         outcome = ApprovalOutcome.model_validate(decision)

@@ -150,7 +150,8 @@ class Engine:
                 retry=RetrySettings(attempts=s.tool_attempts),
                 breaker=BreakerSettings(failures=s.breaker_failures, reset_s=s.breaker_reset_s),
                 timeout_s=s.tool_timeout_s)
-            self.executor = ToolExecutor(registry.update(self.app.tools), self.control)
+            self.executor = ToolExecutor(registry.update(self.app.tools), self.control,
+                                         policy=s.policy)
             self.runs = RunLedger(self.control.db)
             await self.runs.setup()
             for name, factory in self.app.services.items():
@@ -321,7 +322,9 @@ class Engine:
             await asyncio.sleep(self.settings.approval_poll_s)
 
     async def resume_decided(self) -> list[RunOutcome]:
-        """Resume every run whose approval was decided and not yet resumed."""
+        """Escalate and expire approvals by the policy, then resume every run whose
+        approval was decided (or expired) and not yet resumed."""
+        await self.control.sweep(self.settings.policy)
         out = []
         for rec in await self.control.decided_not_resumed():
             outcome = await self.resume(rec)

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from edge.config import FileSettings, MqttSettings
+from tools.policy import Policy
 from vectorstore.store import HistorySettings
 
 __all__ = ["EngineSettings"]
@@ -34,6 +35,9 @@ class EngineSettings(FileSettings):
     scheduling_url: str | None = Field(
         None, description="Customer scheduling REST service; the built-in roster when unset."
     )
+    policy: Policy = Field(
+        default_factory=Policy,
+        description="Tool risk tiers, who may approve what, operators ([engine.policy]).")
     approval_poll_s: float = Field(0.5, gt=0, description="How often decisions are picked up.")
     max_concurrent_runs: int = Field(8, ge=1)
     tool_attempts: int = Field(3, ge=1, description="Attempts per tool call (tenacity).")

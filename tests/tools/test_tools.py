@@ -58,9 +58,12 @@ ORDER = {"asset": "gen-002", "site": "plant-1", "title": "Replace coolant pump",
 
 
 async def approve(control: ControlStore, tools: list[str], thread: str = "t-1",
-                  decision: str = "approved") -> str:
+                  decision: str = "approved", args: dict[str, dict[str, object]] | None = None
+                  ) -> str:
+    """An approval of ``tools``; ``args`` binds the approved arguments of each."""
+    actions = [{"tool": t, "summary": t, "args": (args or {}).get(t, {})} for t in tools]
     rec = await control.request_approval(thread_id=thread, workflow="wf", title="x",
-                                         request={}, tools=tools)
+                                         request={"actions": actions}, tools=tools)
     await control.decide(rec.id, decision, by="alice")  # type: ignore[arg-type]
     return rec.id
 
@@ -97,11 +100,20 @@ async def test_high_stakes_tools_need_a_matching_approval(
     with pytest.raises(ApprovalRequired, match="does not exist"):
         await ex.call("create_work_order", ORDER, ctx(approval_id="forged"))
     assert await ops.work_orders() == []
-    ok = await approve(control, ["create_work_order"])
-    wo = await ex.call("create_work_order", ORDER, ctx(approval_id=ok))
+    # approved for one exact action: a call that differs (an edited plan) is refused
+    bound = await approve(control, ["create_work_order"],
+                          args={"create_work_order": {"asset": "gen-002", "priority": "high"}})
+    with pytest.raises(ApprovalRequired, match="not for this call"):
+        await ex.call("create_work_order", ORDER | {"asset": "gen-001"},
+                      ctx(approval_id=bound))
+    with pytest.raises(ApprovalRequired, match="not for this call"):
+        await ex.call("create_work_order", ORDER | {"priority": "critical"},
+                      ctx(approval_id=bound))
+    assert await ops.work_orders() == []
+    wo = await ex.call("create_work_order", ORDER, ctx(approval_id=bound))
     assert wo.id == "WO-000001" and wo.asset == "gen-002"
     kinds = [r.kind for r in await control.audit_records()]
-    assert kinds.count("tool.blocked") == 6 and kinds.count("tool.ok") == 1
+    assert kinds.count("tool.blocked") == 8 and kinds.count("tool.ok") == 1
 
 
 async def test_effects_are_never_repeated(tmp_path: Path, stack: AsyncExitStack) -> None:
