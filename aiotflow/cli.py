@@ -333,28 +333,53 @@ async def _cmd_approvals(a: argparse.Namespace) -> int:
 
 async def _cmd_approve(a: argparse.Namespace) -> int:
     from tools.control import ControlStore, Decision
-    from workflows.console import review_pending
+    from workflows.console import IdentityError, check_identity, review_pending
     from workflows.settings import EngineSettings
 
     s = EngineSettings.load(a.config, table="engine", **_state(a))
     async with ControlStore(s.control_db) as control:
-        if a.decision:
-            if not a.approval_id:
-                print("error: --decision needs an approval id", file=sys.stderr)
-                return 2
-            decision: Decision = "approved" if a.decision == "approve" else "rejected"
-            rec = await control.approval(a.approval_id)
-            if rec is None:
-                print(f"error: no approval {a.approval_id}", file=sys.stderr)
-                return 2
-            after = await control.decide(a.approval_id, decision, by=a.user, comment=a.comment)
-            if after.decided_by != a.user or after.status != decision:
-                print(f"already {after.status} by {after.decided_by}", file=sys.stderr)
-                return 1
-            print(f"{decision}: {after.title}")
-            return 0
-        counts = await review_pending(control, user=a.user, approval_id=a.approval_id)
+        try:
+            if a.decision:
+                if not a.approval_id:
+                    print("error: --decision needs an approval id", file=sys.stderr)
+                    return 2
+                await check_identity(control, s.policy, a.user, getpass.getpass)
+                decision: Decision = "approved" if a.decision == "approve" else "rejected"
+                rec = await control.approval(a.approval_id)
+                if rec is None:
+                    print(f"error: no approval {a.approval_id}", file=sys.stderr)
+                    return 2
+                ok, why = s.policy.may_approve(a.user, rec.risk,
+                                               escalated=rec.escalated_at is not None)
+                if not ok:
+                    await control.audit("approval.refused", actor=a.user,
+                                        thread_id=rec.thread_id, approval_id=rec.id, reason=why)
+                    print(f"error: not yours to decide: {why}", file=sys.stderr)
+                    return 1
+                after = await control.decide(a.approval_id, decision, by=a.user,
+                                             comment=a.comment)
+                if after.decided_by != a.user or after.status != decision:
+                    print(f"already {after.status} by {after.decided_by}", file=sys.stderr)
+                    return 1
+                print(f"{decision}: {after.title}")
+                return 0
+            counts = await review_pending(control, user=a.user, approval_id=a.approval_id,
+                                          policy=s.policy)
+        except IdentityError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     print(json.dumps(counts), file=sys.stderr)
+    return 0
+
+
+async def _cmd_operator(a: argparse.Namespace) -> int:
+    from tools.policy import hash_pin
+
+    pin = getpass.getpass("PIN or token: ")
+    if len(pin) < 4 or pin != getpass.getpass("again: "):
+        print("error: PINs differ or shorter than 4 characters", file=sys.stderr)
+        return 2
+    print(hash_pin(pin))
     return 0
 
 
@@ -477,6 +502,9 @@ def _parser() -> argparse.ArgumentParser:
     wc.add_argument("--system", help="subsystem (default: the failure mode's)")
     wc.add_argument("--user", default=getpass.getuser())
 
+    op = sub.add_parser("operator", help="operator tools: hash-pin for [engine.policy]")
+    op.add_argument("action", choices=["hash-pin"])
+
     au = sub.add_parser("audit", help="verify the audit chain, or show one alert's story")
     aus = au.add_subparsers(dest="action", required=True)
     auv = aus.add_parser("verify", help="recompute every hash; exit 1 if the chain is broken")
@@ -495,7 +523,7 @@ _COMMANDS = {
     "demo": _cmd_demo, "edge": _cmd_edge, "simulate": _cmd_simulate, "train": _cmd_train,
     "seed": _cmd_seed, "eval": _cmd_eval, "run": _cmd_run, "approvals": _cmd_approvals,
     "approve": _cmd_approve, "history": _cmd_history, "workorder": _cmd_workorder,
-    "audit": _cmd_audit,
+    "audit": _cmd_audit, "operator": _cmd_operator,
 }
 
 

@@ -14,8 +14,40 @@ from collections.abc import Callable
 from typing import Any
 
 from tools.control import ApprovalRecord, ControlStore, Decision
+from tools.policy import Policy, verify_pin
 
-__all__ = ["ask_decision", "format_pending", "render_request", "review_pending"]
+__all__ = [
+    "IdentityError",
+    "ask_decision",
+    "check_identity",
+    "format_pending",
+    "render_request",
+    "review_pending",
+]
+
+
+class IdentityError(Exception):
+    """The person at the console is not who may decide (unknown, wrong PIN)."""
+
+
+async def check_identity(control: ControlStore, policy: Policy, user: str,
+                         pin_fn: Callable[[str], str]) -> None:
+    """With operators configured: ``user`` must be one, and give their PIN if they have
+    one. Every refusal is audited."""
+    if not policy.operators:
+        return
+    op = policy.operator(user)
+    if op is None:
+        await control.audit("console.refused", actor=user, reason="not a configured operator")
+        raise IdentityError(f"{user!r} is not a configured operator (see [engine.policy])")
+    if op.pin_hash:
+        try:
+            pin = pin_fn(f"PIN for {user}: ")
+        except (EOFError, KeyboardInterrupt):
+            pin = ""
+        if not verify_pin(pin, op.pin_hash):
+            await control.audit("console.refused", actor=user, reason="wrong PIN")
+            raise IdentityError(f"wrong PIN for {user}")
 
 _CHOICES: dict[str, Decision | None] = {
     "a": "approved", "approve": "approved", "y": "approved", "yes": "approved",
@@ -34,9 +66,11 @@ def format_pending(records: list[ApprovalRecord]) -> str:
     """A table of pending approvals."""
     if not records:
         return "No approvals waiting."
-    lines = [f"{'ID':36}  {'ASSET':10}  {'REQUESTED':19}  TITLE"]
+    lines = [f"{'ID':36}  {'ASSET':10}  {'RISK':8}  {'REQUESTED':19}  TITLE"]
     for r in records:
-        lines.append(f"{r.id:36}  {r.asset[:10]:10}  {_when(r.requested_at):19}  {r.title}")
+        risk = r.risk + ("!" if r.escalated_at else "")
+        lines.append(f"{r.id:36}  {r.asset[:10]:10}  {risk:8}  {_when(r.requested_at):19}  "
+                     f"{r.title}")
     return "\n".join(lines)
 
 
@@ -49,6 +83,8 @@ def render_request(rec: ApprovalRecord) -> str:
         f"APPROVAL {rec.id}",
         f"{rec.title}",
         f"workflow {rec.workflow} | thread {rec.thread_id} | requested {_when(rec.requested_at)}",
+        f"risk {rec.risk}" + (f" | escalated {_when(rec.escalated_at)}" if rec.escalated_at
+                              else ""),
         "-" * 88,
         textwrap.fill(str(req.get("summary", "")), 88),
     ]
@@ -93,11 +129,22 @@ async def review_pending(
     *,
     user: str,
     approval_id: str | None = None,
+    policy: Policy | None = None,
     input_fn: Callable[[str], str] = input,
+    pin_fn: Callable[[str], str] | None = None,
     output: Callable[[str], Any] = print,
 ) -> dict[str, int]:
-    """Ask about each pending approval (or just ``approval_id``); returns counts."""
-    counts = {"approved": 0, "rejected": 0, "skipped": 0, "left_pending": 0}
+    """Ask about each pending approval (or just ``approval_id``); returns counts.
+
+    With a ``policy`` that lists operators, ``user`` must be one (and give their PIN), and
+    only approvals whose risk tier their roles cover are offered; the others are listed as
+    not theirs to decide.
+    """
+    import getpass
+
+    policy = policy or Policy()
+    await check_identity(control, policy, user, pin_fn or getpass.getpass)
+    counts = {"approved": 0, "rejected": 0, "skipped": 0, "left_pending": 0, "not_allowed": 0}
     if approval_id is not None:
         rec = await control.approval(approval_id)
         if rec is None:
@@ -110,6 +157,13 @@ async def review_pending(
         if not pending:
             output("No approvals waiting.")
     for i, rec in enumerate(pending):
+        ok, why = policy.may_approve(user, rec.risk, escalated=rec.escalated_at is not None)
+        if not ok:
+            counts["not_allowed"] += 1
+            output(f"Not yours to decide: {rec.title} ({why}).")
+            await control.audit("approval.refused", actor=user, thread_id=rec.thread_id,
+                                approval_id=rec.id, reason=why)
+            continue
         try:
             answer = await asyncio.to_thread(ask_decision, rec, input_fn=input_fn, output=output)
         except (EOFError, KeyboardInterrupt):
