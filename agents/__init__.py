@@ -4,6 +4,7 @@ from .knowledge import FAILURE_MODES, FailureMode, failure_mode
 from .learning import close_and_learn
 from .llm import LLMClient, LLMSettings, LLMText
 from .maintenance import (
+    Guardrails,
     MaintenanceSettings,
     MaintenanceState,
     build_maintenance_graph,
@@ -13,6 +14,7 @@ from .maintenance import (
 __all__ = [
     "FAILURE_MODES",
     "FailureMode",
+    "Guardrails",
     "LLMClient",
     "LLMSettings",
     "LLMText",

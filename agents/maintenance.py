@@ -11,12 +11,14 @@ Every decision is deterministic and made from evidence; the LLM only writes pros
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any, TypedDict
+from zoneinfo import ZoneInfo
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tools.errors import ToolFailed, ToolUnavailable
 from workflows.app import App
@@ -28,6 +30,7 @@ from .knowledge import failure_mode
 from .llm import LLMClient
 
 __all__ = [
+    "Guardrails",
     "MaintenanceSettings",
     "MaintenanceState",
     "build_maintenance_graph",
@@ -37,10 +40,56 @@ __all__ = [
 _PRIORITY = {"warning": "medium", "major": "high", "critical": "critical"}
 
 
+class Guardrails(BaseModel):
+    """Declared rules on what the agent may propose, checked before approval is asked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timezone: str = Field("UTC", description="The sites' local time zone (IANA name).")
+    business_hours: tuple[int, int] = Field((7, 18), description="[start, end) local hour.")
+    business_days: tuple[int, ...] = Field((0, 1, 2, 3, 4), min_length=1,
+                                           description="Monday = 0.")
+    after_hours_severity: str = Field(
+        "critical", description="Alerts of this severity may book outside business hours; "
+                                "others are booked from the next opening.")
+    max_work_orders_per_asset_per_day: int = Field(
+        2, ge=1, description="More in 24 h: notify an operator instead of opening another.")
+    technician_rate_per_h: float = Field(120.0, ge=0)
+    callout_fee: float = Field(150.0, ge=0)
+    max_cost_per_action: float = Field(
+        2000.0, ge=0, description="Estimated cost (callout + hours x rate) above this: "
+                                  "an operator decides instead.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> Guardrails:
+        start, end = self.business_hours
+        if not 0 <= start <= end <= 24 or not set(self.business_days) <= set(range(7)):
+            raise ValueError("business_hours must be 0 <= start <= end <= 24 and "
+                             "business_days within 0..6")
+        ZoneInfo(self.timezone)  # an unknown zone fails here, at configuration time
+        return self
+
+    def next_opening(self, now: float) -> float | None:
+        """``None`` inside business hours, else the epoch second they next open."""
+        tz = ZoneInfo(self.timezone)
+        t = dt.datetime.fromtimestamp(now, tz)
+        start, end = self.business_hours
+        if t.weekday() in self.business_days and start <= t.hour < end:
+            return None
+        day = t.replace(hour=start, minute=0, second=0, microsecond=0)
+        if t.hour >= start:
+            day += dt.timedelta(days=1)
+        while day.weekday() not in self.business_days:
+            day += dt.timedelta(days=1)
+        return day.timestamp()
+
+
 class MaintenanceSettings(BaseModel):
     """How cautious the maintenance agent is."""
 
     model_config = ConfigDict(frozen=True)
+
+    guardrails: Guardrails = Field(default_factory=Guardrails)
 
     min_confidence: float = Field(
         0.5, ge=0, le=1, description="Below this the agent asks an operator to inspect "
@@ -235,26 +284,56 @@ def build_maintenance_graph(
     async def guardrails(state: MaintenanceState,
                          runtime: Runtime[WorkflowContext]) -> MaintenanceState:
         ctx = runtime.context
+        alert = ctx.alert
+        rules = cfg.guardrails
         d, p = state["diagnosis"], dict(state["plan"])
-        checks = []
+        checks: list[dict[str, Any]] = []
+
+        def check(rule: str, passed: bool, detail: str) -> bool:
+            checks.append({"rule": rule, "passed": passed, "detail": detail})
+            return passed
+
         if p["kind"] == "dispatch":
-            ok_conf = d["confidence"] >= cfg.min_confidence
-            ok_evidence = d["similar_top"] >= cfg.min_evidence
-            checks.append({"rule": "min_confidence", "passed": ok_conf,
-                           "detail": f"{d['confidence']:.2f} >= {cfg.min_confidence}"})
-            checks.append({"rule": "min_evidence", "passed": ok_evidence, "detail":
-                           f"{d['similar_top']} >= {cfg.min_evidence} matching incidents"})
-            ok_call = d.get("call") == "probable"
-            checks.append({"rule": "history_probable", "passed": ok_call, "detail":
-                           "the incident history calls the diagnosis "
-                           f"{d.get('call', 'uncertain')}"})
-            if not (ok_conf and ok_evidence and ok_call):
-                p.update(kind="inspect", headline=f"{ctx.alert.asset}: uncertain diagnosis "
-                         f"({d['title']}?), operator inspection requested",
+            ok = check("min_confidence", d["confidence"] >= cfg.min_confidence,
+                       f"{d['confidence']:.2f} >= {cfg.min_confidence}")
+            ok &= check("min_evidence", d["similar_top"] >= cfg.min_evidence,
+                        f"{d['similar_top']} >= {cfg.min_evidence} matching incidents")
+            ok &= check("history_probable", d.get("call") == "probable",
+                        f"the incident history calls the diagnosis {d.get('call', 'uncertain')}")
+            recent = await ctx.call_tool("recent_work_orders", {"asset": alert.asset,
+                                                                "hours": 24})
+            n = len(recent.work_orders)
+            limit = rules.max_work_orders_per_asset_per_day
+            ok &= check("work_orders_per_asset_per_day", n < limit,
+                        f"{n} work order(s) for {alert.asset} in the last 24 h (limit {limit})")
+            cost = rules.callout_fee + p["hours"] * rules.technician_rate_per_h
+            ok &= check("cost_per_action", cost <= rules.max_cost_per_action,
+                        f"estimated {cost:,.0f} (callout {rules.callout_fee:,.0f} + "
+                        f"{p['hours']:g} h x {rules.technician_rate_per_h:,.0f}) <= "
+                        f"{rules.max_cost_per_action:,.0f}")
+            opening = rules.next_opening(time.time())
+            actions = [dict(a) for a in p["actions"]]
+            if opening is None:
+                check("business_hours", True, "within business hours")
+            elif alert.severity == rules.after_hours_severity:
+                check("business_hours", True, f"outside business hours, allowed: "
+                                              f"{alert.severity} alert")
+            else:
+                when = dt.datetime.fromtimestamp(opening, ZoneInfo(rules.timezone))
+                check("business_hours", True, "outside business hours: the booking starts at "
+                      f"the next opening, {when:%a %Y-%m-%d %H:%M} {rules.timezone}")
+                for a in actions:
+                    if a["tool"] == "book_technician":
+                        a["args"] = dict(a["args"]) | {"not_before": opening}
+                p["actions"] = actions
+            if not ok:
+                failed = "; ".join(c["detail"] for c in checks if not c["passed"])
+                p.update(kind="inspect", headline=f"{alert.asset}: dispatch not proposed "
+                         f"({d['title']}?): {failed}; operator inspection requested",
                          actions=[{"tool": "notify_operator", "summary": "ask the operator on "
                                    "duty to inspect the asset", "args": {"priority": "high"}}])
-        checks.append({"rule": "human_approval_for_dispatch", "passed": True,
-                       "detail": "booking and work orders are approved by a person"})
+        check("human_approval_for_dispatch", True,
+              "booking and work orders are approved by a person")
         await ctx.audit("guardrails", checks=checks, plan=p["kind"])
         return {"plan": p, "guardrails": checks}
 
@@ -262,10 +341,11 @@ def build_maintenance_graph(
         p, d = state["plan"], state["diagnosis"]
         if p["kind"] != "dispatch":
             return None
+        verdicts = [f"guardrail {c['rule']}: {c['detail']}" for c in state.get("guardrails", [])]
         return ApprovalRequest(
             title=f"Dispatch to {state['alert']['asset']}: {d['title']}",
             summary=p["narrative"],
-            evidence=d["evidence"],
+            evidence=[*d["evidence"], *verdicts],
             actions=[ProposedAction(**a) for a in p["actions"]],
             details={"diagnosis": d, "alert_id": state["alert"]["id"]},
         )

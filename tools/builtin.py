@@ -29,11 +29,14 @@ __all__ = [
     "MaintenanceHistoryOut",
     "NotifyIn",
     "OnCallOut",
+    "RecentWorkOrdersIn",
+    "RecentWorkOrdersOut",
     "register_builtin_tools",
 ]
 
 BUILTIN_SCOPES = frozenset({
-    "maintenance:read", "schedule:read", "schedule:write", "workorders:write", "notify:send",
+    "maintenance:read", "schedule:read", "schedule:write", "workorders:read",
+    "workorders:write", "notify:send",
 })
 
 Priority = Literal["low", "medium", "high", "critical"]
@@ -84,6 +87,15 @@ class CreateWorkOrderIn(_In):
     technician_id: str | None = None
     booking_id: str | None = None
     idempotency_key: str | None = None
+
+
+class RecentWorkOrdersIn(_In):
+    asset: str
+    hours: float = Field(24.0, gt=0, description="How far back to look.")
+
+
+class RecentWorkOrdersOut(BaseModel):
+    work_orders: list[WorkOrder]
 
 
 class NotifyIn(_In):
@@ -152,6 +164,13 @@ def register_builtin_tools(
             asset=args.asset, site=args.site, title=args.title, description=args.description,
             priority=args.priority, evidence=args.evidence, technician_id=args.technician_id,
             booking_id=args.booking_id, key=args.idempotency_key)
+
+    @registry.tool(scopes={"workorders:read"})
+    async def recent_work_orders(args: RecentWorkOrdersIn) -> RecentWorkOrdersOut:
+        """Work orders of an asset opened in the last ``hours`` (for guardrails)."""
+        since = time.time() - args.hours * 3600
+        return RecentWorkOrdersOut(work_orders=[w for w in await ops.work_orders(asset=args.asset)
+                                                if w.created >= since])
 
     @registry.tool(scopes={"notify:send"}, side_effect=True)
     async def notify_operator(args: NotifyIn) -> Notification:

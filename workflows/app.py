@@ -24,6 +24,7 @@ from typing import Any
 from langgraph.graph import StateGraph
 
 from edge.schema import Alert
+from tools.builtin import BUILTIN_SCOPES
 from tools.registry import ToolRegistry
 
 from .errors import AppLoadError, WorkflowDefinitionError
@@ -34,9 +35,7 @@ __all__ = ["App", "ServiceFactory", "WorkflowSpec", "load_app"]
 ServiceFactory = Callable[[Any], AbstractAsyncContextManager[Any] | AsyncIterator[Any] | Any]
 
 #: Scopes a workflow's tool calls carry unless its registration says otherwise.
-DEFAULT_SCOPES = frozenset({
-    "maintenance:read", "schedule:read", "schedule:write", "workorders:write", "notify:send",
-})
+DEFAULT_SCOPES = BUILTIN_SCOPES
 
 
 @dataclass(frozen=True)
