@@ -99,6 +99,14 @@ class MaintenanceSettings(BaseModel):
     history_days: float = Field(730.0, gt=0, description="Maintenance log look-back.")
 
 
+class WorkOrderSummary(BaseModel):
+    """The only thing the LLM may return: one short summary; anything else is refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    summary: str = Field(min_length=20, max_length=1200)
+
+
 class MaintenanceState(TypedDict, total=False):
     alert: dict[str, Any]
     similar: list[dict[str, Any]]
@@ -266,13 +274,17 @@ def build_maintenance_graph(
         llm = ctx.services.get("llm")
         text, source = fallback, "offline"
         if isinstance(llm, LLMClient):
-            out = await llm.write(
+            out = await llm.structured(
                 "You are a maintenance planner for diesel generators. Write a concise work-order"
                 " summary (at most 120 words) from the facts given. Do not invent facts.",
-                facts, fallback=fallback)
-            text, source = out.text, out.source
+                facts, WorkOrderSummary, fallback=WorkOrderSummary(summary=fallback),
+                site=alert.site, alert=alert.id)
+            text, source = out.value.summary, out.source
+            if out.source in ("offline", "refused") and out.reason != "no LLM configured":
+                text += f" (Deterministic summary: {out.reason}.)"
             await ctx.audit("llm.narrative", source=out.source, tokens=out.tokens,
-                            cost_usd=round(out.cost_usd, 6), reason=out.reason)
+                            cost_usd=round(out.cost_usd, 6), reason=out.reason,
+                            site=alert.site, alert_id=alert.id)
         p = {"kind": kind, "headline": headline, "actions": actions, "priority": priority,
              "narrative": text, "narrative_source": source,
              "skill": fm.skill if fm else "general", "hours": fm.hours if fm else 0.0,

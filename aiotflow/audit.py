@@ -8,7 +8,7 @@ from typing import Any
 
 from tools.control import AuditRecord
 
-__all__ = ["format_story"]
+__all__ = ["cost_report", "format_costs", "format_story"]
 
 #: the detail fields worth a line, per record kind (others: all of them, shortened)
 _KEYS: dict[str, tuple[str, ...]] = {
@@ -45,4 +45,37 @@ def format_story(alert_id: str, records: list[AuditRecord]) -> str:
                         lines.append(f"{'':30}- {_short(item, 120)}")
                 else:
                     lines.append(f"{'':30}{k}: {_short(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def cost_report(records: list[AuditRecord], by: str) -> list[dict[str, Any]]:
+    """LLM spend (tokens, USD, calls, calls answered without it) grouped ``by`` alert,
+    site or day (UTC), from the ``llm.*`` audit records."""
+    groups: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if not r.kind.startswith("llm."):
+            continue
+        d = r.detail
+        key = {"alert": str(d.get("alert_id") or r.thread_id or "-"),
+               "site": str(d.get("site") or "-"),
+               "day": dt.datetime.fromtimestamp(r.ts, dt.UTC).strftime("%Y-%m-%d")}[by]
+        g = groups.setdefault(key, {by: key, "calls": 0, "tokens": 0, "usd": 0.0,
+                                    "without_llm": 0})
+        g["calls"] += 1
+        g["tokens"] += int(d.get("tokens") or 0)
+        g["usd"] += float(d.get("cost_usd") or 0.0)
+        g["without_llm"] += d.get("source") in ("offline", "refused")
+    for g in groups.values():
+        g["usd"] = round(g["usd"], 6)
+    return sorted(groups.values(), key=lambda g: str(g[by]))
+
+
+def format_costs(rows: list[dict[str, Any]], by: str) -> str:
+    lines = [f"{by:38} {'calls':>6} {'tokens':>8} {'USD':>10} {'without LLM':>12}"]
+    for g in rows:
+        lines.append(f"{str(g[by])[:38]:38} {g['calls']:>6} {g['tokens']:>8} "
+                     f"{g['usd']:>10.4f} {g['without_llm']:>12}")
+    total = sum(g["usd"] for g in rows)
+    lines.append(f"{'total':38} {sum(g['calls'] for g in rows):>6} "
+                 f"{sum(g['tokens'] for g in rows):>8} {total:>10.4f}")
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@
     aiotflow history     import / export / query / correct the incident history
     aiotflow workorder   list work orders, close one with its finding (learning loop)
     aiotflow audit       verify the hash-chained audit trail; show one alert's story
+    aiotflow costs       LLM spend per alert, site or day
     aiotflow run APP     run an app's workflows for alerts (module:attribute)
     aiotflow approvals   list approvals waiting for a person
     aiotflow approve     review and decide pending approvals
@@ -372,6 +373,20 @@ async def _cmd_approve(a: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_costs(a: argparse.Namespace) -> int:
+    from tools.control import ControlStore
+    from workflows.settings import EngineSettings
+
+    from .audit import cost_report, format_costs
+
+    s = EngineSettings.load(a.config, table="engine", **_state(a))
+    async with ControlStore(s.control_db) as control:
+        rows = cost_report(await control.audit_records(kind="llm.narrative"), a.by)
+    print(json.dumps(rows, indent=2) if a.json else format_costs(rows, a.by), end="\n"
+          if a.json else "")
+    return 0
+
+
 async def _cmd_operator(a: argparse.Namespace) -> int:
     from tools.policy import hash_pin
 
@@ -502,6 +517,10 @@ def _parser() -> argparse.ArgumentParser:
     wc.add_argument("--system", help="subsystem (default: the failure mode's)")
     wc.add_argument("--user", default=getpass.getuser())
 
+    co = sub.add_parser("costs", help="LLM spend per alert, site or day")
+    co.add_argument("--by", choices=["alert", "site", "day"], default="site")
+    co.add_argument("--json", action="store_true")
+
     op = sub.add_parser("operator", help="operator tools: hash-pin for [engine.policy]")
     op.add_argument("action", choices=["hash-pin"])
 
@@ -513,7 +532,7 @@ def _parser() -> argparse.ArgumentParser:
     ash.add_argument("alert_id")
     ash.add_argument("--json", action="store_true")
 
-    for cmd in (sd, r, ap, av, hii, hex_, hq, hc, wl, wc, auv, ash):
+    for cmd in (sd, r, ap, av, hii, hex_, hq, hc, wl, wc, auv, ash, co):
         cmd.add_argument("--config", help="TOML file; its [engine] table is used")
         cmd.add_argument("--state-dir", help="state directory (default .aiotflow)")
     return p
@@ -523,7 +542,7 @@ _COMMANDS = {
     "demo": _cmd_demo, "edge": _cmd_edge, "simulate": _cmd_simulate, "train": _cmd_train,
     "seed": _cmd_seed, "eval": _cmd_eval, "run": _cmd_run, "approvals": _cmd_approvals,
     "approve": _cmd_approve, "history": _cmd_history, "workorder": _cmd_workorder,
-    "audit": _cmd_audit, "operator": _cmd_operator,
+    "audit": _cmd_audit, "operator": _cmd_operator, "costs": _cmd_costs,
 }
 
 

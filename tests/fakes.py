@@ -79,7 +79,8 @@ class ChatCompletionsService:
 
     def __init__(self, answer: str = "Coolant pump likely failing; dispatch cooling tech.") -> None:
         self.answer = answer
-        self.status = 200
+        self.status = 200  # 429, 500, ... to simulate failures
+        self.delay_s = 0.0  # to simulate a slow endpoint (timeouts)
         self.requests: list[dict[str, Any]] = []
         service = self
 
@@ -91,6 +92,8 @@ class ChatCompletionsService:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 service.requests.append({"path": self.path, "body": body,
                                          "auth": self.headers.get("Authorization")})
+                if service.delay_s:
+                    time.sleep(service.delay_s)
                 if service.status != 200 or self.path != "/v1/chat/completions":
                     code = service.status if service.status != 200 else 404
                     data = json.dumps({"error": {"message": "unavailable"}}).encode()
