@@ -106,6 +106,7 @@ class Engine:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._claim_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
+        self._site_slots: dict[str, asyncio.Semaphore] = {}
         self.control: ControlStore
         self.ops: OpsDatabase
         self.history: HistoryStore
@@ -281,7 +282,9 @@ class Engine:
         graph = self._graphs[spec.name]
         config = {"configurable": {"thread_id": tid}}
         lock = self._thread_locks.setdefault(tid, asyncio.Lock())
-        async with self._slots, lock:
+        site = self._site_slots.setdefault(
+            alert.site, asyncio.Semaphore(self.settings.max_runs_per_site))
+        async with site, self._slots, lock:
             started = time.perf_counter()
             try:
                 await graph.ainvoke(inp, config, context=self._context(spec, alert, tid))

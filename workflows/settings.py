@@ -40,6 +40,8 @@ class EngineSettings(FileSettings):
         description="Tool risk tiers, who may approve what, operators ([engine.policy]).")
     approval_poll_s: float = Field(0.5, gt=0, description="How often decisions are picked up.")
     max_concurrent_runs: int = Field(8, ge=1)
+    max_runs_per_site: int = Field(
+        4, ge=1, description="Workflow steps running at once for one site (others queue).")
     tool_attempts: int = Field(3, ge=1, description="Attempts per tool call (tenacity).")
     tool_timeout_s: float = Field(10.0, gt=0, description="Per attempt, remote tools.")
     breaker_failures: int = Field(
