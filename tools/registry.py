@@ -39,6 +39,7 @@ from .errors import (
     ToolNotFound,
     ToolUnavailable,
 )
+from .failpoints import failpoint
 from .failsafe import BreakerSettings, CircuitBreaker, RateLimit, RateLimitSettings
 from .policy import Policy, RiskTier
 
@@ -305,6 +306,7 @@ class ToolExecutor:
             ):
                 with attempt:
                     attempts += 1
+                    failpoint(f"tool.before:{name}")
                     try:
                         try:
                             result = await asyncio.wait_for(tool.fn(_with_key(parsed, key)),
@@ -336,6 +338,7 @@ class ToolExecutor:
         self.cost += tool.cost
         out = tool.output_model.model_validate(result)
         output = out.model_dump(mode="json")
+        failpoint(f"tool.done:{name}")
         if tool.records_effect:
             await self.control.record_effect(key, tool=name, thread_id=ctx.thread_id,
                                              input=payload, output=output)
@@ -344,6 +347,7 @@ class ToolExecutor:
             output=output, attempts=attempts, approval_id=ctx.approval_id,
             ms=round((time.perf_counter() - started) * 1000, 2), cost=tool.cost)
         log.info("tool.ok", tool=name, thread_id=ctx.thread_id, attempts=attempts)
+        failpoint(f"tool.recorded:{name}")
         return out
 
 

@@ -33,6 +33,7 @@ from edge.mqtt import reconnecting
 from edge.schema import Alert
 from tools.builtin import register_builtin_tools
 from tools.control import ApprovalRecord, ControlStore
+from tools.failpoints import failpoint
 from tools.failsafe import BreakerSettings
 from tools.ops import OpsDatabase
 from tools.registry import Principal, RetrySettings, ToolExecutor, ToolRegistry
@@ -267,6 +268,7 @@ class Engine:
             threshold=alert.threshold, model=f"{alert.model_name}@{alert.model_version}",
             summary={k: v.model_dump() for k, v in alert.summary.items()})
         self._emit("run.started", thread_id=tid, workflow=spec.name, alert=alert)
+        failpoint("engine.claimed")
         return await self._invoke(spec, alert, tid, {"alert": alert_json})
 
     # ------------------------------------------------------------------ running
@@ -303,6 +305,7 @@ class Engine:
             aid = payload.get("approval_id") if isinstance(payload, dict) else None
             self.stats.waiting_approval += 1
             await self.runs.set_status(tid, "waiting_approval")
+            failpoint("engine.waiting")
             self._emit("run.waiting_approval", thread_id=tid, approval_id=aid,
                        title=payload.get("title") if isinstance(payload, dict) else None)
             return RunOutcome(tid, spec.name, "waiting_approval", values, approval_id=aid)

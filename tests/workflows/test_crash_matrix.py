@@ -1,0 +1,113 @@
+"""kill -9 of the engine at every step of the maintenance workflow, then restart:
+exactly one booking and one work order every time (no step runs twice)."""
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from edge.bundle import ModelBundle
+from tools.control import ControlStore
+from tools.ops import OpsDatabase
+from vectorstore.models import Incident
+from vectorstore.store import HistoryStore
+
+from ..conftest import Mosquitto
+from .helpers import make_alert, seed, wait_for
+
+POINTS = [
+    "engine.claimed",                    # alert claimed, nothing run yet
+    "engine.waiting",                    # paused for approval (decided while it is down)
+    "tool.before:book_technician",       # approved, about to book
+    "tool.done:book_technician",         # booked, effect not yet recorded
+    "tool.recorded:book_technician",     # between booking and work order
+    "tool.done:create_work_order",       # work order written, effect not yet recorded
+    "tool.recorded:create_work_order",   # all done but the run's last checkpoint
+]
+
+
+async def start_engine(state: Path, broker: str, failpoint: str | None
+                       ) -> asyncio.subprocess.Process:
+    env = dict(os.environ)
+    env.pop("AIOTFLOW_FAILPOINTS", None)
+    if failpoint:
+        env["AIOTFLOW_FAILPOINTS"] = failpoint
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiotflow", "run", "examples.generator_fleet:app",
+        "--state-dir", str(state), "--broker", broker, env=env,
+        stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    async with asyncio.timeout(60):
+        while b"engine.subscribed" not in (line := await proc.stderr.readline()):
+            assert line, "engine exited during start-up"
+    asyncio.get_running_loop().create_task(proc.stderr.read())  # keep the pipe drained
+    return proc
+
+
+async def approve_pending(state: Path) -> None:
+    async with ControlStore(state / "control.db") as control:
+        for rec in await control.approvals(status="pending"):
+            await control.decide(rec.id, "approved", by="ops-lead")
+
+
+async def counts(state: Path) -> tuple[int, int, int]:
+    async with OpsDatabase(state / "ops.db") as ops:
+        return (len(await ops.bookings()), len(await ops.work_orders()),
+                len(await ops.notifications()))
+
+
+@pytest.mark.parametrize("point", POINTS)
+async def test_kill_9_at_every_step_then_finish_exactly_once(
+    point: str, mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident],
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+
+    class Seeder:  # the helpers' seed() wants an engine-like object
+        pass
+
+    async with OpsDatabase(state / "ops.db") as ops, \
+            HistoryStore(path=state / "history") as history:
+        s = Seeder()
+        s.ops, s.history = ops, history  # type: ignore[attr-defined]
+        await seed(s, incidents)  # type: ignore[arg-type]
+    alert = make_alert(bundle)
+    proc = await start_engine(state, mosquitto.url, point)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+        await c.publish(f"aiotflow/alerts/{alert.site}/{alert.asset}",
+                        alert.model_dump_json(), qos=1)
+    async with asyncio.timeout(60):
+        while proc.returncode is None:
+            if point != "engine.waiting":
+                await approve_pending(state)
+            try:
+                await asyncio.wait_for(proc.wait(), 0.2)
+            except TimeoutError:
+                pass
+    assert proc.returncode == -signal.SIGKILL, f"not killed at {point}"
+    await approve_pending(state)  # a person decides while the engine is down
+
+    proc = await start_engine(state, mosquitto.url, None)
+    try:
+        async def done() -> bool:
+            await approve_pending(state)
+            return (await counts(state))[1] >= 1
+
+        await wait_for(done, 60)
+        await asyncio.sleep(1.0)  # anything that would run twice has had time to
+        async with ControlStore(state / "control.db") as control:
+            runs = await control.db.execute_fetchall("SELECT status FROM runs")
+            assert [r[0] for r in runs] == ["completed"]
+            assert len(await control.approvals(status=None)) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    bookings, work_orders, notifications = await counts(state)
+    assert (bookings, work_orders, notifications) == (1, 1, 0), point
+    async with OpsDatabase(state / "ops.db") as ops:
+        [booking], [wo] = await ops.bookings(), await ops.work_orders()
+        assert wo.booking_id == booking.id and wo.technician_id == booking.technician_id
