@@ -377,9 +377,10 @@ def build_maintenance_graph(
                 "subject": subject, "message": body, "priority": "high"})
             return {"result": base | {"status": "notified", "notification": note.id}}
         if not approval or approval["status"] != "approved":
-            await ctx.audit("maintenance.not_dispatched", reason="approval rejected",
+            status = (approval or {}).get("status", "rejected")  # rejected or expired
+            await ctx.audit("maintenance.not_dispatched", reason=f"approval {status}",
                             by=(approval or {}).get("by"), comment=(approval or {}).get("comment"))
-            return {"result": base | {"status": "rejected",
+            return {"result": base | {"status": status,
                                       "approval_id": (approval or {}).get("approval_id")}}
         aid = approval["approval_id"]
         approved = {a["tool"]: dict(a["args"]) for a in p["actions"]}
