@@ -178,3 +178,24 @@ def test_cost_report_groups_spend() -> None:
     assert [r["day"] for r in cost_report(records, "day")] == ["2023-11-14", "2023-11-15"]
     assert len(cost_report(records, "alert")) == 3
     assert "total" in format_costs(by_site, "site")
+
+
+async def test_over_budget_the_work_order_says_its_summary_is_deterministic(
+    mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident], tmp_path: Path
+) -> None:
+    with ChatCompletionsService(json.dumps({"summary": "never asked for"})) as svc:
+        app = App("llm-broke")
+        app.service("llm")(lambda _s: LLMClient(llm_settings(
+            svc.url, AIOTFLOW_LLM_BUDGET_USD=0.0)))
+        register_maintenance_agent(app)
+        async with Engine(app, settings_for(tmp_path / "s", mosquitto.url)) as engine:
+            await seed(engine, incidents)
+            [outcome] = await engine.submit(make_alert(bundle))
+            await engine.control.decide(outcome.approval_id or "", "approved", by="fay")
+            await wait_for(lambda: engine.stats.runs_completed == 1)
+            [wo] = await engine.ops.work_orders()
+            assert "(Deterministic summary: budget exhausted.)" in wo.description
+            assert "similar past events" in wo.description
+            [rec] = await engine.control.audit_records(kind="llm.narrative")
+            assert rec.detail["source"] == "offline" and rec.detail["reason"] == "budget exhausted"
+        assert svc.requests == []  # not a single paid call
