@@ -338,6 +338,15 @@ async def _cmd_approve(a: argparse.Namespace) -> int:
     from workflows.settings import EngineSettings
 
     s = EngineSettings.load(a.config, table="engine", **_state(a))
+    if a.user is None:
+        if s.policy.operators:
+            try:
+                a.user = (await asyncio.to_thread(input, "Who is approving? ")).strip()
+            except EOFError:
+                print("error: no operator name given", file=sys.stderr)
+                return 1
+        else:
+            a.user = getpass.getuser()
     async with ControlStore(s.control_db) as control:
         try:
             if a.decision:
@@ -476,7 +485,8 @@ def _parser() -> argparse.ArgumentParser:
 
     av = sub.add_parser("approve", help="review and decide pending approvals")
     av.add_argument("approval_id", nargs="?")
-    av.add_argument("--user", default=getpass.getuser())
+    av.add_argument("--user", help="who decides (asked when operators are configured; "
+                                   "default: the login name)")
     av.add_argument("--decision", choices=["approve", "reject"],
                     help="decide without prompting (needs an id)")
     av.add_argument("--comment")

@@ -202,3 +202,33 @@ roles = ["technician"]
         rec = await control.approval(aid)
         assert rec is not None and rec.status == "approved" and rec.decided_by == "ana"
     assert time.time() - rec.requested_at < 60
+
+
+async def test_interactive_console_asks_who_is_approving(tmp_path: Path) -> None:
+    from ..workflows.helpers import cli
+
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text(f"""
+[engine]
+state_dir = "{tmp_path}"
+[engine.policy.tiers.high]
+mode = "approval"
+approvers = ["supervisor"]
+[[engine.policy.operators]]
+name = "ana"
+roles = ["supervisor"]
+[[engine.policy.operators]]
+name = "bob"
+roles = ["technician"]
+""")
+    async with ControlStore(tmp_path / "control.db") as control:
+        aid = await ask(control, "open_valve")
+    code, out, err = await cli("approve", "--config", str(cfg), stdin=b"bob\n")
+    assert code == 0 and "Who is approving?" in out and "Not yours to decide" in out
+    code, out, err = await cli("approve", "--config", str(cfg), stdin=b"ana\na\nseen it\n")
+    assert code == 0 and "APPROVED" in out, out + err
+    async with ControlStore(tmp_path / "control.db") as control:
+        rec = await control.approval(aid)
+        assert rec is not None and rec.decided_by == "ana" and rec.comment == "seen it"
+    code, out, err = await cli("approve", "--config", str(cfg), stdin=b"")
+    assert code == 1 and "no operator name" in err
