@@ -42,6 +42,9 @@ def format_story(alert_id: str, records: list[AuditRecord]) -> str:
                 v = r.detail[k]
                 if k in ("evidence", "checks", "actions") and isinstance(v, list):
                     for item in v:
+                        if isinstance(item, dict) and {"rule", "passed", "detail"} <= set(item):
+                            mark = "ok  " if item["passed"] else "FAIL"
+                            item = f"{mark} {item['rule']}: {item['detail']}"
                         lines.append(f"{'':30}- {_short(item, 120)}")
                 else:
                     lines.append(f"{'':30}{k}: {_short(v)}")
