@@ -133,6 +133,25 @@ async def test_agents_are_limited_to_their_sites_and_assets(tmp_path: Path) -> N
         assert len(denied) == 2 and "plant-2" in denied[0].detail["reason"]
 
 
+def write_config(tmp_path: Path) -> Path:
+    """An engine config: high risk needs a supervisor; ana is one, bob is not."""
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text(f"""
+[engine]
+state_dir = "{tmp_path}"
+[engine.policy.tiers.high]
+mode = "approval"
+approvers = ["supervisor"]
+[[engine.policy.operators]]
+name = "ana"
+roles = ["supervisor"]
+[[engine.policy.operators]]
+name = "bob"
+roles = ["technician"]
+""")
+    return cfg
+
+
 def test_pins_are_salted_and_checked() -> None:
     h = hash_pin("2468")
     assert h.startswith("pbkdf2_sha256$") and h != hash_pin("2468")
@@ -172,20 +191,7 @@ async def test_cli_decision_checks_identity_and_role(tmp_path: Path,
 
     from aiotflow.cli import main
 
-    cfg = tmp_path / "engine.toml"
-    cfg.write_text(f"""
-[engine]
-state_dir = "{tmp_path}"
-[engine.policy.tiers.high]
-mode = "approval"
-approvers = ["supervisor"]
-[[engine.policy.operators]]
-name = "ana"
-roles = ["supervisor"]
-[[engine.policy.operators]]
-name = "bob"
-roles = ["technician"]
-""")
+    cfg = write_config(tmp_path)
     async with ControlStore(tmp_path / "control.db") as control:
         aid = await ask(control, "open_valve")
 
@@ -207,20 +213,7 @@ roles = ["technician"]
 async def test_interactive_console_asks_who_is_approving(tmp_path: Path) -> None:
     from ..workflows.helpers import cli
 
-    cfg = tmp_path / "engine.toml"
-    cfg.write_text(f"""
-[engine]
-state_dir = "{tmp_path}"
-[engine.policy.tiers.high]
-mode = "approval"
-approvers = ["supervisor"]
-[[engine.policy.operators]]
-name = "ana"
-roles = ["supervisor"]
-[[engine.policy.operators]]
-name = "bob"
-roles = ["technician"]
-""")
+    cfg = write_config(tmp_path)
     async with ControlStore(tmp_path / "control.db") as control:
         aid = await ask(control, "open_valve")
     code, out, err = await cli("approve", "--config", str(cfg), stdin=b"bob\n")
