@@ -315,10 +315,11 @@ class ControlStore(SqliteStore):
                               (time.time(), approval_id))
         await self.db.commit()
 
-    async def sweep(self, policy: Policy, now: float | None = None) -> list[ApprovalRecord]:
+    async def sweep(self, policy: Policy, now: float | None = None
+                    ) -> list[tuple[ApprovalRecord, Literal["escalated", "expired"]]]:
         """Escalate and expire pending approvals by the policy; returns what changed."""
         now = time.time() if now is None else now
-        changed = []
+        changed: list[tuple[ApprovalRecord, Literal["escalated", "expired"]]] = []
         for rec in await self.approvals(status="pending"):
             rule = policy.rule(rec.risk)
             age = now - rec.requested_at
@@ -331,7 +332,7 @@ class ControlStore(SqliteStore):
                     await self.audit("approval.expired", actor="policy", thread_id=rec.thread_id,
                                      approval_id=rec.id, after_s=round(age),
                                      risk=rec.risk)
-                    changed.append(rec)
+                    changed.append((rec, "expired"))
             elif (rule.escalate_after_s is not None and rec.escalated_at is None
                   and age >= rule.escalate_after_s):
                 await self.db.execute("UPDATE approvals SET escalated_at = ? WHERE id = ?",
@@ -340,7 +341,7 @@ class ControlStore(SqliteStore):
                 await self.audit("approval.escalated", actor="policy", thread_id=rec.thread_id,
                                  approval_id=rec.id, to=rule.escalate_to, after_s=round(age),
                                  risk=rec.risk)
-                changed.append(rec)
+                changed.append((rec, "escalated"))
         return changed
 
     async def check_grant(

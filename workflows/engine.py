@@ -330,13 +330,34 @@ class Engine:
     async def resume_decided(self) -> list[RunOutcome]:
         """Escalate and expire approvals by the policy, then resume every run whose
         approval was decided (or expired) and not yet resumed."""
-        await self.control.sweep(self.settings.policy)
+        for rec, what in await self.control.sweep(self.settings.policy):
+            await self._announce(rec, what)
         out = []
         for rec in await self.control.decided_not_resumed():
             outcome = await self.resume(rec)
             if outcome is not None:
                 out.append(outcome)
         return out
+
+    async def _announce(self, rec: ApprovalRecord, what: str) -> None:
+        """Tell people that an approval escalated (to the roles now asked) or expired."""
+        rule = self.settings.policy.rule(rec.risk)
+        if what == "escalated":
+            recipient = ",".join(f"role:{r}" for r in rule.escalate_to) or "operator-on-duty"
+            subject = f"Escalated, waiting for your decision: {rec.title}"
+            message = (f"Approval {rec.id} ({rec.risk} risk, asset {rec.asset or '-'}) has "
+                       f"waited {rule.escalate_after_s:g} s; you may now decide it: "
+                       f"aiotflow approve {rec.id}")
+        else:
+            recipient = "operator-on-duty"
+            subject = f"Expired, nothing was done: {rec.title}"
+            message = (f"Approval {rec.id} ({rec.risk} risk, asset {rec.asset or '-'}) was not "
+                       f"decided within {rule.expires_s:g} s; the action will not run.")
+        try:
+            await self.ops.notify(recipient=recipient, priority="high", subject=subject,
+                                  message=message, key=f"approval-{what}/{rec.id}")
+        except Exception:  # the sweep goes on; the change itself is audited
+            log.exception("engine.announce_failed", approval_id=rec.id)
 
     async def resume(self, rec: ApprovalRecord) -> RunOutcome | None:
         """Resume the run that waits for ``rec`` with its decision."""

@@ -93,7 +93,7 @@ async def test_tiers_roles_escalation_and_expiry(tmp_path: Path) -> None:
         rec = await control.approval(waiting)
         assert rec is not None
         changed = await control.sweep(POLICY, now=rec.requested_at + 61)
-        assert [c.id for c in changed] == [waiting]
+        assert [(c.id, what) for c, what in changed] == [(waiting, "escalated")]
         esc = await control.approval(waiting)
         assert esc is not None and esc.escalated_at is not None
         ok, _ = POLICY.may_approve("max", "high", escalated=True)

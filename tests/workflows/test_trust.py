@@ -1,5 +1,6 @@
 """The engine's safety nets: a forged plan is refused, an expired approval never runs."""
 
+import asyncio
 from pathlib import Path
 
 from edge.bundle import ModelBundle
@@ -54,6 +55,26 @@ async def test_an_expired_approval_never_runs(
         assert late.status == "expired"
         assert await engine.ops.bookings() == [] and await engine.ops.work_orders() == []
         assert await engine.control.audit_records(kind="approval.expired")
+        [note] = await engine.ops.notifications()  # people are told
+        assert note.subject.startswith("Expired, nothing was done")
+
+
+async def test_an_escalated_approval_is_announced_to_the_escalation_roles(
+    mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident], tmp_path: Path
+) -> None:
+    policy = Policy(tiers={"high": TierRule(mode="approval", approvers=["supervisor"],
+                                            escalate_after_s=0.3, escalate_to=["manager"])})
+    settings = settings_for(tmp_path / "s", mosquitto.url).model_copy(update={"policy": policy})
+    async with Engine(maintenance_app(), settings) as engine:
+        await seed(engine, incidents)
+        [outcome] = await engine.submit(make_alert(bundle))
+        assert outcome.status == "waiting_approval"
+        [note] = await wait_for(engine.ops.notifications, 10)
+        assert note.recipient == "role:manager" and note.subject.startswith("Escalated")
+        [rec] = await engine.control.approvals(status="pending")
+        assert rec.escalated_at is not None and rec.id in note.message
+        await asyncio.sleep(0.5)  # announced once, not at every poll
+        assert len(await engine.ops.notifications()) == 1
 
 
 async def _completed(engine: Engine, tid: str) -> object:
