@@ -27,14 +27,18 @@ async def close_and_learn(
     *,
     ops: OpsDatabase,
     control: ControlStore,
-    history: HistoryStore,
+    history: HistoryStore | None,
     work_order: str,
     failure_mode: str,
     resolution: str,
     by: str,
     system: str | None = None,
 ) -> tuple[WorkOrder, Incident]:
-    """Close ``work_order`` with the ``failure_mode`` found and record it as an incident."""
+    """Close ``work_order`` with the ``failure_mode`` found and record it as an incident.
+
+    With ``history=None`` (the embedded store is held by a running engine) the write is
+    queued in the control database and the engine applies it.
+    """
     wo = await ops.work_order(work_order)
     if wo is None:
         raise ToolFailed(f"no work order {work_order}", tool="close_work_order")
@@ -63,7 +67,12 @@ async def close_and_learn(
         ts=closed.closed or time.time(), action=resolution, technician=closed.technician_id or "",
         work_order=closed.id, notes=f"failure mode {failure_mode}; closed by {by}",
     )
-    await history.record_outcome(incident, maintenance)
+    if history is not None:
+        await history.record_outcome(incident, maintenance)
+    else:
+        await control.enqueue_history("outcome", {"incident": incident.model_dump(),
+                                                  "maintenance": maintenance.model_dump()},
+                                      actor=by)
     await control.audit("history.learned", actor=by, work_order=closed.id,
                         incident_id=incident.id, failure_mode=failure_mode,
                         alert_id=alert_id, asset=closed.asset)

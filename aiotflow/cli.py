@@ -172,12 +172,32 @@ async def _eval_retrieval(a: argparse.Namespace) -> int:
 
 
 async def _cmd_history(a: argparse.Namespace) -> int:
+    from vectorstore.errors import HistoryBusy
     from vectorstore.store import HistoryStore
     from workflows.settings import EngineSettings
 
     from .history import export_records, format_incidents, import_file, parse_time
 
     s = EngineSettings.load(a.config, table="engine", **_state(a))
+    if a.action == "correct":
+        try:
+            async with HistoryStore(settings=s.history_settings) as store:
+                inc = await store.correct(a.incident_id, a.failure_mode, by=a.user,
+                                          reason=a.reason or "", system=a.system)
+        except HistoryBusy:
+            from tools.control import ControlStore
+
+            async with ControlStore(s.control_db) as control:
+                seq = await control.enqueue_history(
+                    "correct", {"incident_id": a.incident_id, "failure_mode": a.failure_mode,
+                                "by": a.user, "reason": a.reason or "", "system": a.system},
+                    actor=a.user)
+            print(json.dumps({"id": a.incident_id, "failure_mode": a.failure_mode,
+                              "queued": seq}))
+            return 0
+        print(json.dumps({"id": inc.id, "failure_mode": inc.failure_mode,
+                          "corrections": inc.corrections}))
+        return 0
     async with HistoryStore(settings=s.history_settings) as store:
         if a.action == "import":
             out = await import_file(store, Path(a.file), kind=a.kind,
@@ -199,12 +219,6 @@ async def _cmd_history(a: argparse.Namespace) -> int:
                 n = await export_records(store, a.kind, sys.stdout)
             print(f"exported {n} {a.kind}", file=sys.stderr)
             return 0
-        if a.action == "correct":
-            inc = await store.correct(a.incident_id, a.failure_mode, by=a.user,
-                                      reason=a.reason or "", system=a.system)
-            print(json.dumps({"id": inc.id, "failure_mode": inc.failure_mode,
-                              "corrections": inc.corrections}))
-            return 0
         rows = await store.find(asset=a.asset, asset_type=a.asset_type, site=a.site,
                                 failure_mode=a.failure_mode,
                                 since=parse_time(a.since) if a.since else None,
@@ -220,6 +234,7 @@ async def _cmd_workorder(a: argparse.Namespace) -> int:
     from agents.learning import close_and_learn
     from tools.control import ControlStore
     from tools.ops import OpsDatabase
+    from vectorstore.errors import HistoryBusy
     from vectorstore.store import HistoryStore
     from workflows.settings import EngineSettings
 
@@ -230,14 +245,21 @@ async def _cmd_workorder(a: argparse.Namespace) -> int:
                 print(f"{wo.id}  {wo.status:6}  {wo.asset:10}  {wo.priority:8}  "
                       f"{wo.failure_mode or '-':16}  {wo.title}")
             return 0
-        async with ControlStore(s.control_db) as control, \
-                HistoryStore(settings=s.history_settings) as history:
-            wo, inc = await close_and_learn(
-                ops=ops, control=control, history=history, work_order=a.work_order,
-                failure_mode=a.failure_mode, resolution=a.resolution, by=a.user,
-                system=a.system)
+        async with ControlStore(s.control_db) as control:
+            async with contextlib.AsyncExitStack() as stack:
+                history: HistoryStore | None
+                try:
+                    history = await stack.enter_async_context(
+                        HistoryStore(settings=s.history_settings))
+                except HistoryBusy:
+                    history = None  # the running engine holds it: queue, it applies
+                wo, inc = await close_and_learn(
+                    ops=ops, control=control, history=history, work_order=a.work_order,
+                    failure_mode=a.failure_mode, resolution=a.resolution, by=a.user,
+                    system=a.system)
     print(json.dumps({"work_order": wo.id, "status": wo.status, "failure_mode": wo.failure_mode,
-                      "incident": inc.id, "history": "written"}))
+                      "incident": inc.id,
+                      "history": "written" if history is not None else "queued for the engine"}))
     return 0
 
 

@@ -71,6 +71,13 @@ CREATE TABLE IF NOT EXISTS approvals (
     escalated_at REAL
 );
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals(status);
+CREATE TABLE IF NOT EXISTS history_queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL,
+    applied REAL
+);
 CREATE TABLE IF NOT EXISTS effects (
     key TEXT PRIMARY KEY,
     tool TEXT NOT NULL,
@@ -381,6 +388,28 @@ class ControlStore(SqliteStore):
                 raise ApprovalRequired(f"approval {approval_id} by {rec.decided_by}: {why}",
                                        tool=tool)
         return rec
+
+    # ------------------------------------------------------------------ history queue
+    async def enqueue_history(self, kind: str, payload: dict[str, Any], *, actor: str) -> int:
+        """Queue a write to the incident history for the process that holds it (the
+        embedded store has one writer); the engine applies the queue as it runs."""
+        cur = await self.db.execute(
+            "INSERT INTO history_queue(kind, payload, created) VALUES (?, ?, ?)",
+            (kind, json.dumps(payload, default=str), time.time()))
+        await self.db.commit()
+        seq = int(cur.lastrowid or 0)
+        await self.audit("history.queued", actor=actor, kind=kind, seq=seq)
+        return seq
+
+    async def pending_history(self) -> list[tuple[int, str, dict[str, Any]]]:
+        async with self.db.execute("SELECT seq, kind, payload FROM history_queue"
+                                   " WHERE applied IS NULL ORDER BY seq") as cur:
+            return [(r[0], r[1], json.loads(r[2])) for r in await cur.fetchall()]
+
+    async def history_applied(self, seq: int) -> None:
+        await self.db.execute("UPDATE history_queue SET applied = ? WHERE seq = ?",
+                              (time.time(), seq))
+        await self.db.commit()
 
     # ------------------------------------------------------------------ effects
     async def effect(self, key: str) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ on none of aiotflow's other packages.
 """
 
 from .diagnosis import Diagnosis, DiagnosisCache, DiagnosisSettings, ModeEstimate
-from .errors import EmbeddingMismatch, HistoryError, HistoryUnavailable
+from .errors import EmbeddingMismatch, HistoryBusy, HistoryError, HistoryUnavailable
 from .models import Incident, MaintenanceRecord, OutcomeStats, SimilarIncident, outcome_stats
 from .store import HistorySettings, HistoryStore
 
@@ -14,6 +14,7 @@ __all__ = [
     "DiagnosisCache",
     "DiagnosisSettings",
     "EmbeddingMismatch",
+    "HistoryBusy",
     "HistoryError",
     "HistorySettings",
     "HistoryStore",

@@ -99,11 +99,16 @@ class EdgeBackend:
         import qdrant_edge as qe
 
         self.root.mkdir(parents=True, exist_ok=True)
-        for meta in sorted(self.root.glob("*/aiotflow.json")):
-            info = json.loads(meta.read_text())
-            name = meta.parent.name
-            self._shards[name] = await asyncio.to_thread(qe.EdgeShard.load, str(meta.parent))
-            self._dims[name] = int(info["dim"])
+        try:
+            for meta in sorted(self.root.glob("*/aiotflow.json")):
+                info = json.loads(meta.read_text())
+                name = meta.parent.name
+                self._shards[name] = await asyncio.to_thread(qe.EdgeShard.load,
+                                                             str(meta.parent))
+                self._dims[name] = int(info["dim"])
+        except BaseException:
+            await self.close()  # release what was opened (each shard locks its WAL)
+            raise
 
     async def close(self) -> None:
         for shard in self._shards.values():

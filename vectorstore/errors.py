@@ -4,6 +4,7 @@ Exception tree::
 
     HistoryError
     ├── HistoryUnavailable   the Qdrant engine or server cannot be reached or opened
+    │   └── HistoryBusy      the embedded store is open in another process
     └── EmbeddingMismatch    an embedding's dimension differs from the collection's
 """
 
@@ -16,6 +17,10 @@ class HistoryError(Exception):
 
 class HistoryUnavailable(HistoryError):
     """The history store cannot be opened or reached."""
+
+
+class HistoryBusy(HistoryUnavailable):
+    """The embedded store is held by another process (one writer per directory)."""
 
 
 class EmbeddingMismatch(HistoryError):

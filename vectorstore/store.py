@@ -14,11 +14,11 @@ from types import TracebackType
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .backends import Backend, ClientBackend, EdgeBackend, Hit, Where
 from .diagnosis import Diagnosis, DiagnosisCache, DiagnosisSettings, estimate
-from .errors import EmbeddingMismatch, HistoryError, HistoryUnavailable
+from .errors import EmbeddingMismatch, HistoryBusy, HistoryError, HistoryUnavailable
 from .models import Incident, MaintenanceRecord, OutcomeStats, SimilarIncident, outcome_stats
 
 __all__ = ["HistorySettings", "HistoryStore"]
@@ -102,6 +102,9 @@ class HistoryStore:
             await self.backend.open()
         except Exception as exc:  # engines raise many unrelated types
             where = self.path or self.url or self.location
+            if "WouldBlock" in str(exc) or "already accessed" in str(exc):
+                raise HistoryBusy(f"incident history at {where} is open in another process "
+                                  "(an engine running on this state directory?)") from exc
             raise HistoryUnavailable(f"cannot open incident history at {where}: {exc}") from exc
         self._open = True
         return self
@@ -164,6 +167,24 @@ class HistoryStore:
             await self.add_maintenance([maintenance])
         log.info("history.learned", incident=incident.id, asset=incident.asset,
                  failure_mode=incident.failure_mode, work_order=incident.work_order)
+
+    async def apply(self, kind: str, payload: dict[str, Any]) -> None:
+        """Apply one queued write (see ``ControlStore.enqueue_history``): ``outcome``
+        (``incident`` and optional ``maintenance``) or ``correct`` (the arguments of
+        :meth:`correct`)."""
+        try:
+            if kind == "outcome":
+                m = payload.get("maintenance")
+                await self.record_outcome(Incident.model_validate(payload["incident"]),
+                                          MaintenanceRecord.model_validate(m) if m else None)
+            elif kind == "correct":
+                await self.correct(payload["incident_id"], payload["failure_mode"],
+                                   by=payload["by"], reason=payload.get("reason", ""),
+                                   system=payload.get("system"))
+            else:
+                raise HistoryError(f"unknown history write {kind!r}")
+        except (ValidationError, KeyError, TypeError) as exc:
+            raise HistoryError(f"malformed {kind} write: {exc}") from exc
 
     async def correct(self, incident_id: str, failure_mode: str, *, by: str,
                       reason: str = "", system: str | None = None) -> Incident:

@@ -38,6 +38,7 @@ from tools.failsafe import BreakerSettings
 from tools.ops import OpsDatabase
 from tools.registry import Principal, RetrySettings, ToolExecutor, ToolRegistry
 from tools.scheduling import HttpScheduling, SchedulingBackend
+from vectorstore.errors import HistoryError
 from vectorstore.store import HistoryStore
 
 from .app import App, WorkflowSpec
@@ -332,12 +333,29 @@ class Engine:
         approval was decided (or expired) and not yet resumed."""
         for rec, what in await self.control.sweep(self.settings.policy):
             await self._announce(rec, what)
+        await self.apply_history_queue()
         out = []
         for rec in await self.control.decided_not_resumed():
             outcome = await self.resume(rec)
             if outcome is not None:
                 out.append(outcome)
         return out
+
+    async def apply_history_queue(self) -> int:
+        """Apply history writes other processes queued (closed work orders, corrections)
+        while this engine holds the embedded store; returns how many were applied."""
+        n = 0
+        for seq, kind, payload in await self.control.pending_history():
+            try:
+                await self.history.apply(kind, payload)
+            except HistoryError as exc:  # a bad entry must not block the ones after it
+                await self.control.audit("history.rejected", actor="engine", seq=seq,
+                                         kind=kind, error=str(exc))
+            else:
+                await self.control.audit("history.applied", actor="engine", seq=seq, kind=kind)
+                n += 1
+            await self.control.history_applied(seq)
+        return n
 
     async def _announce(self, rec: ApprovalRecord, what: str) -> None:
         """Tell people that an approval escalated (to the roles now asked) or expired."""

@@ -10,8 +10,10 @@ from aiotflow.cli import main
 from tools.control import ControlStore
 from tools.errors import ToolFailed
 from tools.ops import OpsDatabase
-from vectorstore import HistoryStore
+from vectorstore import HistoryStore, Incident
 from workflows.runs import RunLedger
+
+from ..conftest import Mosquitto
 
 EMB = [0.9, 0.1, 0.0, 0.2, 0.0, 0.0, 0.1, 0.0]
 
@@ -110,3 +112,42 @@ async def _run(argv: list[str]) -> int:
     import asyncio
 
     return await asyncio.to_thread(main, argv)
+
+
+async def test_while_the_engine_holds_the_history_writes_are_queued(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    from workflows import App, Engine
+
+    from ..workflows.helpers import cli, settings_for, wait_for
+
+    wo_id = await open_order(tmp_path, "alert-9")
+    state = ["--state-dir", str(tmp_path)]
+    async with HistoryStore(path=tmp_path / "history") as held:  # e.g. a running engine
+        await held.add([Incident(id="INC-1", asset="gen-002", ts=1.0, failure_mode="injector",
+                                 embedding=EMB)])
+        code, out, err = await cli("workorder", "close", wo_id, "--failure-mode",
+                                   "coolant_pump", "--resolution", "pump replaced",
+                                   "--user", "ana", *state)
+        assert code == 0, err
+        assert json.loads(out)["history"] == "queued for the engine"
+        code, out, err = await cli("history", "correct", "INC-1", "--failure-mode",
+                                   "thermostat", "--user", "lead", *state)
+        assert code == 0 and json.loads(out)["queued"] == 2, err
+        code, out, err = await cli("history", "query", *state)
+        assert code == 2 and "open in another process" in err
+        assert await held.count() == 1  # nothing written behind the holder's back
+    settings = settings_for(tmp_path, mosquitto.url)
+    async with Engine(App("empty"), settings) as engine:  # the engine applies the queue
+        await wait_for(lambda: engine.history.count(), 10)
+        await wait_for(lambda: _applied(engine), 10)
+        learned = await engine.history.get(f"wo:{wo_id}")
+        assert learned is not None and learned.failure_mode == "coolant_pump"
+        fixed = await engine.history.get("INC-1")
+        assert fixed is not None and fixed.failure_mode == "thermostat"
+        assert await engine.control.pending_history() == []
+        assert len(await engine.control.audit_records(kind="history.applied")) == 2
+
+
+async def _applied(engine: object) -> bool:
+    return len(await engine.control.audit_records(kind="history.applied")) == 2  # type: ignore[attr-defined]
