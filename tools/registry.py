@@ -276,7 +276,9 @@ class ToolExecutor:
                                          tool=name, tier=tier, reason=str(exc))
                 raise
         key = ctx.idempotency_key or _idempotency_key(name, ctx.thread_id, parsed)
-        if tool.records_effect:
+        # a tool the policy raised to high risk has its effects recorded like one declared so
+        records = tool.records_effect or tier in ("high", "critical")
+        if records:
             recorded = await self.control.effect(key)
             if recorded is not None:
                 await self.control.audit("tool.replayed", actor=actor, thread_id=ctx.thread_id,
@@ -339,7 +341,7 @@ class ToolExecutor:
         out = tool.output_model.model_validate(result)
         output = out.model_dump(mode="json")
         failpoint(f"tool.done:{name}")
-        if tool.records_effect:
+        if records:
             await self.control.record_effect(key, tool=name, thread_id=ctx.thread_id,
                                              input=payload, output=output)
         await self.control.audit(
