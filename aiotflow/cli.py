@@ -356,7 +356,7 @@ async def _cmd_approvals(a: argparse.Namespace) -> int:
 
 async def _cmd_approve(a: argparse.Namespace) -> int:
     from tools.control import ControlStore, Decision
-    from workflows.console import IdentityError, check_identity, review_pending
+    from workflows.console import IdentityError, check_identity, refusal, review_pending
     from workflows.settings import EngineSettings
 
     s = EngineSettings.load(a.config, table="engine", **_state(a))
@@ -381,11 +381,8 @@ async def _cmd_approve(a: argparse.Namespace) -> int:
                 if rec is None:
                     print(f"error: no approval {a.approval_id}", file=sys.stderr)
                     return 2
-                ok, why = s.policy.may_approve(a.user, rec.risk,
-                                               escalated=rec.escalated_at is not None)
-                if not ok:
-                    await control.audit("approval.refused", actor=a.user,
-                                        thread_id=rec.thread_id, approval_id=rec.id, reason=why)
+                why = await refusal(control, s.policy, a.user, rec)
+                if why is not None:
                     print(f"error: not yours to decide: {why}", file=sys.stderr)
                     return 1
                 after = await control.decide(a.approval_id, decision, by=a.user,

@@ -175,8 +175,7 @@ class EdgeBackend:
         req = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(list(vector)),
                               filter=self._filter(where), with_payload=True,
                               score_threshold=min_score)
-        return [Hit(str((p.payload or {}).get("id", p.id)), float(p.score), dict(p.payload or {}))
-                for p in self._shard(collection).query(req)]
+        return [_hit(p, float(p.score)) for p in self._shard(collection).query(req)]
 
     async def scroll(self, collection: str, where: Where, *, limit: int,
                      order_by: str | None = None, descending: bool = False,
@@ -189,14 +188,12 @@ class EdgeBackend:
         req = qe.ScrollRequest(limit=limit, filter=self._filter(where), with_payload=True,
                                with_vector=with_vectors, order_by=order, offset=offset)
         recs, nxt = await asyncio.to_thread(self._shard(collection).scroll, req)
-        return [Hit(str((r.payload or {}).get("id", r.id)), 1.0, dict(r.payload or {}),
-                    _dense(r.vector) if with_vectors else None) for r in recs], nxt
+        return [_hit(r, 1.0, with_vectors) for r in recs], nxt
 
     async def get(self, collection: str, ids: Sequence[str],
                   with_vectors: bool = False) -> list[Hit]:
         recs = self._shard(collection).retrieve([point_id(i) for i in ids], True, with_vectors)
-        return [Hit(str((r.payload or {}).get("id", r.id)), 1.0, dict(r.payload or {}),
-                    _dense(r.vector) if with_vectors else None) for r in recs]
+        return [_hit(r, 1.0, with_vectors) for r in recs]
 
     async def set_payload(self, collection: str, record_id: str,
                           payload: dict[str, Any]) -> None:
@@ -212,6 +209,14 @@ class EdgeBackend:
             return 0
         return int(self._shard(collection).count(qe.CountRequest(exact=True,
                                                                  filter=self._filter(where))))
+
+
+def _hit(point: Any, score: float, with_vector: bool = False) -> Hit:
+    """A scored point or record of either engine as a :class:`Hit` (record id from the
+    payload, where the engine's own id is the derived UUID)."""
+    payload = dict(point.payload or {})
+    return Hit(str(payload.get("id", point.id)), score, payload,
+               _dense(point.vector) if with_vector else None)
 
 
 def _flush_close(shard: Any) -> None:
@@ -315,8 +320,7 @@ class ClientBackend:
         res = await self._client.query_points(
             self.prefix + collection, query=list(vector), query_filter=self._filter(where),
             limit=limit, with_payload=True, score_threshold=min_score)
-        return [Hit(str((p.payload or {}).get("id", p.id)), float(p.score), dict(p.payload or {}))
-                for p in res.points]
+        return [_hit(p, float(p.score)) for p in res.points]
 
     async def scroll(self, collection: str, where: Where, *, limit: int,
                      order_by: str | None = None, descending: bool = False,
@@ -329,16 +333,14 @@ class ClientBackend:
         recs, nxt = await self._client.scroll(
             self.prefix + collection, scroll_filter=self._filter(where), limit=limit,
             with_payload=True, with_vectors=with_vectors, order_by=order, offset=offset)
-        return [Hit(str((r.payload or {}).get("id", r.id)), 1.0, dict(r.payload or {}),
-                    _dense(r.vector) if with_vectors else None) for r in recs], nxt
+        return [_hit(r, 1.0, with_vectors) for r in recs], nxt
 
     async def get(self, collection: str, ids: Sequence[str],
                   with_vectors: bool = False) -> list[Hit]:
         recs = await self._client.retrieve(self.prefix + collection,
                                            ids=[point_id(i) for i in ids],
                                            with_payload=True, with_vectors=with_vectors)
-        return [Hit(str((r.payload or {}).get("id", r.id)), 1.0, dict(r.payload or {}),
-                    _dense(r.vector) if with_vectors else None) for r in recs]
+        return [_hit(r, 1.0, with_vectors) for r in recs]
 
     async def set_payload(self, collection: str, record_id: str,
                           payload: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "ask_decision",
     "check_identity",
     "format_pending",
+    "refusal",
     "render_request",
     "review_pending",
 ]
@@ -124,6 +125,17 @@ def ask_decision(
     return decision, comment
 
 
+async def refusal(control: ControlStore, policy: Policy, user: str,
+                  rec: ApprovalRecord) -> str | None:
+    """Why ``user`` may not decide ``rec`` (audited), or ``None`` if they may."""
+    ok, why = policy.may_approve(user, rec.risk, escalated=rec.escalated_at is not None)
+    if ok:
+        return None
+    await control.audit("approval.refused", actor=user, thread_id=rec.thread_id,
+                        approval_id=rec.id, reason=why)
+    return why
+
+
 async def review_pending(
     control: ControlStore,
     *,
@@ -157,12 +169,10 @@ async def review_pending(
         if not pending:
             output("No approvals waiting.")
     for i, rec in enumerate(pending):
-        ok, why = policy.may_approve(user, rec.risk, escalated=rec.escalated_at is not None)
-        if not ok:
+        why = await refusal(control, policy, user, rec)
+        if why is not None:
             counts["not_allowed"] += 1
             output(f"Not yours to decide: {rec.title} ({why}).")
-            await control.audit("approval.refused", actor=user, thread_id=rec.thread_id,
-                                approval_id=rec.id, reason=why)
             continue
         try:
             answer = await asyncio.to_thread(ask_decision, rec, input_fn=input_fn, output=output)
