@@ -157,7 +157,8 @@ async def _eval_retrieval(a: argparse.Namespace) -> int:
     from .retrieval import evaluate_retrieval
 
     r = await evaluate_retrieval(Path(a.dir), detector=a.detector,
-                                 diagnosis=DiagnosisSettings(k=a.k))
+                                 diagnosis=DiagnosisSettings(k=a.k) if a.k else None,
+                                 context=not a.no_context, context_weight=a.context_weight)
     if a.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -167,7 +168,8 @@ async def _eval_retrieval(a: argparse.Namespace) -> int:
     print(f"top-1 {r['top1_accuracy']:.0%} of {r['files']} files "
           f"({r['top1_accuracy_alerted']:.0%} of {r['alerted']} with an alert); "
           f"{r['uncertain_calls']} uncertain calls, calls right {r['call_accuracy']:.0%}; "
-          f"majority baseline {r['majority_baseline']:.0%}")
+          f"majority baseline {r['majority_baseline']:.0%}; operating context "
+          + ("on" if r["context"] else "off"))
     return 0
 
 
@@ -482,9 +484,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="skab: detection quality; retrieval: fault diagnosis from history")
     ev.add_argument("dir", help="the SKAB data folder (valve1/, valve2/, other/, ...)")
     ev.add_argument("--detector", default="pca", help="a detector name, or all (skab)")
-    ev.add_argument("--k", type=int, default=3,
-                    help="retrieval: similar events weighed (one event per recording; SKAB has"
-                         " 1-12 recordings per fault)")
+    ev.add_argument("--k", type=int, default=None,
+                    help="retrieval: similar events weighed (default: the diagnosis default; "
+                         "one event per recording, SKAB has 1-12 recordings per fault)")
+    ev.add_argument("--no-context", action="store_true",
+                    help="retrieval: weigh the embedding alone, not the operating point")
+    ev.add_argument("--context-weight", type=float, default=2.0,
+                    help="retrieval: cost of operating-point difference (see "
+                         "vectorstore.context)")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--predictions", help="write datetime;anomaly_pred CSVs here")
 

@@ -5,8 +5,17 @@ out at a time: the history holds the embeddings of the *other* recordings' anoma
 windows (one event per recording, labelled with its fault), and the held-out recording's
 first alert is diagnosed by the normal code (:meth:`HistoryStore.diagnose`, the
 recording itself excluded by its asset name). Each recording goes through the edge path
-(bundle, ONNX Runtime, WindowBuffer, AlertPolicy) exactly as in ``aiotflow eval skab``;
-the alert's embedding is the one the edge would publish.
+(bundle, ONNX Runtime, WindowBuffer, AlertPolicy) as in ``aiotflow eval skab``, except
+that its model is fitted on the *normal* rows of its first 400 (this eval is about
+retrieval, so a fault inside the training rows must not hide the alert); the alert's
+embedding is the one the edge would publish.
+
+Operating context (on by default, ``context=False`` for the embedding alone): each
+incident and each alert also carries the asset's operating point - the ``baseline`` the
+runtime publishes with an alert (EWMA of its normal windows' channel means, see
+:class:`edge.baseline.OperatingPoint`) - and the history weighs it in spreads of the
+fleet's normal operation (:class:`~vectorstore.context.ContextSettings` fitted on the
+normal training rows of all recordings; no fault label is used for it).
 """
 
 from __future__ import annotations
@@ -18,8 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError
-from edge.skab import DETECTORS, load_file, skab_files, stream
-from vectorstore import DiagnosisSettings, HistorySettings, HistoryStore, Incident
+from edge.skab import DETECTORS, TRAIN_ROWS, load_file, skab_files, stream
+from vectorstore import (
+    ContextSettings,
+    DiagnosisSettings,
+    HistorySettings,
+    HistoryStore,
+    Incident,
+)
 
 __all__ = ["evaluate_retrieval", "fault_labels"]
 
@@ -41,39 +56,47 @@ def fault_labels(root: Path) -> dict[str, str]:
 
 
 async def evaluate_retrieval(root: Path, *, detector: str = "pca", stride: int = 5,
-                             diagnosis: DiagnosisSettings | None = None) -> dict[str, Any]:
+                             diagnosis: DiagnosisSettings | None = None,
+                             context: bool = True,
+                             context_weight: float = 2.0) -> dict[str, Any]:
     """Leave-one-recording-out fault diagnosis; accuracy and the calls made."""
     if detector not in DETECTORS:
         raise ConfigError(f"unknown detector; one of {sorted(DETECTORS)}", field="detector")
     cfg = DETECTORS[detector]
-    settings = diagnosis or DiagnosisSettings(k=3)
+    settings = diagnosis or DiagnosisSettings()
     labels = fault_labels(root)
     started = time.perf_counter()
     incidents: list[Incident] = []
-    queries: dict[str, tuple[list[float], float] | None] = {}
+    queries: dict[str, tuple[list[float], dict[str, float]] | None] = {}
+    normal: list[Any] = []
+    channels: list[str] = []
     with tempfile.TemporaryDirectory() as d:
         for path in skab_files(root):
             f = load_file(path, root)
             if f.name not in labels:
                 raise ConfigError(f"{f.name} has no fault in FAULTS.md", field=str(path))
-            sc = stream(f, cfg, Path(d))
+            channels = f.channels
+            sc = stream(f, cfg, Path(d), normal_only=True)
+            normal.append(f.x[:TRAIN_ROWS][f.anomaly[:TRAIN_ROWS] == 0])
+
             anomalous = [j for j, row in enumerate(sc.rows) if f.anomaly[row] == 1]
             for j in anomalous[::stride]:
                 row = int(sc.rows[j])
                 incidents.append(Incident(
                     id=f"{f.name}#{row}", event=f.name, asset=f.name, asset_type="pump",
                     site="skab", ts=float(f.times[row]), failure_mode=labels[f.name],
-                    summary=f"SKAB {f.name}, row {row}",
+                    summary=f"SKAB {f.name}, row {row}", context=sc.baselines[j],
                     embedding=[float(v) for v in sc.embeddings[j]]))
             if sc.alerts:
                 j = int(sc.rows.searchsorted(sc.alerts[0]))
-                queries[f.name] = ([float(v) for v in sc.embeddings[j]],
-                                   float(f.times[sc.alerts[0]]))
+                queries[f.name] = ([float(v) for v in sc.embeddings[j]], sc.baselines[j])
             else:
                 queries[f.name] = None
+        fleet = (ContextSettings.fit(normal, channels, weight=context_weight)
+                 if context else None)
         per_file: list[dict[str, Any]] = []
         async with HistoryStore(settings=HistorySettings(path=Path(d) / "history",
-                                                         diagnosis=settings,
+                                                         diagnosis=settings, context=fleet,
                                                          cache_ttl_s=0)) as store:
             await store.add(incidents)
             for name, q in queries.items():
@@ -83,7 +106,7 @@ async def evaluate_retrieval(root: Path, *, detector: str = "pca", stride: int =
                                      "call": "no_alert", "correct": False})
                     continue
                 found = await store.diagnose(q[0], asset=name, asset_type="pump",
-                                             exclude_asset=name)
+                                             exclude_asset=name, context=q[1])
                 per_file.append({
                     "file": name, "truth": truth, "predicted": found.failure_mode,
                     "probability": found.probability, "call": found.call,
@@ -105,5 +128,6 @@ async def evaluate_retrieval(root: Path, *, detector: str = "pca", stride: int =
         "majority_baseline": round(max(list(labels.values()).count(v) for v in labels.values())
                                    / len(labels), 4),
         "history_points": len(incidents), "diagnosis": settings.model_dump(),
+        "context": fleet.spec() if fleet else None, "training_rows": "normal rows of the first 400",
         "seconds": round(time.perf_counter() - started, 1), "per_file": per_file,
     }

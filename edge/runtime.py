@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from .baseline import OperatingPoint
 from .bundle import ModelBundle
 from .config import EdgeSettings
 from .drift import DriftMonitor
@@ -113,6 +114,7 @@ class EdgeRuntime:
         # QoS 1 publishes in flight at once (aiomqtt warns past 10 pending)
         self._publish_window = 10
         self.policy = AlertPolicy(settings.policy)
+        self.operating_point = OperatingPoint(meta.channels)
         self.drift = DriftMonitor(meta.score_quantiles, settings.drift)
         self.stats = EdgeStats()
         self.stats_file = Path(stats_file) if stats_file else None
@@ -300,10 +302,16 @@ class EdgeRuntime:
             self.stats.score_batches += 1
             threshold = self.bundle.meta.threshold
             update = self.policy.update
+            means = windows.mean(axis=1)
             for i, (site, asset, ts, _w) in enumerate(batch):
-                episode = update(f"{site}/{asset}", ts, float(scores[i]), threshold)
+                key = f"{site}/{asset}"
+                score = float(scores[i])
+                episode = update(key, ts, score, threshold)
+                if score < threshold and not self.policy.in_episode(key):
+                    self.operating_point.update(key, ts, means[i])
                 if episode is not None:
-                    alert = self._alert(batch[i], episode.start, float(scores[i]), emb[i])
+                    alert = self._alert(batch[i], episode.start, score, emb[i],
+                                        self.operating_point.get(key))
                     out.append((alert.id, f"{self.settings.alert_prefix}/{alert.topic_suffix}",
                                  alert.model_dump_json().encode(), PRIORITY[alert.severity]))
                     self.stats.alerts_emitted += 1
@@ -350,7 +358,8 @@ class EdgeRuntime:
                     "expected_share": 0.1, "window": len(self.drift._recent)},
         )
 
-    def _alert(self, due: _Due, start: float, score: float, emb: npt.NDArray[Any]) -> Alert:
+    def _alert(self, due: _Due, start: float, score: float, emb: npt.NDArray[Any],
+               baseline: dict[str, float]) -> Alert:
         meta = self.bundle.meta
         site, asset, ts, window = due
         return Alert(
@@ -364,6 +373,7 @@ class EdgeRuntime:
             threshold=meta.threshold,
             embedding=[round(float(v), 5) for v in emb],
             summary=self.bundle.summarize(window, emb),
+            baseline=baseline,
             model_name=meta.name,
             model_version=meta.version,
             asset_type=meta.asset_type,

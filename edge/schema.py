@@ -132,6 +132,9 @@ class Alert(BaseModel):
     threshold: float
     embedding: list[float]
     summary: dict[str, ChannelSummary]
+    baseline: dict[str, float] = Field(
+        default_factory=dict, description="The asset's operating point: channel levels of "
+                                          "its normal operation before the episode (EWMA).")
     model_name: str
     model_version: str
     asset_type: str = "generator"

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from .baseline import OperatingPoint
 from .bundle import ModelBundle
 from .errors import ConfigError
 from .features import WindowBuffer
@@ -144,11 +145,21 @@ class Scored:
     scores: npt.NDArray[np.float32]
     alerts: list[int]  # rows at which an episode opened (an alert was raised)
     pred: npt.NDArray[np.int8]  # 0/1 per test row (rows after the first 400)
+    #: the asset's operating point at each scored window (as the runtime publishes it)
+    baselines: list[dict[str, float]]
 
 
-def stream(f: SkabFile, cfg: DetectorConfig, workdir: Path) -> Scored:
-    """Fit on the first 400 rows, export, and stream every row through the runtime path."""
-    bundle = _fit_bundle(cfg, f.x[:TRAIN_ROWS], f.channels, workdir / "model.onnx")
+def stream(f: SkabFile, cfg: DetectorConfig, workdir: Path, *,
+           normal_only: bool = False) -> Scored:
+    """Fit on the first 400 rows, export, and stream every row through the runtime path.
+
+    ``normal_only``: fit on the rows of those 400 labelled normal (SKAB's protocol fits on
+    all of them; a few recordings have a fault inside, e.g. other/2 from row 104).
+    """
+    train = f.x[:TRAIN_ROWS]
+    if normal_only:
+        train = train[f.anomaly[:TRAIN_ROWS] == 0]
+    bundle = _fit_bundle(cfg, train, f.channels, workdir / "model.onnx")
     meta = bundle.meta
     buf = WindowBuffer(meta.channels, meta.window, 1)
     ring = buf.ring("asset")
@@ -158,19 +169,26 @@ def stream(f: SkabFile, cfg: DetectorConfig, workdir: Path) -> Scored:
                                                       strict=True))):
             due_rows.append(i)
             windows.append(buf.window(ring))
-    emb, scores = bundle.score_windows(np.stack(windows))
+    stacked = np.stack(windows)
+    emb, scores = bundle.score_windows(stacked)
+    means = stacked.mean(axis=1)
     policy = AlertPolicy(PolicySettings(k=cfg.k, clear=cfg.clear, clear_ratio=cfg.clear_ratio,
                                         cooldown_s=0))
+    point = OperatingPoint(meta.channels)
     pred = np.zeros(len(f.x), dtype=np.int8)
     alerts = []
-    for i, s in zip(due_rows, scores, strict=True):
+    baselines = []
+    for n, (i, s) in enumerate(zip(due_rows, scores, strict=True)):
         if policy.update("asset", float(i), float(s), meta.threshold) is not None:
             alerts.append(i)
+        elif s < meta.threshold and not policy.in_episode("asset"):
+            point.update("asset", float(f.times[i]), means[n])
+        baselines.append(point.get("asset"))
         start = policy.episode_start("asset")
         if start is not None:
             pred[int(start):i + 1] = 1
     return Scored(rows=np.asarray(due_rows), embeddings=emb, scores=scores, alerts=alerts,
-                  pred=pred[TRAIN_ROWS:])
+                  pred=pred[TRAIN_ROWS:], baselines=baselines)
 
 
 def predict(f: SkabFile, cfg: DetectorConfig, workdir: Path) -> npt.NDArray[np.int8]:

@@ -35,18 +35,22 @@ async def test_eval_retrieval_names_the_faults(tmp_path: Path,
             name = f"{fault}/{n}.csv"
             recording(tmp_path / name, seed, fault)
             table.append(f"| {name} | {fault} |")
-    recording(tmp_path / "other" / "odd.csv", 99, "leak", start=100, end=300)  # in training
+    # a fault inside the first 400 rows: its model is fitted on the normal rows around it
+    recording(tmp_path / "other" / "odd.csv", 99, "leak", start=100, end=300)
     table.append("| other/odd.csv | leak |")
     (tmp_path / "FAULTS.md").write_text("\n".join(table) + "\n")
-    assert await cli("eval", "retrieval", str(tmp_path), "--json", "--k", "2") == 0
-    r = json.loads(capsys.readouterr().out)
-    assert {"top1_accuracy", "files", "uncertain_calls"} <= set(r)
-    assert r["files"] == 10 and r["alerted"] == 9  # odd.csv's anomaly is in its training rows
-    odd = next(f for f in r["per_file"] if f["file"] == "other/odd.csv")
-    assert odd["call"] == "no_alert" and not odd["correct"]
-    assert r["top1_accuracy_alerted"] == 1.0 and r["top1_accuracy"] == 0.9
-    assert all(f["sentence"].startswith("2 of 2 similar events") for f in r["per_file"]
-               if f["call"] == "probable")
+    for extra in ((), ("--no-context",)):
+        assert await cli("eval", "retrieval", str(tmp_path), "--json", "--k", "2",
+                         *extra) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert {"top1_accuracy", "files", "uncertain_calls"} <= set(r)
+        assert (r["context"] is None) == bool(extra)
+        assert r["files"] == 10 and r["alerted"] == 10
+        odd = next(f for f in r["per_file"] if f["file"] == "other/odd.csv")
+        assert odd["predicted"] == "leak"
+        assert r["top1_accuracy"] == 1.0, r["per_file"]
+        assert all(f["sentence"].startswith("2 of 2 similar events") for f in r["per_file"]
+                   if f["call"] == "probable")
     (tmp_path / "FAULTS.md").write_text("no table here\n")
     assert await cli("eval", "retrieval", str(tmp_path)) == 2
     assert "FAULTS.md has no rows" in capsys.readouterr().err

@@ -4,12 +4,14 @@ Embedded by default (Qdrant Edge, in-process, on a path); a Qdrant server by URL
 on none of aiotflow's other packages.
 """
 
+from .context import ContextSettings
 from .diagnosis import Diagnosis, DiagnosisCache, DiagnosisSettings, ModeEstimate
 from .errors import EmbeddingMismatch, HistoryBusy, HistoryError, HistoryUnavailable
 from .models import Incident, MaintenanceRecord, OutcomeStats, SimilarIncident, outcome_stats
 from .store import HistorySettings, HistoryStore
 
 __all__ = [
+    "ContextSettings",
     "Diagnosis",
     "DiagnosisCache",
     "DiagnosisSettings",

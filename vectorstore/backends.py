@@ -10,6 +10,12 @@ Both take the same neutral :class:`Where` filter and return plain :class:`Hit` r
 the store and everything above it are the same code whichever engine is configured.
 Record ids are strings of any form; the engine sees a UUID derived from each
 (:func:`point_id`) and the original id travels in the payload (``id``).
+
+Collections are created with Euclidean distance on vectors the store builds (unit
+embedding, optionally an operating-context part; see :mod:`vectorstore.context`), and
+scores come back as similarities ``1 - d^2 / 2`` (the cosine for unit vectors).
+Collections made by earlier versions with cosine distance still open and answer the same
+way. Each collection keeps a small metadata dict (the store's vector layout).
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-__all__ = ["Backend", "ClientBackend", "EdgeBackend", "Hit", "Where", "point_id"]
+from .context import distance_of_similarity, similarity_of_distance
+
+__all__ = ["Backend", "ClientBackend", "EdgeBackend", "Hit", "Metric", "Where", "point_id"]
+
+Metric = Literal["euclid", "cosine"]
 
 _NAMESPACE = uuid.UUID("5b0e4a2c-58c9-4d0e-9a53-6f1f0c6f3a71")
 
@@ -38,11 +48,13 @@ class Where:
 
     equals: dict[str, str] = field(default_factory=dict)
     not_equals: dict[str, str] = field(default_factory=dict)
+    #: field -> values it must not take
+    not_in: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: field -> (lower bound inclusive or None, upper bound exclusive or None)
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.equals or self.not_equals or self.ranges)
+        return bool(self.equals or self.not_equals or self.not_in or self.ranges)
 
 
 @dataclass(frozen=True)
@@ -59,8 +71,11 @@ class Backend(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     def dim(self, collection: str) -> int | None: ...
+    def metric(self, collection: str) -> Metric: ...
+    def meta(self, collection: str) -> dict[str, Any]: ...
     async def create(self, collection: str, dim: int, keywords: Sequence[str],
-                     floats: Sequence[str]) -> None: ...
+                     floats: Sequence[str], *, metric: Metric = ...,
+                     meta: dict[str, Any] | None = None) -> None: ...
     async def upsert(self, collection: str,
                      rows: Sequence[tuple[str, Sequence[float], dict[str, Any]]],
                      chunk: int = ...) -> None: ...
@@ -93,6 +108,8 @@ class EdgeBackend:
         self.root = root
         self._shards: dict[str, Any] = {}
         self._dims: dict[str, int] = {}
+        self._metrics: dict[str, Metric] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -106,6 +123,8 @@ class EdgeBackend:
                 self._shards[name] = await asyncio.to_thread(qe.EdgeShard.load,
                                                              str(meta.parent))
                 self._dims[name] = int(info["dim"])
+                self._metrics[name] = info.get("distance", "cosine")
+                self._meta[name] = dict(info.get("meta") or {})
         except BaseException:
             await self.close()  # release what was opened (each shard locks its WAL)
             raise
@@ -118,16 +137,23 @@ class EdgeBackend:
     def dim(self, collection: str) -> int | None:
         return self._dims.get(collection)
 
+    def metric(self, collection: str) -> Metric:
+        return self._metrics.get(collection, "euclid")
+
+    def meta(self, collection: str) -> dict[str, Any]:
+        return dict(self._meta.get(collection, {}))
+
     async def create(self, collection: str, dim: int, keywords: Sequence[str],
-                     floats: Sequence[str]) -> None:
+                     floats: Sequence[str], *, metric: Metric = "euclid",
+                     meta: dict[str, Any] | None = None) -> None:
         import qdrant_edge as qe
 
         async with self._lock:
             if collection in self._shards:
                 return
             where = self.root / collection
-            cfg = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim,
-                                                            distance=qe.Distance.Cosine))
+            distance = qe.Distance.Euclid if metric == "euclid" else qe.Distance.Cosine
+            cfg = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=distance))
             shard = await asyncio.to_thread(qe.EdgeShard.create, str(where), cfg)
             for name in keywords:
                 shard.update(qe.UpdateOperation.create_field_index(
@@ -135,9 +161,13 @@ class EdgeBackend:
             for name in floats:
                 shard.update(qe.UpdateOperation.create_field_index(
                     name, qe.PayloadSchemaType.Float))
-            (where / "aiotflow.json").write_text(json.dumps({"dim": dim, "collection": collection}))
+            (where / "aiotflow.json").write_text(json.dumps(
+                {"dim": dim, "collection": collection, "distance": metric,
+                 "meta": meta or {}}))
             self._shards[collection] = shard
             self._dims[collection] = dim
+            self._metrics[collection] = metric
+            self._meta[collection] = dict(meta or {})
 
     def _shard(self, collection: str) -> Any:
         return self._shards[collection]
@@ -166,16 +196,20 @@ class EdgeBackend:
                  for k, (lo, hi) in where.ranges.items()]
         must_not: list[Any] = [qe.FieldCondition(key=k, match=qe.MatchValue(v))
                                for k, v in where.not_equals.items()]
+        must_not += [qe.FieldCondition(key=k, match=qe.MatchAny(list(v)))
+                     for k, v in where.not_in.items() if v]
         return qe.Filter(must=must or None, must_not=must_not or None)
 
     async def search(self, collection: str, vector: Sequence[float], where: Where,
                      limit: int, min_score: float | None) -> list[Hit]:
         import qdrant_edge as qe
 
+        metric = self.metric(collection)
         req = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(list(vector)),
                               filter=self._filter(where), with_payload=True,
-                              score_threshold=min_score)
-        return [_hit(p, float(p.score)) for p in self._shard(collection).query(req)]
+                              score_threshold=_threshold(metric, min_score))
+        return [_hit(p, _similarity(metric, float(p.score)))
+                for p in self._shard(collection).query(req)]
 
     async def scroll(self, collection: str, where: Where, *, limit: int,
                      order_by: str | None = None, descending: bool = False,
@@ -219,6 +253,17 @@ def _hit(point: Any, score: float, with_vector: bool = False) -> Hit:
                _dense(point.vector) if with_vector else None)
 
 
+def _threshold(metric: Metric, min_similarity: float | None) -> float | None:
+    """The engine's score threshold for a minimum similarity (a distance for euclid)."""
+    if min_similarity is None or metric == "cosine":
+        return min_similarity
+    return distance_of_similarity(min_similarity)
+
+
+def _similarity(metric: Metric, score: float) -> float:
+    return similarity_of_distance(score) if metric == "euclid" else score
+
+
 def _flush_close(shard: Any) -> None:
     shard.flush()
     shard.close()
@@ -244,9 +289,11 @@ class ClientBackend:
         self.name = "qdrant-server" if url else "qdrant-client-local"
         self._client: Any = None
         self._dims: dict[str, int] = {}
+        self._metrics: dict[str, Metric] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
 
     async def open(self) -> None:
-        from qdrant_client import AsyncQdrantClient, models
+        from qdrant_client import AsyncQdrantClient
 
         if self.url is not None:
             self._client = AsyncQdrantClient(url=self.url, api_key=self._api_key)
@@ -256,12 +303,20 @@ class ClientBackend:
         else:
             self._client = AsyncQdrantClient(location=self.location or ":memory:")
         for c in (await self._client.get_collections()).collections:
-            if not c.name.startswith(self.prefix):
-                continue
-            info = await self._client.get_collection(c.name)
-            vectors = info.config.params.vectors
-            if isinstance(vectors, models.VectorParams):
-                self._dims[c.name[len(self.prefix):]] = vectors.size
+            if c.name.startswith(self.prefix):
+                await self._learn(c.name[len(self.prefix):])
+
+    async def _learn(self, collection: str) -> None:
+        """Dimension, distance and metadata of an existing collection."""
+        from qdrant_client import models
+
+        info = await self._client.get_collection(self.prefix + collection)
+        vectors = info.config.params.vectors
+        if isinstance(vectors, models.VectorParams):
+            self._dims[collection] = vectors.size
+            self._metrics[collection] = ("euclid" if vectors.distance == models.Distance.EUCLID
+                                         else "cosine")
+            self._meta[collection] = dict(info.config.metadata or {})
 
     async def close(self) -> None:
         if self._client is not None:
@@ -271,25 +326,37 @@ class ClientBackend:
     def dim(self, collection: str) -> int | None:
         return self._dims.get(collection)
 
+    def metric(self, collection: str) -> Metric:
+        return self._metrics.get(collection, "euclid")
+
+    def meta(self, collection: str) -> dict[str, Any]:
+        return dict(self._meta.get(collection, {}))
+
     async def create(self, collection: str, dim: int, keywords: Sequence[str],
-                     floats: Sequence[str]) -> None:
+                     floats: Sequence[str], *, metric: Metric = "euclid",
+                     meta: dict[str, Any] | None = None) -> None:
         from qdrant_client import models
 
         if collection in self._dims:
             return
         name = self.prefix + collection
-        if not await self._client.collection_exists(name):
-            await self._client.create_collection(
-                name, vectors_config=models.VectorParams(size=dim,
-                                                         distance=models.Distance.COSINE))
-            if self.url is not None:  # local mode scans; it warns that indexes do nothing
-                for f in keywords:
-                    await self._client.create_payload_index(
-                        name, f, field_schema=models.PayloadSchemaType.KEYWORD)
-                for f in floats:
-                    await self._client.create_payload_index(
-                        name, f, field_schema=models.PayloadSchemaType.FLOAT)
+        if await self._client.collection_exists(name):  # made since we opened
+            await self._learn(collection)
+            return
+        distance = models.Distance.EUCLID if metric == "euclid" else models.Distance.COSINE
+        await self._client.create_collection(
+            name, vectors_config=models.VectorParams(size=dim, distance=distance),
+            metadata=meta or None)
+        if self.url is not None:  # local mode scans; it warns that indexes do nothing
+            for f in keywords:
+                await self._client.create_payload_index(
+                    name, f, field_schema=models.PayloadSchemaType.KEYWORD)
+            for f in floats:
+                await self._client.create_payload_index(
+                    name, f, field_schema=models.PayloadSchemaType.FLOAT)
         self._dims[collection] = dim
+        self._metrics[collection] = metric
+        self._meta[collection] = dict(meta or {})
 
     @staticmethod
     def _filter(where: Where | None) -> Any:
@@ -303,6 +370,8 @@ class ClientBackend:
                  for k, (lo, hi) in where.ranges.items()]
         must_not: list[Any] = [models.FieldCondition(key=k, match=models.MatchValue(value=v))
                                for k, v in where.not_equals.items()]
+        must_not += [models.FieldCondition(key=k, match=models.MatchAny(any=list(v)))
+                     for k, v in where.not_in.items() if v]
         return models.Filter(must=must or None, must_not=must_not or None)
 
     async def upsert(self, collection: str,
@@ -317,10 +386,11 @@ class ClientBackend:
 
     async def search(self, collection: str, vector: Sequence[float], where: Where,
                      limit: int, min_score: float | None) -> list[Hit]:
+        metric = self.metric(collection)
         res = await self._client.query_points(
             self.prefix + collection, query=list(vector), query_filter=self._filter(where),
-            limit=limit, with_payload=True, score_threshold=min_score)
-        return [_hit(p, float(p.score)) for p in res.points]
+            limit=limit, with_payload=True, score_threshold=_threshold(metric, min_score))
+        return [_hit(p, _similarity(metric, float(p.score))) for p in res.points]
 
     async def scroll(self, collection: str, where: Where, *, limit: int,
                      order_by: str | None = None, descending: bool = False,

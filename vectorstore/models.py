@@ -42,6 +42,9 @@ class Incident(BaseModel):
     corrections: list[dict[str, Any]] = Field(
         default_factory=list, description="Earlier failure modes and who corrected them.")
     summary: str = ""
+    context: dict[str, float] = Field(
+        default_factory=dict, description="Operating point at the event: channel levels "
+                                          "(e.g. window means); see vectorstore.context.")
     embedding: list[float]
 
     @property
@@ -52,7 +55,7 @@ class Incident(BaseModel):
         """Everything but the embedding; empty text and lists are left out (they come back
         as defaults), which keeps the stored payload small and inserts fast."""
         return {k: v for k, v in self.model_dump(exclude={"embedding"}).items()
-                if v != "" and v != []}
+                if v != "" and v != [] and v != {}}
 
 
 class MaintenanceRecord(BaseModel):
@@ -75,7 +78,8 @@ class MaintenanceRecord(BaseModel):
 
 
 class SimilarIncident(BaseModel):
-    """A past incident and its similarity (cosine, 1 = identical) to the query."""
+    """A past incident and its similarity to the query (1 = identical; the embeddings'
+    cosine, less the operating-context penalty when the history weighs context)."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -3,12 +3,19 @@
 Two collections: ``incidents`` (an embedding and what the event turned out to be) and
 ``maintenance`` (maintenance records, searched by asset, subsystem and time only; Qdrant
 needs a vector per point, so they carry a constant one-dimensional vector).
+
+The incidents collection records its vector layout in its metadata: the embedding
+dimension and, when the history weighs operating context, the context scale
+(:class:`~vectorstore.context.ContextSettings`). The layout is fixed when the first
+incident is written; a store opened later uses it (a different configured scale is an
+error: export and re-import into a new history to re-index).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -17,6 +24,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .backends import Backend, ClientBackend, EdgeBackend, Hit, Where
+from .context import ContextSettings, unit
 from .diagnosis import Diagnosis, DiagnosisCache, DiagnosisSettings, estimate
 from .errors import EmbeddingMismatch, HistoryBusy, HistoryError, HistoryUnavailable
 from .models import Incident, MaintenanceRecord, OutcomeStats, SimilarIncident, outcome_stats
@@ -45,6 +53,9 @@ class HistorySettings(BaseModel):
     cache_ttl_s: float = Field(600.0, ge=0, description="Reuse an answer this long; 0: off.")
     cache_distance: float = Field(
         0.05, ge=0, le=2, description="Cosine distance within which an alert reuses it.")
+    context: ContextSettings | None = Field(
+        None, description="Weigh the operating point (channel levels) beside the "
+                          "embedding; fixed when the history is created.")
 
 
 class HistoryStore:
@@ -90,6 +101,7 @@ class HistoryStore:
                       if self.settings.cache_ttl_s > 0 else None)
         self.queries = 0
         self._open = False
+        self._context: tuple[ContextSettings | None] | None = None  # the history's, once read
 
     @property
     def engine(self) -> str:
@@ -126,7 +138,45 @@ class HistoryStore:
     @property
     def dim(self) -> int | None:
         """Embedding dimension of the incidents (``None`` until the first is written)."""
-        return self.backend.dim("incidents")
+        stored = self.backend.dim("incidents")
+        if stored is None:
+            return None
+        return int(self.backend.meta("incidents").get("embedding_dim", stored))
+
+    @property
+    def context(self) -> ContextSettings | None:
+        """The operating-context scale in force: the history's own once it exists (a
+        different configured one is refused), else the configured one."""
+        if self.backend.dim("incidents") is None:
+            return self.settings.context
+        if self._context is not None:
+            return self._context[0]
+        spec = self.backend.meta("incidents").get("context")
+        stored = ContextSettings.model_validate(spec) if spec else None
+        wanted = self.settings.context
+        if wanted is not None and (stored is None or not wanted.same_as(stored.spec())):
+            where = self.path or self.url or self.location
+            raise HistoryError(
+                f"the incident history at {where} was built "
+                + ("without operating context" if stored is None
+                   else "with a different operating-context scale")
+                + " than configured; use the history's own (remove [history.context]) or "
+                  "export it and import into a new history to re-index")
+        self._context = (stored,)
+        return stored
+
+    def _vector(self, embedding: Sequence[float], context: dict[str, float] | None
+                ) -> tuple[list[float], list[str]]:
+        """The engine vector of an embedding (and operating point), and the context
+        channels that were missing."""
+        if self.backend.metric("incidents") == "cosine":  # a history from before layouts
+            return list(embedding), []
+        vec = unit(embedding)
+        ctx = self.context
+        if ctx is None:
+            return vec, []
+        part, missing = ctx.part(context)
+        return vec + part, missing
 
     # ------------------------------------------------------------------ writing
 
@@ -138,11 +188,20 @@ class HistoryStore:
         for inc in incidents:
             if len(inc.embedding) != dim:
                 raise EmbeddingMismatch(dim, len(inc.embedding))
+        ctx = self.context
         if self.dim is None:
-            await self.backend.create("incidents", dim, _INCIDENT_KEYWORDS, ("ts",))
-        await self.backend.upsert(
-            "incidents", [(inc.id, inc.embedding, inc.payload()) for inc in incidents],
-            chunk=batch)
+            await self.backend.create(
+                "incidents", dim + (ctx.size if ctx else 0), _INCIDENT_KEYWORDS, ("ts",),
+                meta={"embedding_dim": dim, "context": ctx.spec() if ctx else None})
+        rows, short = [], 0
+        for inc in incidents:
+            vec, missing = self._vector(inc.embedding, inc.context)
+            short += bool(missing)
+            rows.append((inc.id, vec, inc.payload()))
+        if short:
+            log.warning("history.context_missing", incidents=short,
+                        note="missing channels count as the fleet centre")
+        await self.backend.upsert("incidents", rows, chunk=batch)
         if self.cache is not None:
             self.cache.clear()  # answers may change with new evidence
         return len(incidents)
@@ -212,7 +271,7 @@ class HistoryStore:
         if self.dim is None:
             return None
         rows = await self.backend.get("incidents", [incident_id], with_vectors=with_embedding)
-        return _incident(rows[0], with_embedding) if rows else None
+        return _incident(rows[0], self.dim if with_embedding else None) if rows else None
 
     async def similar(
         self,
@@ -224,20 +283,53 @@ class HistoryStore:
         exclude_asset: str | None = None,
         before: float | None = None,
         min_similarity: float | None = None,
+        context: dict[str, float] | None = None,
     ) -> list[SimilarIncident]:
-        """The ``limit`` most similar past incidents, best first, with optional filters."""
+        """The ``limit`` most similar past incidents, best first, with optional filters.
+
+        ``context``: the alert's operating point (channel levels), used when the history
+        weighs operating context (missing channels count as the fleet centre)."""
         if self.dim is None:
             return []
         if len(embedding) != self.dim:
             raise EmbeddingMismatch(self.dim, len(embedding))
-        where = Where(
-            equals={k: v for k, v in (("asset_type", asset_type), ("site", site)) if v},
-            not_equals={"asset": exclude_asset} if exclude_asset else {},
-            ranges={"ts": (None, before)} if before is not None else {},
-        )
+        vector, _ = self._vector(embedding, context)
         self.queries += 1
-        hits = await self.backend.search("incidents", embedding, where, limit, min_similarity)
+        hits = await self.backend.search("incidents", vector,
+                                         _where(asset_type, site, exclude_asset, before),
+                                         limit, min_similarity)
         return [SimilarIncident(incident=_incident(h), similarity=h.score) for h in hits]
+
+    async def nearest_events(self, vector: list[float], where: Where, *, events: int,
+                             per_event: int, min_similarity: float | None
+                             ) -> list[SimilarIncident]:
+        """The best point of each of the ``events`` most similar events, best first.
+
+        An event stored as many windows could fill any fixed number of nearest points by
+        itself, so this searches in rounds: take ``per_event`` points per event still
+        wanted, keep each new event's best point (its best point is in the result
+        whenever any of its points is), and search again without the events found,
+        until enough are found or the history has no more. Exact, and usually one or two
+        engine queries.
+        """
+        found: dict[str, SimilarIncident] = {}
+        while len(found) < events:
+            done = list(found.values())
+            w = replace(where, not_in={
+                "event": tuple(h.incident.event for h in done if h.incident.event),
+                "id": tuple(h.incident.id for h in done if not h.incident.event)})
+            limit = per_event * (events - len(found))
+            self.queries += 1
+            hits = await self.backend.search("incidents", vector, w, limit, min_similarity)
+            new = 0
+            for h in hits:
+                inc = _incident(h)
+                if inc.event_id not in found:
+                    found[inc.event_id] = SimilarIncident(incident=inc, similarity=h.score)
+                    new += 1
+            if len(hits) < limit or not new:
+                break
+        return sorted(found.values(), key=lambda h: -h.similarity)[:events]
 
     async def outcomes(self, embedding: Sequence[float], **kwargs: Any) -> OutcomeStats:
         """Outcome statistics of the similar incidents (see :meth:`similar`)."""
@@ -263,23 +355,34 @@ class HistoryStore:
         site: str | None = None,
         before: float | None = None,
         exclude_asset: str | None = None,
+        context: dict[str, float] | None = None,
     ) -> Diagnosis:
         """What similar past events (same asset type, optionally same site) say, cited.
 
-        A recent answer for the same asset and a near-identical embedding is reused (see
+        ``context``: the alert's operating point (channel levels, e.g. the window means
+        of its summary), weighed when the history has an operating-context scale; a
+        channel it lacks makes the call uncertain.
+
+        A recent answer for the same asset and a near-identical query is reused (see
         :class:`~vectorstore.diagnosis.DiagnosisCache`); ``store.cache.hit_rate`` counts.
         """
+        if self.dim is not None and len(embedding) != self.dim:
+            raise EmbeddingMismatch(self.dim, len(embedding))
+        vector, missing = (self._vector(embedding, context) if self.dim is not None
+                           else (list(embedding), []))
         key = (asset, asset_type or "", site or "", exclude_asset or "")
         if self.cache is not None:
-            cached = self.cache.get(key, embedding)
+            cached = self.cache.get(key, vector)
             if cached is not None:
                 return cached
         cfg = self.settings.diagnosis
-        hits = await self.similar(embedding, limit=cfg.k * cfg.oversample,
-                                  asset_type=asset_type, site=site, before=before,
-                                  exclude_asset=exclude_asset,
-                                  min_similarity=cfg.min_similarity)
+        hits = ([] if self.dim is None else await self.nearest_events(
+            vector, _where(asset_type, site, exclude_asset, before), events=cfg.k,
+            per_event=cfg.oversample, min_similarity=cfg.min_similarity))
         events, modes, reasons = estimate(hits, cfg)
+        if missing:
+            reasons.append("no operating context for " + ", ".join(missing)
+                           + " (counted as the fleet centre)")
         top = modes[0] if modes else None
         system = None
         if top is not None:
@@ -298,7 +401,7 @@ class HistoryStore:
             system=system, last_maintenance=last, evidence_ids=ids,
         )
         if self.cache is not None:
-            self.cache.put(key, embedding, answer)
+            self.cache.put(key, vector, answer)
         return answer
 
     async def find(
@@ -334,14 +437,25 @@ class HistoryStore:
             rows, offset = await self.backend.scroll(kind, Where(), limit=page, offset=offset,
                                                      with_vectors=kind == "incidents")
             for r in rows:
-                yield (_incident(r, True) if kind == "incidents"
+                yield (_incident(r, self.dim) if kind == "incidents"
                        else MaintenanceRecord.model_validate(r.payload))
             if offset is None or not rows:
                 return
 
 
-def _incident(hit: Hit, with_embedding: bool = False) -> Incident:
+def _where(asset_type: str | None, site: str | None, exclude_asset: str | None,
+           before: float | None) -> Where:
+    return Where(
+        equals={k: v for k, v in (("asset_type", asset_type), ("site", site)) if v},
+        not_equals={"asset": exclude_asset} if exclude_asset else {},
+        ranges={"ts": (None, before)} if before is not None else {},
+    )
+
+
+def _incident(hit: Hit, embedding_dim: int | None = None) -> Incident:
+    """An incident from a stored point; with ``embedding_dim``, its embedding (the unit
+    embedding the engine holds, without the operating-context part)."""
     payload = dict(hit.payload)
-    payload["embedding"] = (hit.vector or []) if with_embedding else []
+    payload["embedding"] = (hit.vector or [])[:embedding_dim] if embedding_dim else []
     payload.setdefault("id", hit.id)
     return Incident.model_validate(payload)
