@@ -61,6 +61,7 @@ async def close_and_learn(
         maintenance_refs=[closed.id], confirmed=True,
         summary=f"{closed.title}; closed by {by}: {resolution}",
         embedding=[float(v) for v in alert["embedding"]],
+        context={str(k): float(v) for k, v in (alert.get("baseline") or {}).items()},
     )
     maintenance = MaintenanceRecord(
         id=f"wo:{closed.id}", asset=closed.asset, site=closed.site, system=subsystem,

@@ -155,7 +155,7 @@ def build_maintenance_graph(
         if ctx.history is not None:
             found = await ctx.history.diagnose(
                 alert.embedding, asset=alert.asset, asset_type=alert.asset_type,
-                before=alert.ts)
+                before=alert.ts, context=alert.baseline or None)
             similar = [{"id": h.incident.id, "asset": h.incident.asset, "ts": h.incident.ts,
                         "failure_mode": h.incident.failure_mode, "outcome": h.incident.outcome,
                         "maintenance_refs": h.incident.maintenance_refs,

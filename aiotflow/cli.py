@@ -178,8 +178,25 @@ async def _cmd_history(a: argparse.Namespace) -> int:
     from vectorstore.store import HistoryStore
     from workflows.settings import EngineSettings
 
-    from .history import export_records, format_incidents, import_file, parse_time
+    from .history import (
+        context_from_csv,
+        context_from_model,
+        context_toml,
+        export_records,
+        format_incidents,
+        import_file,
+        parse_time,
+    )
 
+    if a.action == "context":
+        if bool(a.model) == bool(a.csv):
+            print("give --model BUNDLE or --csv FILE [FILE ...]", file=sys.stderr)
+            return 2
+        ctx = (context_from_model(Path(a.model), weight=a.weight) if a.model else
+               context_from_csv([Path(p) for p in a.csv], weight=a.weight,
+                                channels=a.channels.split(",") if a.channels else None))
+        print(context_toml(ctx), end="")
+        return 0
     s = EngineSettings.load(a.config, table="engine", **_state(a))
     if a.action == "correct":
         try:
@@ -535,6 +552,13 @@ def _parser() -> argparse.ArgumentParser:
     hq.add_argument("--until")
     hq.add_argument("--limit", type=int, default=50)
     hq.add_argument("--json", action="store_true")
+    hx = hs.add_parser("context", help="print the [engine.history.context] table for a new "
+                                       "history that weighs the operating point")
+    hx.add_argument("--model", help="a fleet model bundle (its training statistics)")
+    hx.add_argument("--csv", nargs="+", help="CSV files of normal operation of many assets")
+    hx.add_argument("--channels", help="comma-separated columns (default: numeric ones)")
+    hx.add_argument("--weight", type=float, default=2.0,
+                    help="similarity cost of operating-point difference (default 2)")
     hc = hs.add_parser("correct", help="change an incident's failure mode (kept on record)")
     hc.add_argument("incident_id")
     hc.add_argument("--failure-mode", required=True)

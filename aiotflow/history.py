@@ -4,8 +4,14 @@ Import reads JSONL (one object per line) or CSV (a header row; ``embedding`` as 
 array or space-separated numbers, list fields such as ``maintenance_refs`` as JSON
 arrays or ``;``-separated). An incident carries either its ``embedding`` or its raw
 ``window`` (``{"channel": [samples...]}``, embedded with ``--model``, a model bundle, the
-way the edge embeds a live window). A line that does not parse or validate is written,
-unchanged, to ``FILE.rejected`` with the reason, and counted; nothing is dropped silently.
+way the edge embeds a live window), and optionally its operating point ``context``
+(``{"channel": level}``, in CSV also ``channel=level;...``; the ``baseline`` of the
+alert). A line that does not parse or validate is written, unchanged, to
+``FILE.rejected`` with the reason, and counted; nothing is dropped silently.
+
+``aiotflow history context`` prints the ``[engine.history.context]`` table that makes a
+new history weigh the operating point (see :mod:`vectorstore.context`), fitted from a
+fleet model's training statistics or from CSV files of normal operation.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ import numpy as np
 from pydantic import ValidationError
 
 from edge.bundle import ModelBundle
-from vectorstore import HistoryError, HistoryStore, Incident, MaintenanceRecord
+from vectorstore import ContextSettings, HistoryError, HistoryStore, Incident, MaintenanceRecord
 
-__all__ = ["export_records", "import_file", "parse_time", "read_rows"]
+__all__ = ["context_from_csv", "context_from_model", "context_toml", "export_records",
+           "import_file", "parse_time", "read_rows"]
 
 Kind = Literal["incidents", "maintenance"]
 _LISTS = ("maintenance_refs",)
@@ -93,6 +100,11 @@ def _csv_row(cells: dict[str, str]) -> dict[str, Any] | str:
                 row[k] = json.loads(v) if v.startswith("[") else [x for x in v.split(";") if x]
         if "window" in row:
             row["window"] = json.loads(row["window"])
+        if "context" in row:  # {"Temperature": 80.1, ...} or Temperature=80.1;Flow=32
+            v = row["context"].strip()
+            row["context"] = (json.loads(v) if v.startswith("{") else
+                              {k.strip(): float(x) for k, _, x in
+                               (p.partition("=") for p in v.split(";") if p.strip())})
     except (ValueError, json.JSONDecodeError) as exc:
         return f"bad cell: {exc}"
     return row
@@ -222,3 +234,64 @@ def format_incidents(rows: list[Incident]) -> str:
     if not rows:
         buf.write("(no incidents match)\n")
     return buf.getvalue()
+
+
+def context_from_model(model: Path, *, weight: float = 2.0) -> ContextSettings:
+    """The operating-context scale from a model bundle's training statistics (mean and
+    standard deviation per channel): right for a model trained on many assets' normal
+    data, whose spread is the fleet's."""
+    stats = ModelBundle(model).meta.train_stats
+    kept = {c: (st.mean, st.std) for c, st in stats.items() if st.std > 0}
+    if not kept:
+        raise HistoryError(f"{model}: every channel is constant in the training data")
+    return ContextSettings(weight=weight, channels=kept)
+
+
+def context_from_csv(paths: list[Path], *, channels: list[str] | None = None,
+                     weight: float = 2.0) -> ContextSettings:
+    """The operating-context scale fitted on CSV files of normal operation of many assets
+    (``,`` or ``;`` separated, a header row; ``channels`` default: every numeric column
+    but ``anomaly``/``changepoint`` labels)."""
+    series, names = [], channels
+    for path in paths:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise HistoryError(f"cannot read {path}: {exc.strerror}") from None
+        delim = ";" if text.partition("\n")[0].count(";") > text.partition("\n")[0].count(",") \
+            else ","
+        rows = [r for r in csv.reader(io.StringIO(text), delimiter=delim) if r]
+        if len(rows) < 3:
+            raise HistoryError(f"{path}: needs a header and at least two rows")
+        header = [h.strip() for h in rows[0]]
+
+        def numeric(col: int, rows: list[list[str]] = rows) -> bool:
+            try:
+                [float(r[col]) for r in rows[1:]]
+            except (ValueError, IndexError):
+                return False
+            return True
+
+        if names is None:
+            names = [h for i, h in enumerate(header)
+                     if h not in ("anomaly", "changepoint") and numeric(i)]
+        missing = [c for c in names if c not in header]
+        if missing:
+            raise HistoryError(f"{path}: no column(s) {missing}")
+        idx = [header.index(c) for c in names]
+        try:
+            series.append(np.array([[float(r[i]) for i in idx] for r in rows[1:]]))
+        except (ValueError, IndexError) as exc:
+            raise HistoryError(f"{path}: a non-numeric or missing cell ({exc})") from None
+    if not names:
+        raise HistoryError("no numeric channels found")
+    return ContextSettings.fit(series, names, weight=weight)
+
+
+def context_toml(ctx: ContextSettings, table: str = "engine.history.context") -> str:
+    """``ctx`` as a TOML table to paste into an engine config."""
+    lines = [f"[{table}]", f"weight = {ctx.weight:g}", "# channel = [centre, spread] of "
+             "normal operation across the fleet", f"[{table}.channels]"]
+    lines += [f"{json.dumps(c)} = [{m:.6g}, {sd:.6g}]" for c, (m, sd) in
+              sorted(ctx.channels.items())]
+    return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edge.baseline import OperatingPoint
 from edge.bundle import ModelBundle
 from edge.policy import AlertPolicy, PolicySettings
 from edge.simulator import CHANNELS, FaultSpec, GeneratorSim
@@ -69,11 +70,15 @@ def history_incidents(
         windows = make_windows(series, meta.window, meta.hop)
         emb, scores = bundle.score_windows(windows)
         policy = AlertPolicy(PolicySettings())
+        point = OperatingPoint(list(meta.channels))  # as the runtime keeps it
+        means = windows.mean(axis=1)
         hit = None
         for i, s in enumerate(scores):
             if policy.update(asset, float(i), float(s), meta.threshold) is not None:
                 hit = i
                 break
+            if s < meta.threshold and not policy.in_episode(asset):
+                point.update(asset, i * meta.hop / rate, means[i])
         if hit is None:
             continue
         # Outcomes in their stated proportions (not drawn), so a small history still
@@ -94,7 +99,7 @@ def history_incidents(
             failure_mode=truth, system=_system(truth), outcome=text,
             maintenance_refs=[wo, f"LOG-{wo[4:]}"],
             summary=f"simulated {mode.replace('_', ' ')} pattern; {text}",
-            embedding=[float(v) for v in emb[hit]],
+            embedding=[float(v) for v in emb[hit]], context=point.get(asset),
         ))
     return out
 

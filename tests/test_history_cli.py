@@ -131,3 +131,45 @@ async def test_import_raw_windows_with_a_bundle(tmp_path: Path, bundle_path: Pat
     assert await cli("history", "export", *state) == 0
     (w1,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert w1["asset_type"] == meta.asset_type and len(w1["embedding"]) == meta.n_features
+
+
+async def test_a_history_that_weighs_the_operating_point(
+        tmp_path: Path, bundle_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """history context prints a table that makes a new history weigh the operating point;
+    CSV imports carry the point; the engine config loads it."""
+    from vectorstore import HistoryStore
+    from workflows.settings import EngineSettings
+
+    normal = []
+    for i, flow in enumerate((32.0, 76.0)):
+        path = tmp_path / f"normal{i}.csv"
+        rng = np.random.default_rng(i)
+        path.write_text("datetime;flow;temp;anomaly\n" + "".join(
+            f"2024-01-01 00:00:{s:02d};{flow + rng.normal(0, 1):.3f};"
+            f"{80 + rng.normal(0, 1):.3f};0\n" for s in range(50)))
+        normal.append(str(path))
+    assert await cli("history", "context", "--csv", *normal) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("[engine.history.context]\nweight = 2\n")
+    assert '"flow" = [53.9' in table and "anomaly" not in table and "datetime" not in table
+    config = tmp_path / "engine.toml"
+    config.write_text(f'[engine]\nstate_dir = "{tmp_path / "state"}"\n' + table)
+    s = EngineSettings.load(str(config), table="engine")
+    assert s.history.context is not None and set(s.history.context.channels) == {"flow",
+                                                                                  "temp"}
+    src = tmp_path / "inc.csv"
+    src.write_text("id,asset,ts,failure_mode,embedding,context\n"
+                   "V-1,p-1,1,valve_closed,1 0 0,flow=32;temp=80\n"
+                   "L-1,p-2,2,fluid_leak,1 0 0,\"{\"\"flow\"\": 76, \"\"temp\"\": 80}\"\n"
+                   "X-1,p-3,3,x,1 0 0,flow=lots\n")
+    assert await cli("history", "import", str(src), "--config", str(config)) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert (out["imported"], out["rejected"]) == (2, 1)
+    async with HistoryStore(settings=s.history_settings) as h:
+        d = await h.diagnose([1.0, 0.0, 0.0], asset="p-9", context={"flow": 75.0,
+                                                                    "temp": 80.0})
+        assert d.neighbours[0].incident.failure_mode == "fluid_leak"
+        assert d.neighbours[0].incident.context == {"flow": 76.0, "temp": 80.0}
+    assert await cli("history", "context", "--model", str(bundle_path)) == 0
+    assert "[engine.history.context.channels]" in capsys.readouterr().out
+    assert await cli("history", "context") == 2

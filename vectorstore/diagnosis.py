@@ -32,10 +32,10 @@ class DiagnosisSettings(BaseModel):
     oversample: int = Field(
         8, ge=1, description="Points fetched per event wanted (events stored as windows).")
     min_similarity: float = Field(
-        0.0, ge=-1, le=1, description="Neighbours less similar than this are not evidence "
-                                      "(weights are the similarity, so at most 0 counts "
-                                      "nothing anyway; thin evidence is judged by "
-                                      "min_events and min_top_similarity).")
+        0.2, ge=-1, le=1, description="Neighbours less similar than this are not evidence "
+                                      "(those above weigh by their similarity; whether the "
+                                      "evidence is thin is judged by min_events and "
+                                      "min_top_similarity).")
     min_events: int = Field(3, ge=1, description="Fewer similar events: thin evidence.")
     min_top_similarity: float = Field(
         0.8, ge=-1, le=1, description="Best match below this: nothing really alike.")

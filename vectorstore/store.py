@@ -118,6 +118,11 @@ class HistoryStore:
                 raise HistoryBusy(f"incident history at {where} is open in another process "
                                   "(an engine running on this state directory?)") from exc
             raise HistoryUnavailable(f"cannot open incident history at {where}: {exc}") from exc
+        try:
+            _ = self.context  # a configured scale the history was not built with: say so now
+        except HistoryError:
+            await self.backend.close()
+            raise
         self._open = True
         return self
 

@@ -20,7 +20,8 @@ EMB = [0.9, 0.1, 0.0, 0.2, 0.0, 0.0, 0.1, 0.0]
 
 async def open_order(state: Path, alert_id: str = "alert-1") -> str:
     alert = {"id": alert_id, "asset": "gen-002", "asset_type": "generator", "site": "plant-1",
-             "ts": 1_700_000_000.0, "embedding": EMB}
+             "ts": 1_700_000_000.0, "embedding": EMB,
+             "baseline": {"coolant_temp_c": 82.5, "load": 0.6}}
     async with ControlStore(state / "control.db") as control:
         ledger = RunLedger(control.db)
         await ledger.setup()
@@ -46,6 +47,7 @@ async def test_closing_a_work_order_teaches_the_history(tmp_path: Path) -> None:
         assert closed.status == "closed" and closed.failure_mode == "thermostat"
         assert closed.closed_by == "ana" and closed.closed is not None
         assert incident.system == "cooling" and incident.work_order == wo_id
+        assert incident.context == {"coolant_temp_c": 82.5, "load": 0.6}  # operating point
         # closing again with the same finding writes nothing new
         await close_and_learn(ops=ops, control=control, history=history, work_order=wo_id,
                               failure_mode="thermostat", resolution="again", by="ana")

@@ -58,6 +58,9 @@ async def test_faulted_asset_alerts_and_bad_payloads_are_dead_lettered(
     a = alerts[0]
     assert a.site == "plant-1" and a.score >= a.threshold and len(a.embedding) == 48
     assert max(a.summary, key=lambda c: a.summary[c].contribution) == "coolant_temp_c"
+    # the operating point before the episode: normal levels, below the heating window's
+    assert set(a.baseline) == set(bundle.meta.channels)
+    assert a.baseline["coolant_temp_c"] < a.summary["coolant_temp_c"].mean
     assert len(letters) == bad
     assert {lt["reason"] for lt in letters} >= {"not_json", "invalid", "empty_batch"}
     assert all(lt["topic"].startswith("aiotflow/telemetry/plant-1/") for lt in letters)
