@@ -99,6 +99,7 @@ async def evaluate_retrieval(root: Path, *, detector: str = "pca", stride: int =
                                                          diagnosis=settings, context=fleet,
                                                          cache_ttl_s=0)) as store:
             await store.add(incidents)
+            q0 = store.queries
             for name, q in queries.items():
                 truth = labels[name]
                 if q is None:
@@ -113,6 +114,7 @@ async def evaluate_retrieval(root: Path, *, detector: str = "pca", stride: int =
                     "correct": found.failure_mode == truth, "sentence": found.sentence(),
                     "truth_in_history": any(labels[o] == truth for o in labels if o != name),
                 })
+        rounds = (store.queries - q0) / max(1, sum(q is not None for q in queries.values()))
     alerted = [r for r in per_file if r["call"] != "no_alert"]
     correct = sum(r["correct"] for r in per_file)
     right_call = sum((r["call"] == "probable") == r["correct"] for r in alerted)
@@ -127,7 +129,8 @@ async def evaluate_retrieval(root: Path, *, detector: str = "pca", stride: int =
                                if probable else None),
         "majority_baseline": round(max(list(labels.values()).count(v) for v in labels.values())
                                    / len(labels), 4),
-        "history_points": len(incidents), "diagnosis": settings.model_dump(),
+        "history_points": len(incidents), "engine_queries_per_diagnosis": round(rounds, 2),
+        "diagnosis": settings.model_dump(),
         "context": fleet.spec() if fleet else None, "training_rows": "normal rows of the first 400",
         "seconds": round(time.perf_counter() - started, 1), "per_file": per_file,
     }

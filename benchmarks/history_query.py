@@ -6,6 +6,10 @@ Baselines, same run, same data: exact search in numpy (one matrix product over a
 points, filter as a mask), which also gives the recall@10 of our answers; and
 qdrant-client's local mode on a sample of the queries (it scans in Python).
 
+Diagnosis: ``diagnose`` end to end (k=20 distinct events, filtered by asset type, cache
+off), and the filtered search again on a history that also weighs an 8-channel operating
+point (vector = embedding + context part, see ``vectorstore.context``).
+
 Alert storm: one asset whose score hovers at its threshold for 10 minutes (2 Hz, the
 edge's AlertPolicy with k=1, clear=1 and no cooldown, so every crossing is an alert);
 each alert asks ``diagnose`` with an embedding that wobbles around the same fault. The
@@ -29,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge.policy import AlertPolicy, PolicySettings
-from vectorstore import HistorySettings, HistoryStore, Incident
+from vectorstore import ContextSettings, HistorySettings, HistoryStore, Incident
 
 MODES = ("coolant_pump", "thermostat", "bearing_wear", "injector", "sensor_dropout", "none")
 ASSET_TYPES = [f"type-{i:02d}" for i in range(50)]  # a filter on one matches ~2 %
@@ -88,6 +92,32 @@ def exact(vecs: np.ndarray, types: np.ndarray, queries: np.ndarray, flt: list[st
     return lat, ids
 
 
+async def timed_diagnose(store: HistoryStore, queries: np.ndarray, flt: list[str | None],
+                         contexts: list[dict[str, float]] | None = None
+                         ) -> tuple[list[float], float]:
+    """Latency of diagnose (each query a new asset: no cache) and engine queries each."""
+    lat = []
+    before = store.queries
+    for i, (q, t) in enumerate(zip(queries, flt, strict=True)):
+        t0 = time.perf_counter()
+        await store.diagnose(q.tolist(), asset=f"bench-{i}", asset_type=t,
+                             context=contexts[i] if contexts else None)
+        lat.append((time.perf_counter() - t0) * 1000)
+    return lat, (store.queries - before) / len(queries)
+
+
+CHANNELS = [f"ch{i}" for i in range(8)]
+
+
+def contexts_for(n: int, seed: int) -> list[dict[str, float]]:
+    """Operating points: 50 asset types, each around its own levels."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(50, 10, size=(len(ASSET_TYPES), len(CHANNELS)))
+    t = rng.integers(len(ASSET_TYPES), size=n)
+    pts = centres[t] + rng.normal(0, 2, size=(n, len(CHANNELS)))
+    return [dict(zip(CHANNELS, map(float, p), strict=True)) for p in pts]
+
+
 async def storm(store: HistoryStore, dim: int, seconds: float = 600.0, hz: float = 2.0
                 ) -> dict[str, Any]:
     rng = np.random.default_rng(3)
@@ -97,7 +127,7 @@ async def storm(store: HistoryStore, dim: int, seconds: float = 600.0, hz: float
     store.cache.clear()
     policy = AlertPolicy(PolicySettings(k=1, clear=1, clear_ratio=1.0, cooldown_s=0))
     fault = rng.normal(size=dim)
-    before = store.queries
+    before, hits0, misses0 = store.queries, store.cache.hits, store.cache.misses
     alerts = 0
     for i in range(int(seconds * hz)):
         now[0] = i / hz
@@ -106,8 +136,9 @@ async def storm(store: HistoryStore, dim: int, seconds: float = 600.0, hz: float
             alerts += 1
             emb = fault + rng.normal(0, 0.05 * np.linalg.norm(fault) / np.sqrt(dim), dim)
             await store.diagnose(emb.tolist(), asset="gen-storm", asset_type=ASSET_TYPES[0])
+    hits, misses = store.cache.hits - hits0, store.cache.misses - misses0
     return {"storm_alerts": alerts, "storm_queries": store.queries - before,
-            "storm_cache_hit_rate": round(store.cache.hit_rate, 3)}
+            "storm_cache_hit_rate": round(hits / max(1, hits + misses), 3)}
 
 
 async def main() -> None:
@@ -153,11 +184,36 @@ async def main() -> None:
             out |= {"recall_at_10_filtered": round(recall, 4),
                     "numpy_exact_p50_filtered_ms": pct(base_lat, 50),
                     "numpy_exact_p99_filtered_ms": pct(base_lat, 99)}
+            dq = min(a.queries, 500)
+            lat_d, rounds = await timed_diagnose(store, queries[:dq], flt_types[:dq])
+            out |= {"diagnose_p50_ms": pct(lat_d, 50), "diagnose_p99_ms": pct(lat_d, 99),
+                    "diagnose_engine_queries_each": round(rounds, 2)}
             out |= await storm(store, a.dim)
             if a.url:
                 for c in ("incidents",):
                     await store.backend._client.delete_collection(  # type: ignore[attr-defined]
                         settings.prefix + c)
+    if not a.url:  # the same data weighing an operating point: engine vector dim + 8
+        ctx = contexts_for(a.n, 5)
+        scale = ContextSettings(channels={c: (50.0, 10.0) for c in CHANNELS})
+        with_ctx = [i.model_copy(update={"context": c}) for i, c in zip(incidents, ctx,
+                                                                         strict=True)]
+        qctx = contexts_for(a.queries, 6)
+        with tempfile.TemporaryDirectory() as d:
+            async with HistoryStore(settings=HistorySettings(path=Path(d) / "h",
+                                                             context=scale)) as store:
+                await store.add(with_ctx, batch=1000)
+                await timed(store, queries[:50], none[:50])
+                lat_c = []
+                for q, t, c in zip(queries, flt_types, qctx, strict=True):
+                    t0 = time.perf_counter()
+                    await store.similar(q.tolist(), limit=10, asset_type=t, context=c)
+                    lat_c.append((time.perf_counter() - t0) * 1000)
+                lat_dc, _ = await timed_diagnose(store, queries[:dq], flt_types[:dq], qctx)
+                out |= {"p50_filtered_context_ms": pct(lat_c, 50),
+                        "p99_filtered_context_ms": pct(lat_c, 99),
+                        "diagnose_context_p99_ms": pct(lat_dc, 99)}
+        del with_ctx
     if a.local_queries:
         async with HistoryStore(location=":memory:") as local:
             t0 = time.perf_counter()
@@ -176,8 +232,13 @@ async def main() -> None:
         return
     rows = [("ours filtered", out["p50_filtered_ms"], out["p99_filtered_ms"]),
             ("ours unfiltered", out["p50_ms"], out["p99_ms"]),
-            ("numpy exact filtered", out["numpy_exact_p50_filtered_ms"],
-             out["numpy_exact_p99_filtered_ms"])]
+            ("ours diagnose (k=20 events)", out["diagnose_p50_ms"], out["diagnose_p99_ms"])]
+    if "p99_filtered_context_ms" in out:
+        rows.append(("ours filtered + context", out["p50_filtered_context_ms"],
+                     out["p99_filtered_context_ms"]))
+    rows += [
+             ("numpy exact filtered", out["numpy_exact_p50_filtered_ms"],
+              out["numpy_exact_p99_filtered_ms"])]
     if "client_local_p50_filtered_ms" in out:
         rows.append(("qdrant-client local filt.", out["client_local_p50_filtered_ms"], "-"))
     print(f"\n{'top-10 at ' + str(a.n) + ' points':28}{'p50 ms':>10}{'p99 ms':>10}",

@@ -249,7 +249,7 @@ def _hit(point: Any, score: float, with_vector: bool = False) -> Hit:
     """A scored point or record of either engine as a :class:`Hit` (record id from the
     payload, where the engine's own id is the derived UUID)."""
     payload = dict(point.payload or {})
-    return Hit(str(payload.get("id", point.id)), score, payload,
+    return Hit(str(payload["id"] if "id" in payload else point.id), score, payload,
                _dense(point.vector) if with_vector else None)
 
 

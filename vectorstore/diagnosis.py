@@ -30,7 +30,8 @@ class DiagnosisSettings(BaseModel):
 
     k: int = Field(20, ge=1, description="Similar past events to weigh.")
     oversample: int = Field(
-        8, ge=1, description="Points fetched per event wanted (events stored as windows).")
+        2, ge=1, description="Points first fetched per event wanted; the search adapts to "
+                             "events stored as many windows (see nearest_events).")
     min_similarity: float = Field(
         0.2, ge=-1, le=1, description="Neighbours less similar than this are not evidence "
                                       "(those above weigh by their similarity; whether the "

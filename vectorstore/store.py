@@ -306,34 +306,40 @@ class HistoryStore:
         return [SimilarIncident(incident=_incident(h), similarity=h.score) for h in hits]
 
     async def nearest_events(self, vector: list[float], where: Where, *, events: int,
-                             per_event: int, min_similarity: float | None
-                             ) -> list[SimilarIncident]:
+                             per_event: int, min_similarity: float | None,
+                             max_fetch: int = 4000) -> list[SimilarIncident]:
         """The best point of each of the ``events`` most similar events, best first.
 
         An event stored as many windows could fill any fixed number of nearest points by
-        itself, so this searches in rounds: take ``per_event`` points per event still
+        itself, so this searches in rounds: fetch ``per_event`` points per event still
         wanted, keep each new event's best point (its best point is in the result
         whenever any of its points is), and search again without the events found,
-        until enough are found or the history has no more. Exact, and usually one or two
-        engine queries.
+        fetching as many points per event as the last round saw, until enough are found
+        or the history has no more. Exact; one engine query when events are single
+        points, a few when they are long runs of windows.
         """
         found: dict[str, SimilarIncident] = {}
+        per = max(1, per_event)
         while len(found) < events:
             done = list(found.values())
             w = replace(where, not_in={
                 "event": tuple(h.incident.event for h in done if h.incident.event),
                 "id": tuple(h.incident.id for h in done if not h.incident.event)})
-            limit = per_event * (events - len(found))
+            limit = min(max_fetch, per * (events - len(found)))
             self.queries += 1
             hits = await self.backend.search("incidents", vector, w, limit, min_similarity)
-            new = 0
-            for h in hits:
-                inc = _incident(h)
-                if inc.event_id not in found:
-                    found[inc.event_id] = SimilarIncident(incident=inc, similarity=h.score)
+            new = seen = 0
+            for h in hits:  # best first: an event's first point is its best
+                seen += 1
+                key = str(h.payload.get("event") or h.id)
+                if key not in found:
+                    found[key] = SimilarIncident(incident=_incident(h), similarity=h.score)
                     new += 1
+                    if len(found) == events:  # the rest are worse
+                        break
             if len(hits) < limit or not new:
                 break
+            per = max(per, -(-seen // new))  # points per event this round
         return sorted(found.values(), key=lambda h: -h.similarity)[:events]
 
     async def outcomes(self, embedding: Sequence[float], **kwargs: Any) -> OutcomeStats:
