@@ -370,9 +370,9 @@ class HistoryStore:
     ) -> Diagnosis:
         """What similar past events (same asset type, optionally same site) say, cited.
 
-        ``context``: the alert's operating point (channel levels, e.g. the window means
-        of its summary), weighed when the history has an operating-context scale; a
-        channel it lacks makes the call uncertain.
+        ``context``: the alert's operating point (channel levels: its ``baseline``),
+        weighed when the history has an operating-context scale; a channel it lacks
+        makes the call uncertain.
 
         A recent answer for the same asset and a near-identical query is reused (see
         :class:`~vectorstore.diagnosis.DiagnosisCache`); ``store.cache.hit_rate`` counts.
