@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError
-from edge.skab import DETECTORS, TRAIN_ROWS, load_file, skab_files, stream
+from edge.skab import DETECTORS, load_file, skab_files, stream, training_rows
 from vectorstore import (
     ContextSettings,
     DiagnosisSettings,
@@ -77,7 +77,7 @@ async def evaluate_retrieval(root: Path, *, detector: str = "pca", stride: int =
                 raise ConfigError(f"{f.name} has no fault in FAULTS.md", field=str(path))
             channels = f.channels
             sc = stream(f, cfg, Path(d), normal_only=True)
-            normal.append(f.x[:TRAIN_ROWS][f.anomaly[:TRAIN_ROWS] == 0])
+            normal.append(training_rows(f, normal_only=True))
 
             anomalous = [j for j, row in enumerate(sc.rows) if f.anomaly[row] == 1]
             for j in anomalous[::stride]:

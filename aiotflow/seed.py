@@ -77,8 +77,8 @@ def history_incidents(
             if policy.update(asset, float(i), float(s), meta.threshold) is not None:
                 hit = i
                 break
-            if s < meta.threshold and not policy.in_episode(asset):
-                point.update(asset, i * meta.hop / rate, means[i])
+            point.observe(policy, asset, i * meta.hop / rate, float(s), meta.threshold,
+                          means[i])
         if hit is None:
             continue
         # Outcomes in their stated proportions (not drawn), so a small history still

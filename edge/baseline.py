@@ -15,6 +15,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from .policy import AlertPolicy
+
 __all__ = ["OperatingPoint"]
 
 
@@ -49,6 +51,13 @@ class OperatingPoint:
         a = 1.0 - math.exp(-max(dt, 1.0) / self.tau_s) if dt > 0 else 1.0 - math.exp(
             -1.0 / self.tau_s)
         level += a * (m - level)
+
+    def observe(self, policy: AlertPolicy, key: str, ts: float, score: float,
+                threshold: float, means: npt.ArrayLike) -> None:
+        """Fold in a scored window if it is normal: below ``threshold`` and no episode
+        open for ``key`` (call after ``policy.update`` for the same window)."""
+        if score < threshold and not policy.in_episode(key):
+            self.update(key, ts, means)
 
     def get(self, key: str) -> dict[str, float]:
         """The asset's operating point (empty until a normal window was seen)."""

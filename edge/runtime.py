@@ -307,8 +307,7 @@ class EdgeRuntime:
                 key = f"{site}/{asset}"
                 score = float(scores[i])
                 episode = update(key, ts, score, threshold)
-                if score < threshold and not self.policy.in_episode(key):
-                    self.operating_point.update(key, ts, means[i])
+                self.operating_point.observe(self.policy, key, ts, score, threshold, means[i])
                 if episode is not None:
                     alert = self._alert(batch[i], episode.start, score, emb[i],
                                         self.operating_point.get(key))

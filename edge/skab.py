@@ -41,6 +41,7 @@ __all__ = [
     "skab_files",
     "stream",
     "summarise",
+    "training_rows",
 ]
 
 TRAIN_ROWS = 400
@@ -149,6 +150,12 @@ class Scored:
     baselines: list[dict[str, float]]
 
 
+def training_rows(f: SkabFile, *, normal_only: bool = False) -> npt.NDArray[np.float64]:
+    """The first 400 rows (SKAB's training segment), or those of them labelled normal."""
+    train = f.x[:TRAIN_ROWS]
+    return train[f.anomaly[:TRAIN_ROWS] == 0] if normal_only else train
+
+
 def stream(f: SkabFile, cfg: DetectorConfig, workdir: Path, *,
            normal_only: bool = False) -> Scored:
     """Fit on the first 400 rows, export, and stream every row through the runtime path.
@@ -156,10 +163,8 @@ def stream(f: SkabFile, cfg: DetectorConfig, workdir: Path, *,
     ``normal_only``: fit on the rows of those 400 labelled normal (SKAB's protocol fits on
     all of them; a few recordings have a fault inside, e.g. other/2 from row 104).
     """
-    train = f.x[:TRAIN_ROWS]
-    if normal_only:
-        train = train[f.anomaly[:TRAIN_ROWS] == 0]
-    bundle = _fit_bundle(cfg, train, f.channels, workdir / "model.onnx")
+    bundle = _fit_bundle(cfg, training_rows(f, normal_only=normal_only), f.channels,
+                         workdir / "model.onnx")
     meta = bundle.meta
     buf = WindowBuffer(meta.channels, meta.window, 1)
     ring = buf.ring("asset")
@@ -181,8 +186,7 @@ def stream(f: SkabFile, cfg: DetectorConfig, workdir: Path, *,
     for n, (i, s) in enumerate(zip(due_rows, scores, strict=True)):
         if policy.update("asset", float(i), float(s), meta.threshold) is not None:
             alerts.append(i)
-        elif s < meta.threshold and not policy.in_episode("asset"):
-            point.update("asset", float(f.times[i]), means[n])
+        point.observe(policy, "asset", float(f.times[i]), float(s), meta.threshold, means[n])
         baselines.append(point.get("asset"))
         start = policy.episode_start("asset")
         if start is not None:

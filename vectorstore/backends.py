@@ -92,10 +92,40 @@ class Backend(Protocol):
     async def count(self, collection: str, where: Where | None = None) -> int: ...
 
 
+@dataclass(frozen=True)
+class _Layout:
+    dim: int
+    metric: Metric
+    meta: dict[str, Any]
+
+
+class _Layouts:
+    """What each engine knows of its collections: vector size, distance, metadata."""
+
+    def __init__(self) -> None:
+        self._layouts: dict[str, _Layout] = {}
+
+    def _remember(self, collection: str, dim: int, metric: Metric,
+                  meta: dict[str, Any] | None) -> None:
+        self._layouts[collection] = _Layout(dim, metric, dict(meta or {}))
+
+    def dim(self, collection: str) -> int | None:
+        lay = self._layouts.get(collection)
+        return lay.dim if lay else None
+
+    def metric(self, collection: str) -> Metric:
+        lay = self._layouts.get(collection)
+        return lay.metric if lay else "euclid"
+
+    def meta(self, collection: str) -> dict[str, Any]:
+        lay = self._layouts.get(collection)
+        return dict(lay.meta) if lay else {}
+
+
 # --------------------------------------------------------------------------- Qdrant Edge
 
 
-class EdgeBackend:
+class EdgeBackend(_Layouts):
     """Qdrant Edge shards under ``root`` (``root/<collection>/``).
 
     Queries run inline (they take well under a millisecond with payload indexes; a thread
@@ -105,11 +135,9 @@ class EdgeBackend:
     name = "qdrant-edge"
 
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
         self._shards: dict[str, Any] = {}
-        self._dims: dict[str, int] = {}
-        self._metrics: dict[str, Metric] = {}
-        self._meta: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -122,9 +150,8 @@ class EdgeBackend:
                 name = meta.parent.name
                 self._shards[name] = await asyncio.to_thread(qe.EdgeShard.load,
                                                              str(meta.parent))
-                self._dims[name] = int(info["dim"])
-                self._metrics[name] = info.get("distance", "cosine")
-                self._meta[name] = dict(info.get("meta") or {})
+                self._remember(name, int(info["dim"]), info.get("distance", "cosine"),
+                               info.get("meta"))
         except BaseException:
             await self.close()  # release what was opened (each shard locks its WAL)
             raise
@@ -133,15 +160,6 @@ class EdgeBackend:
         for shard in self._shards.values():
             await asyncio.to_thread(_flush_close, shard)
         self._shards.clear()
-
-    def dim(self, collection: str) -> int | None:
-        return self._dims.get(collection)
-
-    def metric(self, collection: str) -> Metric:
-        return self._metrics.get(collection, "euclid")
-
-    def meta(self, collection: str) -> dict[str, Any]:
-        return dict(self._meta.get(collection, {}))
 
     async def create(self, collection: str, dim: int, keywords: Sequence[str],
                      floats: Sequence[str], *, metric: Metric = "euclid",
@@ -165,9 +183,7 @@ class EdgeBackend:
                 {"dim": dim, "collection": collection, "distance": metric,
                  "meta": meta or {}}))
             self._shards[collection] = shard
-            self._dims[collection] = dim
-            self._metrics[collection] = metric
-            self._meta[collection] = dict(meta or {})
+            self._remember(collection, dim, metric, meta)
 
     def _shard(self, collection: str) -> Any:
         return self._shards[collection]
@@ -278,7 +294,7 @@ def _dense(vector: Any) -> list[float] | None:
 # --------------------------------------------------------------------------- qdrant-client
 
 
-class ClientBackend:
+class ClientBackend(_Layouts):
     """qdrant-client: a server by URL, or local mode (``:memory:`` / a path)."""
 
     def __init__(self, *, url: str | None = None, api_key: str | None = None,
@@ -287,10 +303,8 @@ class ClientBackend:
         self.url, self._api_key, self.location, self.path = url, api_key, location, path
         self.prefix = prefix
         self.name = "qdrant-server" if url else "qdrant-client-local"
+        super().__init__()
         self._client: Any = None
-        self._dims: dict[str, int] = {}
-        self._metrics: dict[str, Metric] = {}
-        self._meta: dict[str, dict[str, Any]] = {}
 
     async def open(self) -> None:
         from qdrant_client import AsyncQdrantClient
@@ -313,31 +327,21 @@ class ClientBackend:
         info = await self._client.get_collection(self.prefix + collection)
         vectors = info.config.params.vectors
         if isinstance(vectors, models.VectorParams):
-            self._dims[collection] = vectors.size
-            self._metrics[collection] = ("euclid" if vectors.distance == models.Distance.EUCLID
-                                         else "cosine")
-            self._meta[collection] = dict(info.config.metadata or {})
+            self._remember(collection, vectors.size,
+                           "euclid" if vectors.distance == models.Distance.EUCLID else "cosine",
+                           info.config.metadata)
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
 
-    def dim(self, collection: str) -> int | None:
-        return self._dims.get(collection)
-
-    def metric(self, collection: str) -> Metric:
-        return self._metrics.get(collection, "euclid")
-
-    def meta(self, collection: str) -> dict[str, Any]:
-        return dict(self._meta.get(collection, {}))
-
     async def create(self, collection: str, dim: int, keywords: Sequence[str],
                      floats: Sequence[str], *, metric: Metric = "euclid",
                      meta: dict[str, Any] | None = None) -> None:
         from qdrant_client import models
 
-        if collection in self._dims:
+        if self.dim(collection) is not None:
             return
         name = self.prefix + collection
         if await self._client.collection_exists(name):  # made since we opened
@@ -354,9 +358,7 @@ class ClientBackend:
             for f in floats:
                 await self._client.create_payload_index(
                     name, f, field_schema=models.PayloadSchemaType.FLOAT)
-        self._dims[collection] = dim
-        self._metrics[collection] = metric
-        self._meta[collection] = dict(meta or {})
+        self._remember(collection, dim, metric, meta)
 
     @staticmethod
     def _filter(where: Where | None) -> Any:
@@ -418,7 +420,7 @@ class ClientBackend:
                                        points=[point_id(record_id)])
 
     async def count(self, collection: str, where: Where | None = None) -> int:
-        if collection not in self._dims:
+        if self.dim(collection) is None:
             return 0
         res = await self._client.count(self.prefix + collection,
                                        count_filter=self._filter(where), exact=True)
