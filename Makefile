@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[all,dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -32,8 +32,9 @@ mosquitto:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+## mypy sees the aiotflow.* layout through a tree of links (see .ci/typecheck.py)
 typecheck: $(STAMP)
-	$(BIN)/mypy edge vectorstore tools workflows agents aiotflow
+	$(BIN)/python .ci/typecheck.py
 
 ## make test: lint, type-check, then the whole suite against a real Mosquitto
 test: $(STAMP) mosquitto lint typecheck
@@ -43,4 +44,4 @@ bench: $(STAMP) mosquitto
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info .aiotflow
+	rm -rf $(VENV) build .pytest_cache .ruff_cache .mypy_cache *.egg-info .aiotflow

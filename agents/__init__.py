@@ -1,5 +1,9 @@
 """aiotflow agents, built only from the public APIs of workflows, tools and vectorstore."""
 
+from aiotflow.extras import require as _require
+
+_require("engine", feature="aiotflow.agents")
+
 from .knowledge import FAILURE_MODES, FailureMode, failure_mode
 from .learning import close_and_learn
 from .llm import LLMClient, LLMSettings, LLMText

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import time
 
-from tools.control import ControlStore
-from tools.errors import ToolFailed
-from tools.ops import OpsDatabase, WorkOrder
-from vectorstore import HistoryStore, Incident, MaintenanceRecord
-from workflows.runs import RunLedger
+from aiotflow.tools.control import ControlStore
+from aiotflow.tools.errors import ToolFailed
+from aiotflow.tools.ops import OpsDatabase, WorkOrder
+from aiotflow.vectorstore import HistoryStore, Incident, MaintenanceRecord
+from aiotflow.workflows.runs import RunLedger
 
 from .knowledge import failure_mode as known_mode
 

@@ -20,11 +20,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tools.errors import ToolFailed, ToolUnavailable
-from workflows.app import App
-from workflows.approval import ApprovalRequest, ProposedAction, approval_node
-from workflows.context import WorkflowContext
-from workflows.filters import AlertFilter
+from aiotflow.tools.errors import ToolFailed, ToolUnavailable
+from aiotflow.workflows.app import App
+from aiotflow.workflows.approval import ApprovalRequest, ProposedAction, approval_node
+from aiotflow.workflows.context import WorkflowContext
+from aiotflow.workflows.filters import AlertFilter
 
 from .knowledge import failure_mode
 from .llm import LLMClient

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import orjson
 
-from edge.broker import EmbeddedBroker
-from edge.config import EdgeSettings
-from edge.runtime import EdgeRuntime
-from edge.simulator import Fleet, parse_fault
-from edge.training import train_simulated
+from aiotflow.demo.broker import EmbeddedBroker
+from aiotflow.edge.config import EdgeSettings
+from aiotflow.edge.runtime import EdgeRuntime
+from aiotflow.simulator.fleet import Fleet, parse_fault
+from aiotflow.training.train import train_simulated
 
 
 def messages(assets: int, seconds: float) -> list[tuple[str, bytes]]:

@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _mqtt import Broker, broker_dropped, start_paced_publisher, start_publisher
 
+from aiotflow.edge.config import EdgeSettings
+from aiotflow.edge.runtime import EdgeRuntime
 from aiotflow.logging import configure_logging
-from edge.config import EdgeSettings
-from edge.runtime import EdgeRuntime
-from edge.simulator import Fleet, parse_fault
-from edge.training import train_simulated
+from aiotflow.simulator.fleet import Fleet, parse_fault
+from aiotflow.training.train import train_simulated
 
 
 def log(msg: str) -> None:
@@ -241,8 +241,8 @@ MEMORY = r'''
 import asyncio, json, sys, time
 from pathlib import Path
 from aiotflow.logging import configure_logging
-from edge.config import EdgeSettings
-from edge.runtime import EdgeRuntime
+from aiotflow.edge.config import EdgeSettings
+from aiotflow.edge.runtime import EdgeRuntime
 model, url, outbox, assets = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
 def rss_mb():

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.policy import AlertPolicy, PolicySettings
-from vectorstore import ContextSettings, HistorySettings, HistoryStore, Incident
+from aiotflow.edge.policy import AlertPolicy, PolicySettings
+from aiotflow.vectorstore import ContextSettings, HistorySettings, HistoryStore, Incident
 
 MODES = ("coolant_pump", "thermostat", "bearing_wear", "injector", "sensor_dropout", "none")
 ASSET_TYPES = [f"type-{i:02d}" for i in range(50)]  # a filter on one matches ~2 %

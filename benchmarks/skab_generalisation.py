@@ -31,9 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from edge.skab import (
-    DETECTORS,
-    DetectorConfig,
+from aiotflow.evaluation.skab import (
     FileScore,
     SkabFile,
     load_file,
@@ -41,6 +39,7 @@ from edge.skab import (
     skab_files,
     summarise,
 )
+from aiotflow.training.presets import DETECTORS, DetectorConfig
 
 GRID: dict[str, list[Any]] = {
     "window": [3, 5, 8, 12],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aiotflow.contracts.schema import ChannelSummary
+
 from .errors import BundleError
 from .features import feature_names, window_features
-from .schema import ChannelSummary
 
-__all__ = ["META_KEY", "BundleMeta", "ChannelStats", "ModelBundle", "save_bundle"]
+__all__ = ["META_KEY", "BundleMeta", "ChannelStats", "ModelBundle"]
 
 META_KEY = "aiotflow.bundle"
 
@@ -63,24 +65,6 @@ class BundleMeta(BaseModel):
     @property
     def n_features(self) -> int:
         return len(self.channels) * len(self.features)
-
-
-def save_bundle(onnx_model: bytes, meta: BundleMeta, path: str | Path) -> Path:
-    """Write ``onnx_model`` with ``meta`` embedded, atomically, and return the path."""
-    import onnx
-
-    model = onnx.load_from_string(onnx_model)
-    del model.metadata_props[:]
-    entry = model.metadata_props.add()
-    entry.key = META_KEY
-    entry.value = meta.model_dump_json()
-    model.doc_string = f"aiotflow model bundle {meta.name} {meta.version}"
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_bytes(model.SerializeToString())
-    tmp.replace(out)
-    return out
 
 
 class ModelBundle:
@@ -158,6 +142,22 @@ class ModelBundle:
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Features and scores of raw windows in one call."""
         return self.score(self.features(windows))
+
+    def embed_window(self, window: Mapping[str, Sequence[float]]) -> list[float]:
+        """The embedding of one raw window ``{"channel": [samples...]}`` (every channel of
+        the model, ``meta.window`` samples each), as the runtime embeds a live one.
+        Raises :class:`ValueError` saying what is wrong with the window."""
+        meta = self.meta
+        if not isinstance(window, Mapping):
+            raise ValueError("window must be an object of channel -> samples")
+        missing = [c for c in meta.channels if c not in window]
+        if missing:
+            raise ValueError(f"window lacks channels {missing}")
+        cols = [np.asarray(window[c], dtype=np.float64) for c in meta.channels]
+        if any(c.shape != (meta.window,) for c in cols):
+            raise ValueError(f"each channel needs {meta.window} samples (the model's window)")
+        emb, _ = self.score_windows(np.stack(cols, axis=1)[None])
+        return [float(v) for v in emb[0]]
 
     def summarize(
         self, window: npt.NDArray[Any], embedding: npt.NDArray[Any] | None = None

@@ -1,96 +1,23 @@
 """Edge runtime configuration: frozen pydantic models loaded from TOML and environment.
 
 Environment variables override the file: ``AIOTFLOW_EDGE_MQTT__URL=mqtt://host:1883``.
-A bad file fails at start-up with :class:`~edge.errors.ConfigError` naming the field.
+A bad file fails at start-up with :class:`~aiotflow.contracts.ConfigError` naming the field.
 """
 
 from __future__ import annotations
 
-import tomllib
-from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_settings import (
-    BaseSettings,
-    InitSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import SettingsConfigDict
+
+from aiotflow.contracts.mqtt import MqttSettings
+from aiotflow.contracts.settings import FileSettings
 
 from .drift import DriftSettings
-from .errors import ConfigError
 from .policy import PolicySettings
 
-__all__ = ["EdgeSettings", "FileSettings", "MqttSettings", "ScoringSettings", "config_error"]
-
-_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_DATA", default=None)
-
-
-class MqttSettings(BaseModel):
-    """One MQTT broker connection."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://[user:pass@]host[:port]")
-    client_id: str | None = Field(None, description="Client id; generated when unset.")
-    keepalive: int = Field(30, ge=5, description="Keep-alive interval in seconds.")
-    reconnect_max_s: float = Field(10.0, gt=0, description="Longest pause between reconnects.")
-    persistent_session: bool = Field(
-        False, description="Keep the broker session across reconnects (clean session off): "
-                           "QoS 1 messages sent while briefly disconnected are delivered "
-                           "after. Needs a fixed client_id.")
-
-    @model_validator(mode="after")
-    def _persistent_needs_id(self) -> MqttSettings:
-        if self.persistent_session and not self.client_id:
-            raise ValueError("persistent_session needs a fixed client_id")
-        return self
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:1883")
-        return v
-
-    @property
-    def hostname(self) -> str:
-        return urlsplit(self.url).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or 1883
-
-    @property
-    def username(self) -> str | None:
-        return urlsplit(self.url).username
-
-    @property
-    def password(self) -> str | None:
-        return urlsplit(self.url).password
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :class:`aiomqtt.Client`."""
-        return {
-            "hostname": self.hostname,
-            "port": self.port,
-            "username": self.username,
-            "password": self.password,
-            "identifier": self.client_id,
-            "keepalive": self.keepalive,
-            "clean_session": not self.persistent_session,
-        }
+__all__ = ["EdgeSettings", "ScoringSettings"]
 
 
 class ScoringSettings(BaseModel):
@@ -102,47 +29,6 @@ class ScoringSettings(BaseModel):
     max_delay_ms: float = Field(
         20.0, gt=0, le=1000, description="Longest a due window waits for its batch."
     )
-
-
-class FileSettings(BaseSettings):
-    """Settings read from a TOML file, overridden by environment, overridden by code."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        file_source = InitSettingsSource(settings_cls, init_kwargs=_FILE_DATA.get() or {})
-        return (init_settings, env_settings, file_source)
-
-    @classmethod
-    def load(
-        cls, path: str | Path | None = None, *, table: str | None = None, **overrides: Any
-    ) -> Any:
-        """Load ``path`` (TOML; only its ``[table]`` if given), then environment, then
-        ``overrides``. Raises :class:`ConfigError` naming the bad field."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError("no such config file", field=str(p))
-            try:
-                data = tomllib.loads(p.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"not valid TOML: {exc}", field=str(p)) from None
-            if table is not None:
-                data = data.get(table, {})
-        token = _FILE_DATA.set(data)
-        try:
-            return cls(**overrides)
-        except ValidationError as exc:
-            raise config_error(exc) from None
-        finally:
-            _FILE_DATA.reset(token)
 
 
 class EdgeSettings(FileSettings):
@@ -189,9 +75,3 @@ class EdgeSettings(FileSettings):
         if self.mqtt.client_id is None:
             return self.mqtt
         return self.mqtt.model_copy(update={"client_id": f"{self.mqtt.client_id}-uplink"})
-
-
-def config_error(exc: ValidationError) -> ConfigError:
-    """A :class:`ConfigError` naming the first bad field of a validation error."""
-    err = exc.errors(include_url=False)[0]
-    return ConfigError(err["msg"], field=".".join(str(p) for p in err["loc"]) or None)

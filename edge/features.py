@@ -181,3 +181,11 @@ class WindowBuffer:
     def window(self, ring: Ring) -> F64:
         """The ring's current window, oldest sample first, ``[length, C]`` (a copy)."""
         return ring.data[self._order[ring.pos]]
+
+
+def make_windows(series: npt.NDArray[np.float64], window: int, hop: int) -> npt.NDArray[np.float64]:
+    """All windows ``[n, window, C]`` of a ``[T, C]`` series, one every ``hop`` samples."""
+    if series.shape[0] < window:
+        return np.empty((0, window, series.shape[1]))
+    view = np.lib.stride_tricks.sliding_window_view(series, window, axis=0)  # [n, C, window]
+    return np.ascontiguousarray(view[::hop].transpose(0, 2, 1))

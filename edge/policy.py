@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .schema import Severity
+from aiotflow.contracts.schema import Severity
 
 __all__ = ["AlertPolicy", "Episode", "PolicySettings", "severity_for"]
 

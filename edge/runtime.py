@@ -37,16 +37,17 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from aiotflow.contracts.mqtt import LinkState, reconnecting, sink_queue, wait_event
+from aiotflow.contracts.schema import Alert, alert_id_for, decode_readings
+
 from .baseline import OperatingPoint
 from .bundle import ModelBundle
 from .config import EdgeSettings
 from .drift import DriftMonitor
 from .errors import PayloadError
 from .features import WindowBuffer
-from .mqtt import LinkState, reconnecting, sink_queue, wait_event
 from .outbox import PRIORITY, Outbox
 from .policy import AlertPolicy, severity_for
-from .schema import Alert, alert_id_for, decode_readings
 
 __all__ = ["EdgeRuntime", "EdgeStats"]
 

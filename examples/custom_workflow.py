@@ -8,7 +8,7 @@ from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from workflows import AlertFilter, App, WorkflowContext
+from aiotflow import AlertFilter, App, WorkflowContext
 
 app = App("vibration-watch")
 

@@ -4,8 +4,8 @@
     aiotflow run examples.generator_fleet:app # then approve with: aiotflow approve
 """
 
-from agents import register_maintenance_agent
-from workflows import App
+from aiotflow import App
+from aiotflow.agents import register_maintenance_agent
 
 app = App("generator-fleet")
 register_maintenance_agent(app)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from aiotflow.seed import history_incidents
-from edge.bundle import ModelBundle
-from edge.training import train_simulated
-from vectorstore.models import Incident
+from aiotflow.demo.seed import history_incidents
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.training.train import train_simulated
+from aiotflow.vectorstore.models import Incident
 
 from .fakes import SchedulingService
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import aiomqtt
 
-from edge.bundle import ModelBundle
-from edge.schema import Alert
+from aiotflow.contracts.schema import Alert
+from aiotflow.edge.bundle import ModelBundle
 
 from .conftest import Mosquitto
 
@@ -157,7 +157,7 @@ async def test_run_app_with_approval_from_another_terminal(
 
 
 async def test_train_from_csv_uses_the_evaluated_detector(tmp_path: Path) -> None:
-    from .edge.test_skab import write_recording
+    from .evaluation.test_skab import write_recording
     from .workflows.helpers import cli
 
     csv_file = tmp_path / "normal.csv"
@@ -173,4 +173,4 @@ async def test_train_from_csv_uses_the_evaluated_detector(tmp_path: Path) -> Non
         assert meta.channels[0] == "Accelerometer1RMS" and "anomaly" not in meta.channels
     code, _, err = await cli("train", "--out", str(tmp_path / "x.onnx"), "--csv", str(csv_file),
                              "--sep", ";", "--detector", "nope")
-    assert code == 2 and "--detector" in err
+    assert code == 2 and "detector: must be one of" in err and "pca" in err

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from edge.bundle import ModelBundle
-from workflows import Engine, load_app
-from workflows.settings import EngineSettings
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.workflows import Engine, load_app
+from aiotflow.workflows.settings import EngineSettings
 
 from .conftest import Mosquitto
 from .workflows.helpers import make_alert
@@ -30,7 +30,7 @@ async def test_custom_workflow_example(
 
 
 def test_example_configs_load() -> None:
-    from edge.config import EdgeSettings
+    from aiotflow.edge.config import EdgeSettings
 
     root = Path(__file__).resolve().parents[1] / "examples"
     assert EdgeSettings.load(root / "edge.toml").policy.k == 3
@@ -39,10 +39,37 @@ def test_example_configs_load() -> None:
     assert load_app("examples.generator_fleet:app").workflows["maintenance"]
 
 
+def _blocks(lang: str) -> list[str]:
+    return [b.split("```", 1)[0] for b in README.split(f"```{lang}\n")[1:]]
+
+
+def test_readme_commands_are_real() -> None:
+    """Every ``aiotflow ...`` line of the README's shell blocks parses with the CLI as
+    written (commands, sub-commands and options exist), and every extra it names does."""
+    import re
+    import shlex
+
+    from aiotflow.cli import _parser
+    from aiotflow.extras import EXTRAS
+
+    lines = [re.split(r"\s+#", ln)[0].strip() for block in _blocks("sh")
+             for ln in block.replace("\\\n", " ").splitlines()]
+    commands = [ln for ln in lines if ln.startswith("aiotflow ")]
+    assert len(commands) >= 15
+    for line in commands:
+        try:
+            _parser().parse_args(shlex.split(line)[1:])
+        except SystemExit as exc:
+            raise AssertionError(f"README: {line!r} does not parse") from exc
+    for line in (ln for ln in lines if ln.startswith("pip install")):
+        extras = line.partition("[")[2].partition("]")[0]
+        assert not extras or set(extras.split(",")) <= {*EXTRAS, "all"}, line
+
+
 async def test_readme_workflow_runs(
     mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
 ) -> None:
-    code = README.split("```python\n", 1)[1].split("```", 1)[0]
+    [code] = _blocks("python")
     namespace: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), namespace)
     app = namespace["app"]

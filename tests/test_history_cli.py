@@ -9,7 +9,7 @@ import pytest
 
 from aiotflow.cli import main
 
-from .edge.test_skab import NOISE, write_recording
+from .evaluation.test_skab import NOISE, write_recording
 
 #: fault -> (channel index, shift in noise units) of its signature
 FAULTS = {"valve_closed": ((3, -8.0), (7, -8.0)), "imbalance": ((0, 10.0), (1, 10.0)),
@@ -111,7 +111,7 @@ async def test_history_import_export_query(tmp_path: Path,
 
 async def test_import_raw_windows_with_a_bundle(tmp_path: Path, bundle_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from edge.bundle import ModelBundle
+    from aiotflow.edge.bundle import ModelBundle
 
     meta = ModelBundle(bundle_path).meta
     rng = np.random.default_rng(0)
@@ -137,8 +137,8 @@ async def test_a_history_that_weighs_the_operating_point(
         tmp_path: Path, bundle_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """history context prints a table that makes a new history weigh the operating point;
     CSV imports carry the point; the engine config loads it."""
-    from vectorstore import HistoryStore
-    from workflows.settings import EngineSettings
+    from aiotflow.vectorstore import HistoryStore
+    from aiotflow.workflows.settings import EngineSettings
 
     normal = []
     for i, flow in enumerate((32.0, 76.0)):

@@ -4,6 +4,10 @@ retries and an audit trail; built-in scheduling, work-order and notification too
 Depends on none of aiotflow's other packages.
 """
 
+from aiotflow.extras import require as _require
+
+_require("engine", feature="aiotflow.tools")
+
 from .builtin import (
     BUILTIN_SCOPES,
     BookTechnicianIn,

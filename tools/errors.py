@@ -15,7 +15,7 @@ from __future__ import annotations
 
 
 class ToolError(Exception):
-    """Base class of every error raised by :mod:`tools`; ``tool`` names the tool."""
+    """Base class of every error raised by :mod:`aiotflow.tools`; ``tool`` names the tool."""
 
     def __init__(self, message: str, *, tool: str = "") -> None:
         super().__init__(f"{tool}: {message}" if tool else message)

@@ -18,7 +18,7 @@ read exactly what runs on its own, what needs whose approval, and what never run
     roles = ["supervisor"]
     pin_hash = "pbkdf2_sha256$200000$…"   # aiotflow operator hash-pin
 
-The tool layer enforces it (:class:`~tools.registry.ToolExecutor`), whatever a workflow's
+The tool layer enforces it (:class:`~aiotflow.tools.registry.ToolExecutor`), whatever a workflow's
 state says; the console enforces who may decide.
 """
 

@@ -4,6 +4,10 @@ Embedded by default (Qdrant Edge, in-process, on a path); a Qdrant server by URL
 on none of aiotflow's other packages.
 """
 
+from aiotflow.extras import require as _require
+
+_require("engine", feature="aiotflow.vectorstore")
+
 from .context import ContextSettings
 from .diagnosis import Diagnosis, DiagnosisCache, DiagnosisSettings, ModeEstimate
 from .errors import EmbeddingMismatch, HistoryBusy, HistoryError, HistoryUnavailable

@@ -1,4 +1,4 @@
-"""Storage engines behind :class:`~vectorstore.store.HistoryStore`, one small interface.
+"""Storage engines behind :class:`~aiotflow.vectorstore.store.HistoryStore`, one small interface.
 
 * :class:`EdgeBackend` - Qdrant Edge (``qdrant-edge-py``), Qdrant's own engine in-process
   on a directory: one shard per collection. The embedded default: filtered top-k at 100k
@@ -12,7 +12,7 @@ Record ids are strings of any form; the engine sees a UUID derived from each
 (:func:`point_id`) and the original id travels in the payload (``id``).
 
 Collections are created with Euclidean distance on vectors the store builds (unit
-embedding, optionally an operating-context part; see :mod:`vectorstore.context`), and
+embedding, optionally an operating-context part; see :mod:`aiotflow.vectorstore.context`), and
 scores come back as similarities ``1 - d^2 / 2`` (the cosine for unit vectors).
 Collections made by earlier versions with cosine distance still open and answer the same
 way. Each collection keeps a small metadata dict (the store's vector layout).

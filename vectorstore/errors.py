@@ -12,7 +12,7 @@ from __future__ import annotations
 
 
 class HistoryError(Exception):
-    """Base class of every error raised by :mod:`vectorstore`."""
+    """Base class of every error raised by :mod:`aiotflow.vectorstore`."""
 
 
 class HistoryUnavailable(HistoryError):

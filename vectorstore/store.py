@@ -6,7 +6,7 @@ needs a vector per point, so they carry a constant one-dimensional vector).
 
 The incidents collection records its vector layout in its metadata: the embedding
 dimension and, when the history weighs operating context, the context scale
-(:class:`~vectorstore.context.ContextSettings`). The layout is fixed when the first
+(:class:`~aiotflow.vectorstore.context.ContextSettings`). The layout is fixed when the first
 incident is written; a store opened later uses it (a different configured scale is an
 error: export and re-import into a new history to re-index).
 """
@@ -375,7 +375,7 @@ class HistoryStore:
         makes the call uncertain.
 
         A recent answer for the same asset and a near-identical query is reused (see
-        :class:`~vectorstore.diagnosis.DiagnosisCache`); ``store.cache.hit_rate`` counts.
+        :class:`~aiotflow.vectorstore.diagnosis.DiagnosisCache`); ``store.cache.hit_rate`` counts.
         """
         if self.dim is not None and len(embedding) != self.dim:
             raise EmbeddingMismatch(self.dim, len(embedding))

@@ -1,9 +1,13 @@
 """aiotflow workflows: alert-triggered LangGraph runs with durable state, human approval
 nodes, an approval console and an audit trail.
 
-Depends on :mod:`tools`, :mod:`vectorstore` and :mod:`edge` (alert types and MQTT
-settings only).
+Depends on :mod:`aiotflow.tools`, :mod:`aiotflow.vectorstore` and
+:mod:`aiotflow.contracts`; never on the edge runtime, the simulator or the demo broker.
 """
+
+from aiotflow.extras import require as _require
+
+_require("engine", feature="aiotflow.workflows")
 
 from .app import App, WorkflowSpec, load_app
 from .approval import (
@@ -13,7 +17,16 @@ from .approval import (
     approval_id_for,
     approval_node,
 )
-from .console import ask_decision, format_pending, render_request, review_pending
+from .console import (
+    IdentityError,
+    ask_decision,
+    check_identity,
+    decide,
+    format_pending,
+    pending_rows,
+    render_request,
+    review_pending,
+)
 from .context import WorkflowContext
 from .engine import Engine, EngineStats, RunOutcome
 from .errors import AppLoadError, ApprovalError, WorkflowDefinitionError, WorkflowError
@@ -31,6 +44,7 @@ __all__ = [
     "Engine",
     "EngineSettings",
     "EngineStats",
+    "IdentityError",
     "ProposedAction",
     "RunLedger",
     "RunOutcome",
@@ -42,8 +56,11 @@ __all__ = [
     "approval_id_for",
     "approval_node",
     "ask_decision",
+    "check_identity",
+    "decide",
     "format_pending",
     "load_app",
+    "pending_rows",
     "render_request",
     "review_pending",
 ]

@@ -23,9 +23,9 @@ from typing import Any
 
 from langgraph.graph import StateGraph
 
-from edge.schema import Alert
-from tools.builtin import BUILTIN_SCOPES
-from tools.registry import ToolRegistry
+from aiotflow.contracts.schema import Alert
+from aiotflow.tools.builtin import BUILTIN_SCOPES
+from aiotflow.tools.registry import ToolRegistry
 
 from .errors import AppLoadError, WorkflowDefinitionError
 from .filters import AlertFilter

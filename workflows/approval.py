@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field
 
-from tools.policy import TIERS
+from aiotflow.tools.policy import TIERS
 
 from .context import WorkflowContext
 

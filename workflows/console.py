@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sys
 import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from tools.control import ApprovalRecord, ControlStore, Decision
-from tools.policy import Policy, verify_pin
+from aiotflow.tools.control import ApprovalRecord, ControlStore, Decision
+from aiotflow.tools.policy import Policy, verify_pin
 
 __all__ = [
     "IdentityError",
     "ask_decision",
     "check_identity",
+    "decide",
     "format_pending",
+    "pending_rows",
     "refusal",
     "render_request",
     "review_pending",
@@ -63,15 +66,19 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def pending_rows(records: list[ApprovalRecord]) -> list[list[str]]:
+    """``[id, asset, risk, requested, title]`` per approval (``!``: escalated)."""
+    return [[r.id, r.asset, r.risk + ("!" if r.escalated_at else ""), _when(r.requested_at),
+             r.title] for r in records]
+
+
 def format_pending(records: list[ApprovalRecord]) -> str:
-    """A table of pending approvals."""
+    """A table of pending approvals, as plain text."""
     if not records:
         return "No approvals waiting."
     lines = [f"{'ID':36}  {'ASSET':10}  {'RISK':8}  {'REQUESTED':19}  TITLE"]
-    for r in records:
-        risk = r.risk + ("!" if r.escalated_at else "")
-        lines.append(f"{r.id:36}  {r.asset[:10]:10}  {risk:8}  {_when(r.requested_at):19}  "
-                     f"{r.title}")
+    for rid, asset, risk, when, title in pending_rows(records):
+        lines.append(f"{rid:36}  {asset[:10]:10}  {risk:8}  {when:19}  {title}")
     return "\n".join(lines)
 
 
@@ -101,6 +108,22 @@ def render_request(rec: ApprovalRecord) -> str:
     return "\n".join(out)
 
 
+def _show(rec: ApprovalRecord, output: Callable[[str], Any]) -> None:
+    """The approval panel: boxed by rich on a terminal, plain text anywhere else."""
+    if output is print and sys.stdout.isatty():
+        from rich.console import Console
+        from rich.panel import Panel
+        from rich.text import Text
+
+        body = render_request(rec).split("\n")[2:-1]  # the rules become the panel's border
+        Console(highlight=False).print(Panel(Text("\n".join(body)), width=92,
+                                             title=f"APPROVAL {rec.id}", title_align="left",
+                                             border_style="red" if rec.risk in
+                                             ("high", "critical") else "yellow"))
+        return
+    output(render_request(rec))
+
+
 def ask_decision(
     rec: ApprovalRecord,
     *,
@@ -112,7 +135,7 @@ def ask_decision(
     Returns ``(decision, comment)``, or ``None`` for skip. Raises ``EOFError`` on end of
     input so that the caller leaves the item pending.
     """
-    output(render_request(rec))
+    _show(rec, output)
     while True:
         answer = input_fn("Approve this plan? [a]pprove / [r]eject / [s]kip: ").strip().lower()
         if answer in _CHOICES:
@@ -134,6 +157,27 @@ async def refusal(control: ControlStore, policy: Policy, user: str,
     await control.audit("approval.refused", actor=user, thread_id=rec.thread_id,
                         approval_id=rec.id, reason=why)
     return why
+
+
+async def decide(control: ControlStore, policy: Policy, approval_id: str, decision: Decision,
+                 *, user: str, comment: str | None = None,
+                 pin_fn: Callable[[str], str]) -> ApprovalRecord:
+    """Record ``user``'s ``decision`` on one approval without asking (``approve
+    --decision``): the same identity and role checks as the console, refusals audited.
+
+    Raises :class:`IdentityError` when it is not theirs to decide or someone decided
+    first, :class:`KeyError` when there is no such approval."""
+    await check_identity(control, policy, user, pin_fn)
+    rec = await control.approval(approval_id)
+    if rec is None:
+        raise KeyError(f"no approval {approval_id}")
+    why = await refusal(control, policy, user, rec)
+    if why is not None:
+        raise IdentityError(f"not yours to decide: {why}")
+    after = await control.decide(approval_id, decision, by=user, comment=comment)
+    if after.decided_by != user or after.status != decision:
+        raise IdentityError(f"already {after.status} by {after.decided_by}")
+    return after
 
 
 async def review_pending(

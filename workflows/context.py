@@ -8,10 +8,10 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 
-from edge.schema import Alert
-from tools.control import ControlStore
-from tools.registry import CallContext, Principal, ToolExecutor
-from vectorstore.store import HistoryStore
+from aiotflow.contracts.schema import Alert
+from aiotflow.tools.control import ControlStore
+from aiotflow.tools.registry import CallContext, Principal, ToolExecutor
+from aiotflow.vectorstore.store import HistoryStore
 
 __all__ = ["WorkflowContext"]
 

@@ -29,17 +29,17 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.types import Command
 from pydantic import ValidationError
 
-from edge.mqtt import reconnecting
-from edge.schema import Alert
-from tools.builtin import register_builtin_tools
-from tools.control import ApprovalRecord, ControlStore
-from tools.failpoints import failpoint
-from tools.failsafe import BreakerSettings
-from tools.ops import OpsDatabase
-from tools.registry import Principal, RetrySettings, ToolExecutor, ToolRegistry
-from tools.scheduling import HttpScheduling, SchedulingBackend
-from vectorstore.errors import HistoryError
-from vectorstore.store import HistoryStore
+from aiotflow.contracts.mqtt import reconnecting
+from aiotflow.contracts.schema import Alert
+from aiotflow.tools.builtin import register_builtin_tools
+from aiotflow.tools.control import ApprovalRecord, ControlStore
+from aiotflow.tools.failpoints import failpoint
+from aiotflow.tools.failsafe import BreakerSettings
+from aiotflow.tools.ops import OpsDatabase
+from aiotflow.tools.registry import Principal, RetrySettings, ToolExecutor, ToolRegistry
+from aiotflow.tools.scheduling import HttpScheduling, SchedulingBackend
+from aiotflow.vectorstore.errors import HistoryError
+from aiotflow.vectorstore.store import HistoryStore
 
 from .app import App, WorkflowSpec
 from .context import WorkflowContext

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 
 class WorkflowError(Exception):
-    """Base class of every error raised by :mod:`workflows`."""
+    """Base class of every error raised by :mod:`aiotflow.workflows`."""
 
 
 class AppLoadError(WorkflowError):
-    """The app import string does not lead to an :class:`~workflows.App`."""
+    """The app import string does not lead to an :class:`~aiotflow.workflows.App`."""
 
 
 class WorkflowDefinitionError(WorkflowError):

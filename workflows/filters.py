@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.schema import Alert
+from aiotflow.contracts.schema import Alert
 
 __all__ = ["AlertFilter"]
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import aiosqlite
 from pydantic import BaseModel, ConfigDict
 
-from tools.sqlite import select
+from aiotflow.tools.sqlite import select
 
 __all__ = ["RunLedger", "RunRecord", "RunStatus"]
 

@@ -7,9 +7,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from edge.config import FileSettings, MqttSettings
-from tools.policy import Policy
-from vectorstore.store import HistorySettings
+from aiotflow.contracts.mqtt import MqttSettings
+from aiotflow.contracts.settings import FileSettings
+from aiotflow.tools.policy import Policy
+from aiotflow.vectorstore.store import HistorySettings
 
 __all__ = ["EngineSettings"]
 

@@ -6,10 +6,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agents import Guardrails, MaintenanceSettings, register_maintenance_agent
-from edge.bundle import ModelBundle
-from vectorstore.models import Incident
-from workflows import App, Engine
+from aiotflow.agents import Guardrails, MaintenanceSettings, register_maintenance_agent
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.vectorstore.models import Incident
+from aiotflow.workflows import App, Engine
 
 from ..conftest import Mosquitto
 from ..workflows.helpers import make_alert, seed, settings_for, wait_for
@@ -68,7 +68,7 @@ async def test_work_order_limit_is_checked_before_approval(
         failed = [c for c in verdict.detail["checks"] if not c["passed"]]
         assert [c["rule"] for c in failed] == ["work_orders_per_asset_per_day"]
         assert "2 work order(s) for gen-002 in the last 24 h (limit 2)" in failed[0]["detail"]
-    from tools.ops import OpsDatabase
+    from aiotflow.tools.ops import OpsDatabase
 
     async with OpsDatabase(tmp_path / "s" / "ops.db") as ops:
         [note] = await ops.notifications()
@@ -80,7 +80,7 @@ async def test_cost_limit_is_checked_before_approval(
 ) -> None:
     await run_one(tmp_path / "s", mosquitto, bundle, incidents,
                   Guardrails(max_cost_per_action=300, callout_fee=150, technician_rate_per_h=100))
-    from tools.control import ControlStore
+    from aiotflow.tools.control import ControlStore
 
     async with ControlStore(tmp_path / "s" / "control.db") as control:
         assert await control.approvals(status=None) == []

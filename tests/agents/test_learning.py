@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.learning import close_and_learn
+from aiotflow.agents.learning import close_and_learn
 from aiotflow.cli import main
-from tools.control import ControlStore
-from tools.errors import ToolFailed
-from tools.ops import OpsDatabase
-from vectorstore import HistoryStore, Incident
-from workflows.runs import RunLedger
+from aiotflow.tools.control import ControlStore
+from aiotflow.tools.errors import ToolFailed
+from aiotflow.tools.ops import OpsDatabase
+from aiotflow.vectorstore import HistoryStore, Incident
+from aiotflow.workflows.runs import RunLedger
 
 from ..conftest import Mosquitto
 
@@ -119,7 +119,7 @@ async def _run(argv: list[str]) -> int:
 async def test_while_the_engine_holds_the_history_writes_are_queued(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    from workflows import App, Engine
+    from aiotflow.workflows import App, Engine
 
     from ..workflows.helpers import cli, settings_for, wait_for
 

@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents import LLMClient, LLMSettings, register_maintenance_agent
-from edge.bundle import ModelBundle
-from vectorstore.models import Incident
-from workflows import App, Engine
+from aiotflow.agents import LLMClient, LLMSettings, register_maintenance_agent
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.vectorstore.models import Incident
+from aiotflow.workflows import App, Engine
 
 from ..conftest import Mosquitto
 from ..fakes import ChatCompletionsService
@@ -81,6 +81,11 @@ async def test_work_order_narrative_from_llm(
     assert rc == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["site"] == "plant-1" and row["calls"] == 1 and row["usd"] > 0
+    rc = await asyncio.to_thread(main, ["costs", "--by", "site", "--state-dir",
+                                        str(tmp_path / "s")])
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 0 and lines[0].split() == ["site", "calls", "tokens", "USD", "without", "LLM"]
+    assert lines[1].split()[:2] == ["plant-1", "1"] and lines[-1].split()[:2] == ["total", "1"]
 
 
 class Summary(BaseModel):
@@ -160,8 +165,8 @@ async def test_budgets_per_site_and_per_alert() -> None:
 
 
 def test_cost_report_groups_spend() -> None:
-    from aiotflow.audit import cost_report, format_costs
-    from tools.control import AuditRecord
+    from aiotflow.agents.costs import cost_report
+    from aiotflow.tools.control import AuditRecord
 
     def rec(seq: int, ts: float, site: str, alert: str, usd: float, source: str) -> AuditRecord:
         return AuditRecord(seq=seq, ts=ts, thread_id=f"m/{alert}", kind="llm.narrative",
@@ -177,7 +182,6 @@ def test_cost_report_groups_spend() -> None:
         {"site": "s2", "calls": 1, "tokens": 100, "usd": 0.0, "without_llm": 1}]
     assert [r["day"] for r in cost_report(records, "day")] == ["2023-11-14", "2023-11-15"]
     assert len(cost_report(records, "alert")) == 3
-    assert "total" in format_costs(by_site, "site")
 
 
 async def test_over_budget_the_work_order_says_its_summary_is_deterministic(

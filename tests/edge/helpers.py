@@ -7,7 +7,7 @@ import time
 import aiomqtt
 import orjson
 
-from edge.simulator import Fleet
+from aiotflow.simulator.fleet import Fleet
 
 
 async def publish_simulated(

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from edge.baseline import OperatingPoint
+from aiotflow.edge.baseline import OperatingPoint
 
 
 def test_follows_normal_levels_per_asset_with_its_time_constant() -> None:

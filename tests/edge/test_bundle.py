@@ -4,12 +4,12 @@ import numpy as np
 import onnx
 import pytest
 
-from edge.bundle import META_KEY, ModelBundle
-from edge.detector import PCAResidualDetector, to_onnx_bytes
-from edge.errors import BundleError, ConfigError
-from edge.features import WindowBuffer, feature_names, window_features
-from edge.simulator import CHANNELS, Fleet, parse_fault
-from edge.training import load_csv, make_windows, train_bundle
+from aiotflow.edge.bundle import META_KEY, ModelBundle
+from aiotflow.edge.errors import BundleError, ConfigError
+from aiotflow.edge.features import WindowBuffer, feature_names, make_windows, window_features
+from aiotflow.simulator.fleet import CHANNELS, Fleet, parse_fault
+from aiotflow.training.detectors import PCAResidualDetector, to_onnx_bytes
+from aiotflow.training.train import load_csv, train_bundle
 
 
 def test_features_match_definitions() -> None:
@@ -129,7 +129,7 @@ def test_train_from_csv(tmp_path: Path) -> None:
 
 
 def test_autoencoder_onnx_matches_scikit_learn(tmp_path: Path) -> None:
-    from edge.detector import AutoencoderDetector
+    from aiotflow.training.detectors import AutoencoderDetector
 
     rng = np.random.default_rng(4)
     x = rng.normal(size=(300, 6))
@@ -149,7 +149,7 @@ def test_autoencoder_onnx_matches_scikit_learn(tmp_path: Path) -> None:
 
 
 def test_isolation_forest_onnx_matches_scikit_learn() -> None:
-    from edge.detector import IsolationForestDetector
+    from aiotflow.training.detectors import IsolationForestDetector
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(300, 4))

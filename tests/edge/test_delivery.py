@@ -11,11 +11,11 @@ from pathlib import Path
 
 import aiomqtt
 
-from edge.bundle import ModelBundle
-from edge.config import EdgeSettings
-from edge.runtime import EdgeRuntime
-from edge.schema import Alert
-from edge.simulator import Fleet, parse_fault
+from aiotflow.contracts.schema import Alert
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.edge.config import EdgeSettings
+from aiotflow.edge.runtime import EdgeRuntime
+from aiotflow.simulator.fleet import Fleet, parse_fault
 
 from ..conftest import Mosquitto
 from .helpers import publish_simulated

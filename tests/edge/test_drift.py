@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import ModelBundle
-from edge.config import EdgeSettings
-from edge.drift import DriftMonitor, DriftSettings, psi
-from edge.runtime import EdgeRuntime
-from edge.schema import Alert
-from edge.simulator import Fleet
+from aiotflow.contracts.schema import Alert
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.edge.config import EdgeSettings
+from aiotflow.edge.drift import DriftMonitor, DriftSettings, psi
+from aiotflow.edge.runtime import EdgeRuntime
+from aiotflow.simulator.fleet import Fleet
 
 from ..conftest import Mosquitto
 

@@ -9,10 +9,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.bundle import ModelBundle
-from edge.config import EdgeSettings
-from edge.runtime import EdgeRuntime
-from edge.schema import MAX_PAYLOAD_BYTES
+from aiotflow.contracts.schema import MAX_PAYLOAD_BYTES
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.edge.config import EdgeSettings
+from aiotflow.edge.runtime import EdgeRuntime
 
 CH = ["load_pct", "coolant_temp_c", "oil_pressure_bar", "vibration_mm_s", "current_a",
       "exhaust_temp_c", "rpm", "fuel_rate_lph"]

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from edge.outbox import PRIORITY, Outbox
+from aiotflow.edge.outbox import PRIORITY, Outbox
 
 DL, WARN, MAJOR, CRIT = (PRIORITY[k] for k in ("deadletter", "warning", "major", "critical"))
 

@@ -1,4 +1,4 @@
-from edge.policy import AlertPolicy, PolicySettings, severity_for
+from aiotflow.edge.policy import AlertPolicy, PolicySettings, severity_for
 
 T = 1.0
 

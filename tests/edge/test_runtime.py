@@ -4,11 +4,11 @@ from pathlib import Path
 
 import aiomqtt
 
-from edge.bundle import ModelBundle
-from edge.config import EdgeSettings
-from edge.runtime import EdgeRuntime
-from edge.schema import Alert
-from edge.simulator import Fleet, parse_fault
+from aiotflow.contracts.schema import Alert
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.edge.config import EdgeSettings
+from aiotflow.edge.runtime import EdgeRuntime
+from aiotflow.simulator.fleet import Fleet, parse_fault
 
 from ..conftest import Mosquitto
 from .helpers import publish_simulated
@@ -128,7 +128,7 @@ async def test_alert_survives_uplink_outage(
 
 async def test_outbox_is_published_after_restart(bundle: ModelBundle, tmp_path: Path,
                                                  mosquitto: Mosquitto) -> None:
-    from edge.outbox import Outbox
+    from aiotflow.edge.outbox import Outbox
 
     async with Outbox(tmp_path / "outbox.db") as ob:
         await ob.put_many([("k1", "aiotflow/alerts/s/a", b"{}", 1), ("k1", "x", b"dup", 1)])
@@ -163,7 +163,7 @@ async def test_persistent_session_keeps_readings_sent_while_away(
 def test_persistent_session_needs_a_client_id() -> None:
     import pytest
 
-    from edge.errors import ConfigError
+    from aiotflow.edge.errors import ConfigError
 
     with pytest.raises(ConfigError, match="client_id"):
         EdgeSettings.load(None, mqtt={"persistent_session": True})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aiotflow.cli import main
-from tools.control import ControlStore
+from aiotflow.tools.control import ControlStore
 
 
 async def write_story(db: Path) -> None:
@@ -59,7 +59,7 @@ async def test_any_tampering_is_detected(tmp_path: Path, attack: str, expected: 
 
 
 async def test_rewriting_a_record_with_a_fresh_hash_breaks_the_link(tmp_path: Path) -> None:
-    from tools.control import audit_hash
+    from aiotflow.tools.control import audit_hash
 
     db = tmp_path / "control.db"
     await write_story(db)
@@ -76,7 +76,7 @@ async def test_rewriting_a_record_with_a_fresh_hash_breaks_the_link(tmp_path: Pa
 
 APPEND = """
 import asyncio, sys
-from tools.control import ControlStore
+from aiotflow.tools.control import ControlStore
 async def main():
     async with ControlStore(sys.argv[1]) as c:
         for i in range(150):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from aiotflow.seed import seed_roster
-from tools import (
+from aiotflow.demo.seed import seed_roster
+from aiotflow.tools import (
     CallContext,
     ControlStore,
     HttpScheduling,
@@ -21,7 +21,7 @@ from tools import (
     ToolUnavailable,
     register_builtin_tools,
 )
-from tools.failsafe import BreakerSettings, RateLimitSettings
+from aiotflow.tools.failsafe import BreakerSettings, RateLimitSettings
 
 from ..fakes import SchedulingService
 
@@ -119,7 +119,7 @@ async def test_rate_limit_waits_then_refuses(tmp_path: Path) -> None:
 
 
 async def test_permanent_failures_do_not_trip_the_breaker(tmp_path: Path) -> None:
-    from tools.errors import ToolFailed
+    from aiotflow.tools.errors import ToolFailed
 
     reg = ToolRegistry()
 

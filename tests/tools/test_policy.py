@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from tools import (
+from aiotflow.tools import (
     ApprovalRequired,
     CallContext,
     ControlStore,
@@ -15,8 +15,8 @@ from tools import (
     ToolExecutor,
     ToolRegistry,
 )
-from tools.policy import OperatorSpec, Policy, TierRule, hash_pin, verify_pin
-from workflows.console import IdentityError, check_identity, review_pending
+from aiotflow.tools.policy import OperatorSpec, Policy, TierRule, hash_pin, verify_pin
+from aiotflow.workflows.console import IdentityError, check_identity, review_pending
 
 
 class Stop(BaseModel):

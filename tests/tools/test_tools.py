@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from aiotflow.seed import seed_maintenance, seed_roster
-from tools import (
+from aiotflow.demo.seed import seed_maintenance, seed_roster
+from aiotflow.tools import (
     ApprovalRequired,
     CallContext,
     ControlStore,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vectorstore import (
+from aiotflow.vectorstore import (
     ContextSettings,
     DiagnosisSettings,
     HistoryError,
@@ -16,7 +16,7 @@ from vectorstore import (
     HistoryStore,
     Incident,
 )
-from vectorstore.backends import EdgeBackend
+from aiotflow.vectorstore.backends import EdgeBackend
 
 DIM = 8
 SYMPTOM = np.eye(DIM)[0] + 0.5 * np.eye(DIM)[3]  # flow down, temperature up

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vectorstore import (
+from aiotflow.vectorstore import (
     DiagnosisCache,
     DiagnosisSettings,
     HistorySettings,
@@ -131,7 +131,7 @@ async def test_cache_reuses_answers_for_the_same_asset(tmp_path: Path) -> None:
 
 
 def test_cache_distance_and_capacity() -> None:
-    from vectorstore import Diagnosis
+    from aiotflow.vectorstore import Diagnosis
 
     now = [0.0]
     cache = DiagnosisCache(ttl_s=10, max_distance=0.05, max_per_key=2, clock=lambda: now[0])

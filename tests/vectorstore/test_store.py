@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vectorstore import (
+from aiotflow.vectorstore import (
     EmbeddingMismatch,
     HistoryError,
     HistorySettings,
@@ -116,7 +116,7 @@ def test_exactly_one_location() -> None:
 
 @pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 async def test_unreachable_server_is_a_clear_error() -> None:
-    from vectorstore import HistoryUnavailable
+    from aiotflow.vectorstore import HistoryUnavailable
 
     with pytest.raises(HistoryUnavailable, match="cannot open incident history"):
         async with HistoryStore(url="http://127.0.0.1:9"):

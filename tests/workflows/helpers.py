@@ -9,15 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiotflow.seed import seed_maintenance, seed_roster
-from edge.bundle import ModelBundle
-from edge.policy import AlertPolicy, severity_for
-from edge.schema import Alert, alert_id_for
-from edge.simulator import CHANNELS, Fleet, parse_fault
-from edge.training import make_windows
-from vectorstore.models import Incident
-from workflows.engine import Engine
-from workflows.settings import EngineSettings
+from aiotflow.contracts.schema import Alert, alert_id_for
+from aiotflow.demo.seed import seed_maintenance, seed_roster
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.edge.features import make_windows
+from aiotflow.edge.policy import AlertPolicy, severity_for
+from aiotflow.simulator.fleet import CHANNELS, Fleet, parse_fault
+from aiotflow.vectorstore.models import Incident
+from aiotflow.workflows.engine import Engine
+from aiotflow.workflows.settings import EngineSettings
 
 
 def make_alert(bundle: ModelBundle, mode: str = "coolant_pump", *, asset: str = "gen-002",

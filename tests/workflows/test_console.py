@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from tools.control import ControlStore
-from workflows.console import ask_decision, render_request
+from aiotflow.tools.control import ControlStore
+from aiotflow.workflows.console import ask_decision, render_request
 
 from .helpers import cli
 
@@ -78,8 +78,8 @@ async def test_ask_decision_in_process(tmp_path: Path) -> None:
 
 
 def test_filters_ignore_model_drift_unless_asked() -> None:
-    from edge.schema import Alert
-    from workflows.filters import AlertFilter
+    from aiotflow.contracts.schema import Alert
+    from aiotflow.workflows.filters import AlertFilter
 
     drift = Alert(id="d", site="_edge", asset="m", ts=1, episode_start=1, severity="warning",
                   score=0.4, threshold=0.25, embedding=[], summary={}, model_name="m",

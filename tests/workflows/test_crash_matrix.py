@@ -10,11 +10,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from edge.bundle import ModelBundle
-from tools.control import ControlStore
-from tools.ops import OpsDatabase
-from vectorstore.models import Incident
-from vectorstore.store import HistoryStore
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.tools.control import ControlStore
+from aiotflow.tools.ops import OpsDatabase
+from aiotflow.vectorstore.models import Incident
+from aiotflow.vectorstore.store import HistoryStore
 
 from ..conftest import Mosquitto
 from .helpers import make_alert, seed, wait_for

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import aiomqtt
 
-from agents import register_maintenance_agent
-from edge.bundle import ModelBundle
-from edge.config import EdgeSettings
-from edge.runtime import EdgeRuntime
-from edge.schema import Alert
-from edge.simulator import Fleet, parse_fault
-from tools.scheduling import HttpScheduling
-from vectorstore.models import Incident
-from workflows import App, Engine
+from aiotflow.agents import register_maintenance_agent
+from aiotflow.contracts.schema import Alert
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.edge.config import EdgeSettings
+from aiotflow.edge.runtime import EdgeRuntime
+from aiotflow.simulator.fleet import Fleet, parse_fault
+from aiotflow.tools.scheduling import HttpScheduling
+from aiotflow.vectorstore.models import Incident
+from aiotflow.workflows import App, Engine
 
 from ..conftest import Mosquitto
 from ..edge.helpers import publish_simulated

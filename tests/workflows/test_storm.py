@@ -8,9 +8,9 @@ import aiomqtt
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from edge.bundle import ModelBundle
-from vectorstore.models import Incident
-from workflows import App, Engine, WorkflowContext
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.vectorstore.models import Incident
+from aiotflow.workflows import App, Engine, WorkflowContext
 
 from ..conftest import Mosquitto
 from .helpers import make_alert, seed, settings_for, wait_for
@@ -67,7 +67,7 @@ async def test_runs_per_site_are_limited(mosquitto: Mosquitto, tmp_path: Path) -
 
     settings = settings_for(tmp_path / "s", mosquitto.url).model_copy(
         update={"max_runs_per_site": 2, "max_concurrent_runs": 8})
-    from edge.schema import Alert
+    from aiotflow.contracts.schema import Alert
 
     def alert(site: str, asset: str) -> Alert:
         return Alert(id=f"{site}-{asset}", site=site, asset=asset, ts=1.0, episode_start=1.0,

@@ -3,10 +3,10 @@
 import asyncio
 from pathlib import Path
 
-from edge.bundle import ModelBundle
-from tools.policy import Policy, TierRule
-from vectorstore.models import Incident
-from workflows import Engine
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.tools.policy import Policy, TierRule
+from aiotflow.vectorstore.models import Incident
+from aiotflow.workflows import Engine
 
 from ..conftest import Mosquitto
 from .helpers import make_alert, seed, settings_for, wait_for

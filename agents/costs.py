@@ -1,0 +1,33 @@
+"""LLM spend from the audit trail: what the agents' model calls cost, grouped."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from aiotflow.tools.control import AuditRecord
+
+__all__ = ["cost_report"]
+
+
+def cost_report(records: list[AuditRecord], by: Literal["alert", "site", "day"]
+                ) -> list[dict[str, Any]]:
+    """LLM spend (tokens, USD, calls, calls answered without it) grouped ``by`` alert,
+    site or day (UTC), from the ``llm.*`` audit records."""
+    groups: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if not r.kind.startswith("llm."):
+            continue
+        d = r.detail
+        key = {"alert": str(d.get("alert_id") or r.thread_id or "-"),
+               "site": str(d.get("site") or "-"),
+               "day": dt.datetime.fromtimestamp(r.ts, dt.UTC).strftime("%Y-%m-%d")}[by]
+        g = groups.setdefault(key, {by: key, "calls": 0, "tokens": 0, "usd": 0.0,
+                                    "without_llm": 0})
+        g["calls"] += 1
+        g["tokens"] += int(d.get("tokens") or 0)
+        g["usd"] += float(d.get("cost_usd") or 0.0)
+        g["without_llm"] += d.get("source") in ("offline", "refused")
+    for g in groups.values():
+        g["usd"] = round(g["usd"], 6)
+    return sorted(groups.values(), key=lambda g: str(g[by]))

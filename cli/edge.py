@@ -1,0 +1,57 @@
+"""``aiotflow edge`` (the gateway runtime) and ``aiotflow simulate`` (test telemetry)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ._common import command, stop_event
+
+__all__ = ["register"]
+
+
+async def _edge(a: argparse.Namespace) -> int:
+    from aiotflow.edge.config import EdgeSettings
+    from aiotflow.edge.runtime import EdgeRuntime
+
+    settings = EdgeSettings.load(a.config)
+    runtime = EdgeRuntime(settings, stats_file=a.stats_file)
+    stats = await runtime.run_until(stop_event())
+    print(json.dumps({k: v for k, v in stats.as_dict().items() if k != "invalid_reasons"}),
+          file=sys.stderr)
+    return 0
+
+
+async def _simulate(a: argparse.Namespace) -> int:
+    from aiotflow.contracts.mqtt import MqttSettings
+    from aiotflow.simulator import Fleet, parse_fault, publish_fleet
+
+    mqtt = MqttSettings(url=a.broker)
+    faults = [parse_fault(f, ramp=a.ramp) for f in a.fault]
+    fleet = Fleet(a.assets, site=a.site, seed=a.seed, faults=faults)
+    sent = await publish_fleet(fleet, hostname=mqtt.hostname, port=mqtt.port, rate_hz=a.rate,
+                               duration=a.duration, speed=a.speed, stop=stop_event())
+    print(json.dumps({"published": sent, "assets": a.assets,
+                      "faults": [f.__dict__ for f in faults]}), file=sys.stderr)
+    return 0
+
+
+def register(sub: Any) -> None:
+    e = sub.add_parser("edge", help="run the edge runtime (what a gateway runs)")
+    e.add_argument("--config", required=True, help="TOML file (see README)")
+    e.add_argument("--stats-file", help="write a JSON summary here (periodically and at exit)")
+    command(e, _edge)
+
+    s = sub.add_parser("simulate", help="publish simulated generator telemetry")
+    s.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    s.add_argument("--assets", type=int, default=3)
+    s.add_argument("--rate", type=float, default=2.0, help="readings per second per asset")
+    s.add_argument("--fault", action="append", default=[], metavar="ASSET:MODE@SECONDS")
+    s.add_argument("--ramp", type=float, default=60.0, help="seconds to full fault severity")
+    s.add_argument("--duration", type=float, help="simulated seconds (default: until Ctrl-C)")
+    s.add_argument("--speed", type=float, default=1.0, help="simulated time per wall second")
+    s.add_argument("--site", default="plant-1")
+    s.add_argument("--seed", type=int, default=7)
+    command(s, _simulate)

@@ -1,0 +1,158 @@
+"""Wire types shared by edge and engine: telemetry readings in, alerts out, alert ids.
+
+Both are pydantic models so that every producer and consumer (edge runtime, workflow
+engine, tests, third-party publishers) validates the same contract.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import PayloadError
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "MAX_READINGS_PER_MESSAGE",
+    "Alert",
+    "ChannelSummary",
+    "Reading",
+    "Severity",
+    "WireReading",
+    "alert_id_for",
+    "decode_readings",
+]
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Severity = Literal["warning", "major", "critical"]
+
+#: Upper bound on readings in one batched message: a larger message is rejected whole
+#: rather than let one publisher stall the loop.
+MAX_READINGS_PER_MESSAGE = 10_000
+#: Upper bound on one telemetry message, checked before decoding.
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+
+
+class Reading(BaseModel):
+    """One sample of an asset's channels: ``{"ts": 1700000000.0, "values": {"rpm": 1500}}``.
+
+    In a batch, a reading may name its own ``asset`` (readings of several assets in one
+    message); otherwise the asset is the last level of the topic.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ts: FiniteFloat = Field(gt=0, description="Sample time, seconds since the Unix epoch.")
+    values: dict[str, FiniteFloat] = Field(
+        min_length=1, description="Channel name to numeric value."
+    )
+    asset: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^/+#\x00]+$",
+                              description="Asset of this reading, if not the topic's "
+                                          "(one topic level: no '/', '+' or '#').")
+
+
+class WireReading(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The decoder's view of :class:`Reading` (same contract, decoded in C by msgspec:
+    the hot path of the edge runtime; pydantic's model is the documented schema)."""
+
+    ts: Annotated[float, msgspec.Meta(gt=0)]
+    values: Annotated[dict[str, float], msgspec.Meta(min_length=1)]
+    asset: Annotated[str, msgspec.Meta(min_length=1, max_length=128,
+                                       pattern=r"^[^/+#\x00]+$")] | None = None
+
+
+_decoder = msgspec.json.Decoder(WireReading | list[WireReading])
+
+
+def decode_readings(payload: bytes | str, *, topic: str = "") -> list[WireReading]:
+    """Decode one telemetry message (a reading, or a list of readings).
+
+    Raises :class:`PayloadError` with a short ``reason`` (``too_large``, ``not_json``,
+    ``invalid``, ``empty_batch``, ``batch_too_large``) and a human-readable detail.
+    JSON has no NaN or infinity; a number too large for a double is ``invalid``.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError("too_large", f"{len(payload)} bytes, at most {MAX_PAYLOAD_BYTES}",
+                           topic=topic)
+    try:
+        decoded = _decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise PayloadError("invalid", str(exc), topic=topic) from None
+    except msgspec.DecodeError as exc:
+        raise PayloadError("not_json", str(exc), topic=topic) from None
+    if isinstance(decoded, WireReading):
+        return [decoded]
+    if not decoded:
+        raise PayloadError("empty_batch", "a batch must hold at least one reading", topic=topic)
+    if len(decoded) > MAX_READINGS_PER_MESSAGE:
+        raise PayloadError(
+            "batch_too_large",
+            f"{len(decoded)} readings in one message, at most {MAX_READINGS_PER_MESSAGE}",
+            topic=topic,
+        )
+    return decoded
+
+
+class ChannelSummary(BaseModel):
+    """Condensed statistics of one channel over the window that raised an alert."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mean: float
+    min: float
+    max: float
+    last: float
+    slope_per_min: float = Field(description="Least-squares trend, units per minute.")
+    z: float = Field(description="Window mean in training standard deviations from normal.")
+    contribution: float = Field(
+        0.0, description="Share of the anomaly (residual energy) carried by this channel.")
+    deviation: float = Field(
+        0.0, description="Unexplained part of the window mean, in training deviations: "
+                         "positive means higher than normal operation explains.")
+
+
+class Alert(BaseModel):
+    """An anomaly episode on one asset, as published on ``aiotflow/alerts/{site}/{asset}``.
+
+    It carries the embedding and summary statistics of the window, never the raw stream.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="Stable id: the same episode always gets the same id.")
+    site: str
+    asset: str
+    ts: float = Field(description="Time of the window that opened the episode (epoch s).")
+    episode_start: float = Field(description="Time of the first anomalous window.")
+    severity: Severity
+    score: float
+    threshold: float
+    embedding: list[float]
+    summary: dict[str, ChannelSummary]
+    baseline: dict[str, float] = Field(
+        default_factory=dict, description="The asset's operating point: channel levels of "
+                                          "its normal operation before the episode (EWMA).")
+    model_name: str
+    model_version: str
+    asset_type: str = "generator"
+    kind: Literal["anomaly", "model_drift"] = Field(
+        "anomaly", description="anomaly: an asset's episode; model_drift: the model's score "
+                               "distribution moved away from training.")
+    detail: dict[str, Any] = Field(default_factory=dict, description="Kind-specific data.")
+
+    @property
+    def topic_suffix(self) -> str:
+        """``{site}/{asset}``, the tail of the alert topic."""
+        return f"{self.site}/{self.asset}"
+
+
+_ALERT_NS = uuid.UUID("6f1d2b1e-3a55-4c1f-9d0e-5b8a7c2e4f10")
+
+
+def alert_id_for(site: str, asset: str, episode_start: float, model_version: str) -> str:
+    """Deterministic alert id, so a re-detected episode maps to the same workflow thread."""
+    key = f"{site}/{asset}/{round(episode_start, 3)}/{model_version}"
+    return str(uuid.uuid5(_ALERT_NS, key))
