@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from aiotflow.demo.broker import EmbeddedBroker
+from aiotflow.demo.broker import DemoBroker
 from aiotflow.edge.config import EdgeSettings
 from aiotflow.edge.runtime import EdgeRuntime
 from aiotflow.simulator.fleet import Fleet, parse_fault
@@ -69,7 +69,7 @@ async def main() -> None:
         model = tmp / "m.onnx"
         train_simulated(model, assets=4, seconds=600)
         base, ours = [], []
-        async with EmbeddedBroker() as broker:
+        async with DemoBroker() as broker:
             for r in range(a.repeats):
                 base.append(run_baseline(msgs))
                 run_dir = tmp / f"r{r}"

@@ -28,7 +28,6 @@ import sys
 from collections.abc import Sequence
 
 from aiotflow import __version__
-from aiotflow.contracts.errors import ContractError
 from aiotflow.extras import MissingExtra, extra_for_module, require
 
 from . import approvals, audit, demo, edge, engine, history, models
@@ -54,10 +53,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    """The error types a command reports as one line (exit 2): the contracts' always,
-    and those of every package already imported (importing one here could fail)."""
-    found: list[type[BaseException]] = [ContractError, KeyError]
-    for module, name in (("aiotflow.edge.errors", "EdgeError"),
+    """The error types a command reports as one line (exit 2): those of every package
+    the command imported (importing one here could fail for a missing extra, and would
+    slow down ``--help``)."""
+    found: list[type[BaseException]] = [KeyError]
+    for module, name in (("aiotflow.contracts.errors", "ContractError"),
+                         ("aiotflow.edge.errors", "EdgeError"),
                          ("aiotflow.tools.errors", "ToolError"),
                          ("aiotflow.vectorstore.errors", "HistoryError"),
                          ("aiotflow.workflows.errors", "WorkflowError")):

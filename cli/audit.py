@@ -58,7 +58,7 @@ def format_story(alert_id: str, records: list[AuditRecord]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _verify(a: argparse.Namespace) -> int:
+async def _audit(a: argparse.Namespace) -> int:
     from aiotflow.tools import ControlStore
 
     s = engine_settings(a)
@@ -66,22 +66,13 @@ async def _verify(a: argparse.Namespace) -> int:
         print(f"error: no control database at {s.control_db}", file=sys.stderr)
         return 2
     async with ControlStore(s.control_db) as control:
-        report = await control.verify_audit()
-    print(json.dumps(report.model_dump(), indent=2) if a.json else
-          f"audit chain {'intact' if report.ok else 'BROKEN'}: {report.records} "
-          f"records, head {report.head[:16] or '-'}"
-          + "".join(f"\n  - {p}" for p in report.problems))
-    return 0 if report.ok else 1
-
-
-async def _show(a: argparse.Namespace) -> int:
-    from aiotflow.tools import ControlStore
-
-    s = engine_settings(a)
-    if not s.control_db.exists():
-        print(f"error: no control database at {s.control_db}", file=sys.stderr)
-        return 2
-    async with ControlStore(s.control_db) as control:
+        if a.action == "verify":
+            report = await control.verify_audit()
+            print(json.dumps(report.model_dump(), indent=2) if a.json else
+                  f"audit chain {'intact' if report.ok else 'BROKEN'}: {report.records} "
+                  f"records, head {report.head[:16] or '-'}"
+                  + "".join(f"\n  - {p}" for p in report.problems))
+            return 0 if report.ok else 1
         records = await control.alert_story(a.alert_id)
     if a.json:
         print_json([r.model_dump() for r in records])
@@ -117,8 +108,8 @@ def register(sub: Any) -> None:
     ash.add_argument("alert_id")
     ash.add_argument("--json", action="store_true")
     add_state_options(auv, ash)
-    command(auv, _verify, "engine")
-    command(ash, _show, "engine")
+    command(auv, _audit, "engine")
+    command(ash, _audit, "engine")
 
     co = sub.add_parser("costs", help="LLM spend per alert, site or day")
     co.add_argument("--by", choices=["alert", "site", "day"], default="site")

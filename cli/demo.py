@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
     d.add_argument("--scheduling-down", action="store_true",
                    help="point scheduling at a dead service to show the fallback")
     d.add_argument("--user", default=getpass.getuser())
-    command(d, _demo, "engine", "train")
+    command(d, _demo, "engine", "train", "demo")
 
     sd = sub.add_parser("seed", help="seed roster, maintenance logs and incident history")
     sd.add_argument("--model", required=True)

@@ -1,8 +1,12 @@
 """How the command line prints for people: rich on a terminal; plain, stable text when
-the output is a pipe or a file (and JSON with ``--json``), so scripts can read it."""
+the output is a pipe or a file (and JSON with ``--json``), so scripts can read it.
+
+rich comes with the ``engine`` and ``train`` extras, whose commands print tables; without
+it (a gateway's base install) everything prints plain."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -12,10 +16,10 @@ __all__ = ["console", "is_tty", "print_json", "progress", "table"]
 
 
 def is_tty(stream: IO[str] | None = None) -> bool:
-    """Whether ``stream`` (default: standard output) is a terminal."""
+    """Whether ``stream`` (default: standard output) is a terminal rich can draw on."""
     stream = sys.stdout if stream is None else stream
     try:
-        return stream.isatty()
+        return stream.isatty() and importlib.util.find_spec("rich") is not None
     except (AttributeError, ValueError):
         return False
 

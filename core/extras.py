@@ -16,6 +16,7 @@ __all__ = ["EXTRAS", "MissingExtra", "extra_for_module", "require"]
 EXTRAS: dict[str, tuple[str, ...]] = {
     "engine": ("langgraph", "openai", "qdrant_client", "qdrant_edge", "tenacity", "httpx"),
     "train": ("sklearn", "skl2onnx", "onnx"),
+    "demo": ("amqtt",),
 }
 
 

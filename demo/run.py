@@ -1,6 +1,6 @@
 """``aiotflow demo``: the whole product on embedded defaults, in one process.
 
-An embedded MQTT broker (or ``--broker``), a few simulated generators of which one
+An in-process MQTT broker (amqtt; or ``--broker``), a few simulated generators of which one
 develops a coolant pump failure, the edge runtime scoring them with an ONNX model, the
 workflow engine running the maintenance agent against a seeded incident history and
 roster, and a console prompt asking you to approve the dispatch.
@@ -21,7 +21,7 @@ from typing import Any
 
 from aiotflow.agents.maintenance import register_maintenance_agent
 from aiotflow.contracts.mqtt import MqttSettings
-from aiotflow.demo.broker import EmbeddedBroker
+from aiotflow.demo.broker import DemoBroker
 from aiotflow.edge.bundle import ModelBundle
 from aiotflow.edge.config import EdgeSettings
 from aiotflow.edge.policy import PolicySettings
@@ -131,9 +131,9 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
         if opts.broker:
             mqtt = MqttSettings(url=opts.broker)
         else:
-            broker = await stack.enter_async_context(EmbeddedBroker())
+            broker = await stack.enter_async_context(DemoBroker())
             mqtt = MqttSettings(url=broker.url)
-            say(f"embedded MQTT broker on {broker.url}")
+            say(f"demo MQTT broker (amqtt) on {broker.url}")
         settings = EngineSettings(state_dir=state, mqtt=mqtt, approval_poll_s=0.2,
                                   engine_id=f"aiotflow-demo-{state.name}")
         scheduling = HttpScheduling("http://127.0.0.1:9", timeout=1.0) \

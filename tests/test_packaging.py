@@ -21,9 +21,9 @@ from .conftest import Mosquitto
 from .workflows.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-#: what the base install must not bring (the engine stack and training)
+#: what the base install must not bring (the engine stack, training, the extras' rich)
 HEAVY = ("langgraph", "openai", "qdrant_client", "qdrant_edge", "sklearn", "skl2onnx", "onnx",
-         "scipy", "tenacity", "httpx")
+         "scipy", "tenacity", "httpx", "rich")
 #: the acceptance bound on the base venv
 MAX_BASE_MB = 250
 

@@ -19,6 +19,7 @@ from .approval import (
 )
 from .console import (
     IdentityError,
+    approval_panel,
     ask_decision,
     check_identity,
     decide,
@@ -55,6 +56,7 @@ __all__ = [
     "WorkflowSpec",
     "approval_id_for",
     "approval_node",
+    "approval_panel",
     "ask_decision",
     "check_identity",
     "decide",

@@ -19,6 +19,7 @@ from aiotflow.tools.policy import Policy, verify_pin
 
 __all__ = [
     "IdentityError",
+    "approval_panel",
     "ask_decision",
     "check_identity",
     "decide",
@@ -60,6 +61,13 @@ _CHOICES: dict[str, Decision | None] = {
 }
 
 
+def _literal(text: object) -> str:
+    """``text`` with every control character (ESC, C1, DEL, ...) but newline and tab shown
+    as its escape (``\\x1b``), so that what reaches the terminal is what was written."""
+    return "".join(ch if ch in "\n\t" or (" " <= ch != "\x7f" and not "\x80" <= ch <= "\x9f")
+                   else ch.encode("unicode_escape").decode() for ch in str(text))
+
+
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -83,45 +91,73 @@ def format_pending(records: list[ApprovalRecord]) -> str:
 
 
 def render_request(rec: ApprovalRecord) -> str:
-    """The evidence and proposed actions of one approval, for a person to read."""
+    """The evidence and proposed actions of one approval, for a person to read (control
+    characters shown as escapes, as in :func:`approval_panel`)."""
     req: dict[str, Any] = rec.request
     wrap = textwrap.TextWrapper(width=88, initial_indent="  - ", subsequent_indent="    ")
     out = [
         "=" * 88,
         f"APPROVAL {rec.id}",
-        f"{rec.title}",
+        _literal(rec.title),
         f"workflow {rec.workflow} | thread {rec.thread_id} | requested {_when(rec.requested_at)}",
         f"risk {rec.risk}" + (f" | escalated {_when(rec.escalated_at)}" if rec.escalated_at
                               else ""),
         "-" * 88,
-        textwrap.fill(str(req.get("summary", "")), 88),
+        textwrap.fill(_literal(req.get("summary", "")), 88),
     ]
     evidence = req.get("evidence") or []
     if evidence:
         out.append("\nEvidence:")
-        out += [wrap.fill(str(e)) for e in evidence]
+        out += [wrap.fill(_literal(e)) for e in evidence]
     actions = req.get("actions") or []
     if actions:
         out.append("\nIf approved, aiotflow will:")
-        out += [wrap.fill(f"[{a.get('tool')}] {a.get('summary')}") for a in actions]
+        out += [wrap.fill(_literal(f"[{a.get('tool')}] {a.get('summary')}")) for a in actions]
     out.append("=" * 88)
     return "\n".join(out)
 
 
 def _show(rec: ApprovalRecord, output: Callable[[str], Any]) -> None:
-    """The approval panel: boxed by rich on a terminal, plain text anywhere else."""
-    if output is print and sys.stdout.isatty():
+    """The approval panel on a terminal, the plain text anywhere else."""
+    if output is print and sys.stdout.isatty():  # rich comes with the engine extra
         from rich.console import Console
-        from rich.panel import Panel
-        from rich.text import Text
 
-        body = render_request(rec).split("\n")[2:-1]  # the rules become the panel's border
-        Console(highlight=False).print(Panel(Text("\n".join(body)), width=92,
-                                             title=f"APPROVAL {rec.id}", title_align="left",
-                                             border_style="red" if rec.risk in
-                                             ("high", "critical") else "yellow"))
-        return
-    output(render_request(rec))
+        console = Console(highlight=False)
+        console.print(approval_panel(rec, width=min(console.width, 92)))
+    else:
+        output(render_request(rec))
+
+
+def approval_panel(rec: ApprovalRecord, *, width: int = 92) -> Any:
+    """The evidence and proposed actions of one approval as a rich panel.
+
+    Every string from the request is a :class:`rich.text.Text` (never markup) with its
+    control characters shown as escapes: a title or summary written by an LLM cannot
+    restyle, move the cursor or hide parts of what the person reads."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.rule import Rule
+    from rich.text import Text
+
+    req: dict[str, Any] = rec.request
+    parts: list[Any] = [
+        Text(_literal(rec.title), style="bold"),
+        Text(f"workflow {rec.workflow} | thread {rec.thread_id} | "
+             f"requested {_when(rec.requested_at)}"),
+        Text(f"risk {rec.risk}" + (f" | escalated {_when(rec.escalated_at)}"
+                                   if rec.escalated_at else "")),
+        Rule(style="dim"),
+        Text(_literal(req.get("summary", ""))),
+    ]
+    for heading, items in (("Evidence:", [_literal(e) for e in req.get("evidence") or []]),
+                           ("If approved, aiotflow will:",
+                            [_literal(f"[{a.get('tool')}] {a.get('summary')}")
+                             for a in req.get("actions") or []])):
+        if items:
+            parts += [Text(f"\n{heading}", style="bold"), *(Text(f"  - {x}") for x in items)]
+    return Panel(Group(*parts), title=Text(f"APPROVAL {rec.id}"), title_align="left",
+                 width=width, border_style="red" if rec.risk in ("high", "critical")
+                 else "yellow")
 
 
 def ask_decision(

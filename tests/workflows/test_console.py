@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from aiotflow.tools.control import ControlStore
-from aiotflow.workflows.console import ask_decision, render_request
+from aiotflow.workflows.console import approval_panel, ask_decision, render_request
 
 from .helpers import cli
 
@@ -75,6 +75,30 @@ async def test_ask_decision_in_process(tmp_path: Path) -> None:
     got = ask_decision(rec, input_fn=lambda _p: next(answers), output=printed.append)
     assert got == ("approved", "ok by me")
     assert printed[0] == render_request(rec) and "Please answer" in printed[1]
+
+
+async def test_approval_panel_shows_request_text_literally(tmp_path: Path) -> None:
+    """What an LLM wrote into a request is shown as written: markup is not interpreted and
+    terminal control codes (clear screen, cursor moves) never reach the terminal."""
+    import io
+
+    from rich.console import Console
+
+    async with ControlStore(tmp_path / "control.db") as control:
+        rec = await control.request_approval(
+            thread_id="maintenance/x", workflow="maintenance", asset="gen-002",
+            title="[white on white]hidden[/] pump", tools=["book_technician"],
+            request=REQUEST | {"summary": "swap\x1b[2J\x1b[Hthe pump",
+                               "evidence": ["[link=http://x]7 of 8[/link] similar"]})
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, width=100).print(approval_panel(rec))
+    shown = out.getvalue()
+    assert "[white on white]hidden[/] pump" in shown and "[link=http://x]7 of 8[/link]" in shown
+    assert "\x1b[2J" not in shown and "\x1b[H" not in shown
+    assert "swap\\x1b[2J\\x1b[Hthe pump" in shown  # shown as its escapes
+    assert "If approved, aiotflow will:" in shown and "book a cooling technician" in shown
+    plain = render_request(rec)
+    assert "\x1b" not in plain and "swap\\x1b[2J\\x1b[Hthe pump" in plain
 
 
 def test_filters_ignore_model_drift_unless_asked() -> None:
