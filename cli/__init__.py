@@ -14,7 +14,7 @@
     aiotflow costs       LLM spend per alert, site or day                         [engine]
     aiotflow operator    hash an operator's PIN for [engine.policy]               [engine]
     aiotflow demo        the whole product on embedded defaults                   [all]
-    aiotflow seed        seed a state directory with roster, logs and incident history [all]
+    aiotflow seed        seed a state directory: roster, logs, incident history [engine, train]
 
 [extra]: what to install for it, e.g. pip install 'aiotflow[engine]'.
 """

@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Any
 
+from aiotflow.terminal import printable
+
 from ._common import add_state_options, command, engine_settings
 from .output import print_json, table
 
@@ -58,7 +60,7 @@ async def _approve(a: argparse.Namespace) -> int:
                 after = await decide(control, s.policy, a.approval_id,
                                      "approved" if a.decision == "approve" else "rejected",
                                      user=a.user, comment=a.comment, pin_fn=getpass.getpass)
-                print(f"{after.status}: {after.title}")
+                print(printable(f"{after.status}: {after.title}"))
                 return 0
             counts = await review_pending(control, user=a.user, approval_id=a.approval_id,
                                           policy=s.policy)

@@ -9,6 +9,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from aiotflow.terminal import printable
+
 from ._common import add_state_options, command, engine_settings
 from .output import print_json, table
 
@@ -31,7 +33,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
 
 
 def _short(value: Any, width: int = 160) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = printable(value) if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
@@ -42,7 +44,7 @@ def format_story(alert_id: str, records: list[AuditRecord]) -> str:
     lines = [f"Alert {alert_id}: {len(records)} audit records"]
     for r in records:
         when = dt.datetime.fromtimestamp(r.ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        lines.append(f"{when}  #{r.seq:<5} {r.kind:22} by {r.actor}")
+        lines.append(f"{when}  #{r.seq:<5} {printable(r.kind):22} by {printable(r.actor)}")
         keys = _KEYS.get(r.kind, tuple(r.detail))
         for k in keys:
             if k in r.detail and r.detail[k] not in (None, "", [], {}):
@@ -51,7 +53,7 @@ def format_story(alert_id: str, records: list[AuditRecord]) -> str:
                     for item in v:
                         if isinstance(item, dict) and {"rule", "passed", "detail"} <= set(item):
                             mark = "ok  " if item["passed"] else "FAIL"
-                            item = f"{mark} {item['rule']}: {item['detail']}"
+                            item = printable(f"{mark} {item['rule']}: {item['detail']}")
                         lines.append(f"{'':30}- {_short(item, 120)}")
                 else:
                     lines.append(f"{'':30}{k}: {_short(v)}")

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+from aiotflow.terminal import printable
+
 __all__ = ["console", "is_tty", "print_json", "progress", "table"]
 
 
@@ -44,15 +46,16 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str |
     if not rows and empty is not None:
         print(empty)
         return
-    cells = [[str(v) for v in row] for row in rows]
+    cells = [[printable(v) for v in row] for row in rows]
     if is_tty():
         from rich.table import Table
+        from rich.text import Text
 
         t = Table(title=title, title_justify="left")
         for c in columns:
             t.add_column(c, overflow="fold")
         for row in cells:
-            t.add_row(*row)
+            t.add_row(*map(Text, row))  # Text, not markup: cells hold what others wrote
         console().print(t)
         return
     grid = [list(columns), *cells]

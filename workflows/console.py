@@ -14,6 +14,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from aiotflow.terminal import printable
 from aiotflow.tools.control import ApprovalRecord, ControlStore, Decision
 from aiotflow.tools.policy import Policy, verify_pin
 
@@ -61,13 +62,6 @@ _CHOICES: dict[str, Decision | None] = {
 }
 
 
-def _literal(text: object) -> str:
-    """``text`` with every control character (ESC, C1, DEL, ...) but newline and tab shown
-    as its escape (``\\x1b``), so that what reaches the terminal is what was written."""
-    return "".join(ch if ch in "\n\t" or (" " <= ch != "\x7f" and not "\x80" <= ch <= "\x9f")
-                   else ch.encode("unicode_escape").decode() for ch in str(text))
-
-
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -98,21 +92,21 @@ def render_request(rec: ApprovalRecord) -> str:
     out = [
         "=" * 88,
         f"APPROVAL {rec.id}",
-        _literal(rec.title),
+        printable(rec.title),
         f"workflow {rec.workflow} | thread {rec.thread_id} | requested {_when(rec.requested_at)}",
         f"risk {rec.risk}" + (f" | escalated {_when(rec.escalated_at)}" if rec.escalated_at
                               else ""),
         "-" * 88,
-        textwrap.fill(_literal(req.get("summary", "")), 88),
+        textwrap.fill(printable(req.get("summary", "")), 88),
     ]
     evidence = req.get("evidence") or []
     if evidence:
         out.append("\nEvidence:")
-        out += [wrap.fill(_literal(e)) for e in evidence]
+        out += [wrap.fill(printable(e)) for e in evidence]
     actions = req.get("actions") or []
     if actions:
         out.append("\nIf approved, aiotflow will:")
-        out += [wrap.fill(_literal(f"[{a.get('tool')}] {a.get('summary')}")) for a in actions]
+        out += [wrap.fill(printable(f"[{a.get('tool')}] {a.get('summary')}")) for a in actions]
     out.append("=" * 88)
     return "\n".join(out)
 
@@ -141,17 +135,17 @@ def approval_panel(rec: ApprovalRecord, *, width: int = 92) -> Any:
 
     req: dict[str, Any] = rec.request
     parts: list[Any] = [
-        Text(_literal(rec.title), style="bold"),
+        Text(printable(rec.title), style="bold"),
         Text(f"workflow {rec.workflow} | thread {rec.thread_id} | "
              f"requested {_when(rec.requested_at)}"),
         Text(f"risk {rec.risk}" + (f" | escalated {_when(rec.escalated_at)}"
                                    if rec.escalated_at else "")),
         Rule(style="dim"),
-        Text(_literal(req.get("summary", ""))),
+        Text(printable(req.get("summary", ""))),
     ]
-    for heading, items in (("Evidence:", [_literal(e) for e in req.get("evidence") or []]),
+    for heading, items in (("Evidence:", [printable(e) for e in req.get("evidence") or []]),
                            ("If approved, aiotflow will:",
-                            [_literal(f"[{a.get('tool')}] {a.get('summary')}")
+                            [printable(f"[{a.get('tool')}] {a.get('summary')}")
                              for a in req.get("actions") or []])):
         if items:
             parts += [Text(f"\n{heading}", style="bold"), *(Text(f"  - {x}") for x in items)]
@@ -252,7 +246,7 @@ async def review_pending(
         why = await refusal(control, policy, user, rec)
         if why is not None:
             counts["not_allowed"] += 1
-            output(f"Not yours to decide: {rec.title} ({why}).")
+            output(f"Not yours to decide: {printable(rec.title)} ({why}).")
             continue
         try:
             answer = await asyncio.to_thread(ask_decision, rec, input_fn=input_fn, output=output)
@@ -267,7 +261,7 @@ async def review_pending(
         after = await control.decide(rec.id, decision, by=user, comment=comment)
         if after.decided_by == user and after.status == decision:
             counts[decision] += 1
-            output(f"{decision.upper()}: {rec.title}")
+            output(f"{decision.upper()}: {printable(rec.title)}")
         else:
             output(f"Already {after.status} by {after.decided_by}; your answer was not recorded.")
     return counts
