@@ -2,22 +2,21 @@
 
 One SQLite file (WAL) shared by every process of a deployment: the engine writes
 approval requests, ``aiotflow approve`` in another terminal writes decisions, the tool
-layer checks them before a high-stakes call. Each writer uses short transactions and a
-busy timeout, so several processes can use it at once.
+layer checks them before a high-stakes call. Every change is one unit of work (see
+:mod:`aiotflow.tools.sqlite`) together with its audit record: a decision is never
+recorded without its audit entry, nor the entry without the decision.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import aiosqlite
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ApprovalRequired
@@ -159,10 +158,6 @@ class ControlStore(SqliteStore):
         "audit": {"prev": "TEXT NOT NULL DEFAULT ''", "hash": "TEXT NOT NULL DEFAULT ''"},
         "approvals": {"risk": "TEXT NOT NULL DEFAULT 'high'", "escalated_at": "REAL"}}
 
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(path)
-        self._audit_lock = asyncio.Lock()
-
     # ------------------------------------------------------------------ audit
     async def audit(
         self, kind: str, /, *, actor: str, thread_id: str | None = None, **detail: Any
@@ -171,55 +166,35 @@ class ControlStore(SqliteStore):
 
         Records are hash-chained: each carries the hash of the one before and a hash over
         its own content, and the chain's head is kept beside it, so an edited, deleted or
-        inserted record is found by :meth:`verify_audit`. Appends from several processes
-        are serialised by the record number (a primary key): a loser re-reads the head.
+        inserted record is found by :meth:`verify_audit`. The head is read and the record
+        and new head written in one unit of work, which holds the database's write lock,
+        so appends from several tasks and processes line up one after the other.
         """
-        detail_json = json.dumps(detail, default=str, sort_keys=True)
-        async with self._audit_lock:
-            for _ in range(100):
-                async with self.db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as c:
-                    head = await c.fetchone()
-                prev = head["hash"] if head else ""
-                seq = (head["seq"] if head else 0) + 1
-                ts = time.time()
-                h = audit_hash(prev, seq, ts, thread_id, kind, actor, detail_json)
-                try:
-                    # seq is the primary key: if another process appended first, this
-                    # insert fails and is redone on top of the new head
-                    await self.db.execute(
-                        "INSERT INTO audit(seq, ts, thread_id, kind, actor, detail, prev, hash)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (seq, ts, thread_id, kind, actor, detail_json, prev, h))
-                    await self.db.execute(
-                        "INSERT INTO audit_head(id, seq, hash) VALUES (1, ?, ?) ON CONFLICT(id)"
-                        " DO UPDATE SET seq = excluded.seq, hash = excluded.hash", (seq, h))
-                    await self.db.commit()
-                    return
-                except sqlite3.IntegrityError:
-                    await self.db.rollback()
-            raise RuntimeError("could not append to the audit chain (100 conflicts)")
+        async with self.unit() as db:
+            await _append(db, kind, actor=actor, thread_id=thread_id, detail=detail)
 
     async def verify_audit(self) -> ChainReport:
         """Walk the audit chain: every hash recomputed, every link and the head checked."""
         problems: list[str] = []
         prev, last_seq, n = "", 0, 0
-        async with self.db.execute("SELECT * FROM audit ORDER BY seq") as cur:
-            async for r in cur:
-                n += 1
-                seq = r["seq"]
-                if seq != last_seq + 1:
-                    problems.append(f"records {last_seq + 1}..{seq - 1} are missing")
-                if r["prev"] != prev:
-                    problems.append(f"record {seq}: does not follow record {last_seq} "
-                                    "(link broken: a record before it was changed or removed)")
-                want = audit_hash(r["prev"], seq, r["ts"], r["thread_id"], r["kind"],
-                                  r["actor"], r["detail"])
-                if r["hash"] != want:
-                    problems.append(f"record {seq} ({r['kind']}): content does not match its "
-                                    "hash (edited)")
-                prev, last_seq = r["hash"], seq
-        async with self.db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
-            head = await cur.fetchone()
+        async with self.read() as db:
+            async with db.execute("SELECT * FROM audit ORDER BY seq") as cur:
+                async for r in cur:
+                    n += 1
+                    seq = r["seq"]
+                    if seq != last_seq + 1:
+                        problems.append(f"records {last_seq + 1}..{seq - 1} are missing")
+                    if r["prev"] != prev:
+                        problems.append(f"record {seq}: does not follow record {last_seq} "
+                                        "(link broken: a record before it was changed or "
+                                        "removed)")
+                    want = audit_hash(r["prev"], seq, r["ts"], r["thread_id"], r["kind"],
+                                      r["actor"], r["detail"])
+                    if r["hash"] != want:
+                        problems.append(f"record {seq} ({r['kind']}): content does not match "
+                                        "its hash (edited)")
+                    prev, last_seq = r["hash"], seq
+            head = await _one(db, "SELECT seq, hash FROM audit_head WHERE id = 1")
         if head is None and n:
             problems.append("the chain head is missing")
         elif head is not None and (head["seq"] != last_seq or head["hash"] != prev):
@@ -231,20 +206,18 @@ class ControlStore(SqliteStore):
         self, *, thread_id: str | None = None, kind: str | None = None
     ) -> list[AuditRecord]:
         sql, args = select("audit", "seq", thread_id=thread_id, kind=kind)
-        async with self.db.execute(sql, args) as cur:
-            rows = await cur.fetchall()
-        return [_audit(r) for r in rows]
+        async with self.read() as db:
+            return [_audit(r) for r in await db.execute_fetchall(sql, args)]
 
     async def alert_story(self, alert_id: str) -> list[AuditRecord]:
         """Every audit record about one alert, in order: its arrival, the runs it started
         (thread ids end with ``/{alert id}``) and everything they did."""
-        async with self.db.execute(
-            "SELECT * FROM audit WHERE thread_id LIKE ? ESCAPE '\\'"
-            " OR json_extract(detail, '$.alert_id') = ? ORDER BY seq",
-            ("%/" + alert_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
-             alert_id),
-        ) as cur:
-            rows = await cur.fetchall()
+        async with self.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT * FROM audit WHERE thread_id LIKE ? ESCAPE '\\'"
+                " OR json_extract(detail, '$.alert_id') = ? ORDER BY seq",
+                ("%/" + alert_id.replace("\\", "\\\\").replace("%", "\\%")
+                 .replace("_", "\\_"), alert_id))
         return [_audit(r) for r in rows]
 
     # ------------------------------------------------------------------ approvals
@@ -260,95 +233,104 @@ class ControlStore(SqliteStore):
         approval_id: str | None = None,
         risk: RiskTier = "high",
     ) -> ApprovalRecord:
-        """Record a pending approval (idempotent per ``approval_id``) and return it."""
+        """Record a pending approval (idempotent per ``approval_id``) and return it; the
+        request and its audit record are one unit of work."""
         aid = approval_id or str(uuid.uuid4())
-        cur = await self.db.execute(
-            "INSERT OR IGNORE INTO approvals(id, thread_id, workflow, asset, title, request,"
-            " tools, requested_at, risk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (aid, thread_id, workflow, asset, title, json.dumps(request, default=str),
-             json.dumps(tools), time.time(), risk),
-        )
-        await self.db.commit()
-        if cur.rowcount:
-            await self.audit("approval.requested", actor=workflow, thread_id=thread_id,
-                             approval_id=aid, title=title, tools=tools, risk=risk,
-                             actions=request.get("actions"))
-        rec = await self.approval(aid)
-        assert rec is not None
-        return rec
+        async with self.unit() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO approvals(id, thread_id, workflow, asset, title,"
+                " request, tools, requested_at, risk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (aid, thread_id, workflow, asset, title, json.dumps(request, default=str),
+                 json.dumps(tools), time.time(), risk),
+            )
+            if cur.rowcount:
+                await _append(db, "approval.requested", actor=workflow, thread_id=thread_id,
+                              detail={"approval_id": aid, "title": title, "tools": tools,
+                                      "risk": risk, "actions": request.get("actions")})
+            row = await _one(db, "SELECT * FROM approvals WHERE id = ?", (aid,))
+        assert row is not None
+        return _approval(row)
 
     async def approval(self, approval_id: str) -> ApprovalRecord | None:
-        async with self.db.execute("SELECT * FROM approvals WHERE id = ?", (approval_id,)) as cur:
-            row = await cur.fetchone()
+        async with self.read() as db:
+            row = await _one(db, "SELECT * FROM approvals WHERE id = ?", (approval_id,))
         return _approval(row) if row else None
 
     async def approvals(
         self, *, status: str | None = "pending", thread_id: str | None = None
     ) -> list[ApprovalRecord]:
         sql, args = select("approvals", "requested_at", status=status, thread_id=thread_id)
-        async with self.db.execute(sql, args) as cur:
-            return [_approval(r) for r in await cur.fetchall()]
+        async with self.read() as db:
+            return [_approval(r) for r in await db.execute_fetchall(sql, args)]
 
     async def decide(
         self, approval_id: str, decision: Decision, *, by: str, comment: str | None = None
     ) -> ApprovalRecord:
-        """Record a human decision; only a pending approval can be decided (first wins)."""
+        """Record a human decision; only a pending approval can be decided (first wins).
+        The decision and its audit record are one unit of work."""
         if decision not in ("approved", "rejected"):
             raise ValueError(f"decision must be approved or rejected, not {decision!r}")
-        cur = await self.db.execute(
-            "UPDATE approvals SET status = ?, decided_by = ?, comment = ?, decided_at = ?"
-            " WHERE id = ? AND status = 'pending'",
-            (decision, by, comment, time.time(), approval_id),
-        )
-        await self.db.commit()
-        rec = await self.approval(approval_id)
-        if rec is None:
-            raise KeyError(f"no approval {approval_id!r}")
-        if cur.rowcount:
-            await self.audit(f"approval.{decision}", actor=by, thread_id=rec.thread_id,
-                             approval_id=approval_id, comment=comment)
-        return rec
+        async with self.unit() as db:
+            cur = await db.execute(
+                "UPDATE approvals SET status = ?, decided_by = ?, comment = ?, decided_at = ?"
+                " WHERE id = ? AND status = 'pending'",
+                (decision, by, comment, time.time(), approval_id),
+            )
+            row = await _one(db, "SELECT * FROM approvals WHERE id = ?", (approval_id,))
+            if row is None:
+                raise KeyError(f"no approval {approval_id!r}")
+            if cur.rowcount:
+                await _append(db, f"approval.{decision}", actor=by, thread_id=row["thread_id"],
+                              detail={"approval_id": approval_id, "comment": comment})
+        return _approval(row)
 
     async def decided_not_resumed(self) -> list[ApprovalRecord]:
         """Decisions whose workflow has not been resumed yet."""
-        async with self.db.execute(
-            "SELECT * FROM approvals WHERE status != 'pending' AND resumed_at IS NULL"
-            " ORDER BY decided_at"
-        ) as cur:
-            return [_approval(r) for r in await cur.fetchall()]
+        async with self.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT * FROM approvals WHERE status != 'pending' AND resumed_at IS NULL"
+                " ORDER BY decided_at")
+        return [_approval(r) for r in rows]
 
     async def mark_resumed(self, approval_id: str) -> None:
-        await self.db.execute("UPDATE approvals SET resumed_at = ? WHERE id = ?",
-                              (time.time(), approval_id))
-        await self.db.commit()
+        async with self.unit() as db:
+            await db.execute("UPDATE approvals SET resumed_at = ? WHERE id = ?",
+                             (time.time(), approval_id))
 
     async def sweep(self, policy: Policy, now: float | None = None
                     ) -> list[tuple[ApprovalRecord, Literal["escalated", "expired"]]]:
-        """Escalate and expire pending approvals by the policy; returns what changed."""
+        """Escalate and expire pending approvals by the policy; returns what changed.
+        Each change and its audit record are one unit of work."""
         now = time.time() if now is None else now
         changed: list[tuple[ApprovalRecord, Literal["escalated", "expired"]]] = []
         for rec in await self.approvals(status="pending"):
             rule = policy.rule(rec.risk)
             age = now - rec.requested_at
             if rule.expires_s is not None and age >= rule.expires_s:
-                cur = await self.db.execute(
-                    "UPDATE approvals SET status = 'expired', decided_by = 'policy',"
-                    " decided_at = ? WHERE id = ? AND status = 'pending'", (now, rec.id))
-                await self.db.commit()
+                async with self.unit() as db:
+                    cur = await db.execute(
+                        "UPDATE approvals SET status = 'expired', decided_by = 'policy',"
+                        " decided_at = ? WHERE id = ? AND status = 'pending'", (now, rec.id))
+                    if cur.rowcount:
+                        await _append(db, "approval.expired", actor="policy",
+                                      thread_id=rec.thread_id,
+                                      detail={"approval_id": rec.id, "after_s": round(age),
+                                              "risk": rec.risk})
                 if cur.rowcount:
-                    await self.audit("approval.expired", actor="policy", thread_id=rec.thread_id,
-                                     approval_id=rec.id, after_s=round(age),
-                                     risk=rec.risk)
                     changed.append((rec, "expired"))
             elif (rule.escalate_after_s is not None and rec.escalated_at is None
                   and age >= rule.escalate_after_s):
-                await self.db.execute("UPDATE approvals SET escalated_at = ? WHERE id = ?",
-                                      (now, rec.id))
-                await self.db.commit()
-                await self.audit("approval.escalated", actor="policy", thread_id=rec.thread_id,
-                                 approval_id=rec.id, to=rule.escalate_to, after_s=round(age),
-                                 risk=rec.risk)
-                changed.append((rec, "escalated"))
+                async with self.unit() as db:
+                    cur = await db.execute(
+                        "UPDATE approvals SET escalated_at = ? WHERE id = ? AND status ="
+                        " 'pending' AND escalated_at IS NULL", (now, rec.id))
+                    if cur.rowcount:
+                        await _append(db, "approval.escalated", actor="policy",
+                                      thread_id=rec.thread_id,
+                                      detail={"approval_id": rec.id, "to": rule.escalate_to,
+                                              "after_s": round(age), "risk": rec.risk})
+                if cur.rowcount:
+                    changed.append((rec, "escalated"))
         return changed
 
     async def check_grant(
@@ -393,41 +375,65 @@ class ControlStore(SqliteStore):
     async def enqueue_history(self, kind: str, payload: dict[str, Any], *, actor: str) -> int:
         """Queue a write to the incident history for the process that holds it (the
         embedded store has one writer); the engine applies the queue as it runs."""
-        cur = await self.db.execute(
-            "INSERT INTO history_queue(kind, payload, created) VALUES (?, ?, ?)",
-            (kind, json.dumps(payload, default=str), time.time()))
-        await self.db.commit()
-        seq = int(cur.lastrowid or 0)
-        await self.audit("history.queued", actor=actor, kind=kind, seq=seq)
+        async with self.unit() as db:
+            cur = await db.execute(
+                "INSERT INTO history_queue(kind, payload, created) VALUES (?, ?, ?)",
+                (kind, json.dumps(payload, default=str), time.time()))
+            seq = int(cur.lastrowid or 0)
+            await _append(db, "history.queued", actor=actor, thread_id=None,
+                          detail={"kind": kind, "seq": seq})
         return seq
 
     async def pending_history(self) -> list[tuple[int, str, dict[str, Any]]]:
-        async with self.db.execute("SELECT seq, kind, payload FROM history_queue"
-                                   " WHERE applied IS NULL ORDER BY seq") as cur:
-            return [(r[0], r[1], json.loads(r[2])) for r in await cur.fetchall()]
+        async with self.read() as db:
+            rows = await db.execute_fetchall("SELECT seq, kind, payload FROM history_queue"
+                                             " WHERE applied IS NULL ORDER BY seq")
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
     async def history_applied(self, seq: int) -> None:
-        await self.db.execute("UPDATE history_queue SET applied = ? WHERE seq = ?",
-                              (time.time(), seq))
-        await self.db.commit()
+        async with self.unit() as db:
+            await db.execute("UPDATE history_queue SET applied = ? WHERE seq = ?",
+                             (time.time(), seq))
 
     # ------------------------------------------------------------------ effects
     async def effect(self, key: str) -> dict[str, Any] | None:
-        async with self.db.execute("SELECT output FROM effects WHERE key = ?", (key,)) as cur:
-            row = await cur.fetchone()
+        async with self.read() as db:
+            row = await _one(db, "SELECT output FROM effects WHERE key = ?", (key,))
         return json.loads(row["output"]) if row else None
 
     async def record_effect(
         self, key: str, *, tool: str, thread_id: str | None, input: dict[str, Any],
         output: dict[str, Any],
     ) -> None:
-        await self.db.execute(
-            "INSERT OR IGNORE INTO effects(key, tool, thread_id, input, output, ts)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (key, tool, thread_id, json.dumps(input, default=str),
-             json.dumps(output, default=str), time.time()),
-        )
-        await self.db.commit()
+        async with self.unit() as db:
+            await db.execute(
+                "INSERT OR IGNORE INTO effects(key, tool, thread_id, input, output, ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key, tool, thread_id, json.dumps(input, default=str),
+                 json.dumps(output, default=str), time.time()),
+            )
+
+
+async def _one(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...] = ()) -> Any:
+    async with db.execute(sql, args) as cur:
+        return await cur.fetchone()
+
+
+async def _append(db: aiosqlite.Connection, kind: str, *, actor: str, thread_id: str | None,
+                  detail: dict[str, Any]) -> None:
+    """Append one audit record on top of the chain's head, inside the caller's unit."""
+    detail_json = json.dumps(detail, default=str, sort_keys=True)
+    head = await _one(db, "SELECT seq, hash FROM audit_head WHERE id = 1")
+    prev = head["hash"] if head else ""
+    seq = (head["seq"] if head else 0) + 1
+    ts = time.time()
+    h = audit_hash(prev, seq, ts, thread_id, kind, actor, detail_json)
+    await db.execute(
+        "INSERT INTO audit(seq, ts, thread_id, kind, actor, detail, prev, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (seq, ts, thread_id, kind, actor, detail_json, prev, h))
+    await db.execute(
+        "INSERT INTO audit_head(id, seq, hash) VALUES (1, ?, ?) ON CONFLICT(id)"
+        " DO UPDATE SET seq = excluded.seq, hash = excluded.hash", (seq, h))
 
 
 def _audit(r: Any) -> AuditRecord:

@@ -10,12 +10,12 @@ of the effect was lost.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import aiosqlite
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ToolFailed
@@ -141,23 +141,24 @@ class OpsDatabase(SqliteStore):
     async def add_technician(
         self, tech: Technician, shifts: Sequence[tuple[float, float]] = ()
     ) -> None:
-        await self.db.execute(
-            "INSERT OR REPLACE INTO technicians(id, name, skills, phone) VALUES (?, ?, ?, ?)",
-            (tech.id, tech.name, json.dumps(tech.skills), tech.phone),
-        )
-        await self.db.executemany(
-            'INSERT INTO oncall(technician_id, start, "end") VALUES (?, ?, ?)',
-            [(tech.id, s, e) for s, e in shifts],
-        )
-        await self.db.commit()
+        async with self.unit() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO technicians(id, name, skills, phone) VALUES (?, ?, ?, ?)",
+                (tech.id, tech.name, json.dumps(tech.skills), tech.phone),
+            )
+            await db.executemany(
+                'INSERT INTO oncall(technician_id, start, "end") VALUES (?, ?, ?)',
+                [(tech.id, s, e) for s, e in shifts],
+            )
 
     async def add_maintenance(self, entries: Sequence[MaintenanceEntry]) -> None:
-        await self.db.executemany(
-            "INSERT OR REPLACE INTO maintenance_log(id, asset, system, ts, action, technician,"
-            " notes) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(e.id, e.asset, e.system, e.ts, e.action, e.technician, e.notes) for e in entries],
-        )
-        await self.db.commit()
+        async with self.unit() as db:
+            await db.executemany(
+                "INSERT OR REPLACE INTO maintenance_log(id, asset, system, ts, action,"
+                " technician, notes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(e.id, e.asset, e.system, e.ts, e.action, e.technician, e.notes)
+                 for e in entries],
+            )
 
     # ------------------------------------------------------------------ queries
     async def maintenance(
@@ -171,30 +172,24 @@ class OpsDatabase(SqliteStore):
         if since is not None:
             sql += " AND ts >= ?"
             args.append(since)
-        async with self.db.execute(sql + " ORDER BY ts DESC", args) as cur:
-            return [MaintenanceEntry(**dict(r)) for r in await cur.fetchall()]
+        async with self.read() as db:
+            rows = await db.execute_fetchall(sql + " ORDER BY ts DESC", args)
+        return [MaintenanceEntry(**dict(r)) for r in rows]
 
     async def find_on_call(self, skill: str, at: float) -> Technician | None:
         """The technician with ``skill`` on call at ``at``, else the next one to start."""
-        async with self.db.execute(
-            'SELECT t.*, o.start AS s, o."end" AS e FROM technicians t JOIN oncall o'
-            ' ON o.technician_id = t.id WHERE o."end" > ? ORDER BY (o.start > ?), o.start',
-            (at, at),
-        ) as cur:
-            rows = await cur.fetchall()
-        for r in rows:
-            skills = json.loads(r["skills"])
-            if skill in skills and not await self._busy(r["id"], max(at, r["s"])):
-                return Technician(id=r["id"], name=r["name"], skills=skills, phone=r["phone"],
-                                  on_call_from=r["s"], on_call_until=r["e"])
+        async with self.read() as db:
+            rows = await db.execute_fetchall(
+                'SELECT t.*, o.start AS s, o."end" AS e FROM technicians t JOIN oncall o'
+                ' ON o.technician_id = t.id WHERE o."end" > ? ORDER BY (o.start > ?), o.start',
+                (at, at))
+            for r in rows:
+                skills = json.loads(r["skills"])
+                if skill in skills and not await _busy(db, r["id"], max(at, r["s"])):
+                    return Technician(id=r["id"], name=r["name"], skills=skills,
+                                      phone=r["phone"], on_call_from=r["s"],
+                                      on_call_until=r["e"])
         return None
-
-    async def _busy(self, technician_id: str, at: float) -> bool:
-        async with self.db.execute(
-            'SELECT 1 FROM bookings WHERE technician_id = ? AND start <= ? AND "end" > ?',
-            (technician_id, at, at),
-        ) as cur:
-            return await cur.fetchone() is not None
 
     # ------------------------------------------------------------------ writes
     async def book(
@@ -208,8 +203,8 @@ class OpsDatabase(SqliteStore):
             (f"BK-{uuid.uuid4().hex[:10]}", technician_id, asset, site, start,
              start + hours * 3600, reason, key, time.time()),
         )
-        async with self.db.execute("SELECT name FROM technicians WHERE id = ?",
-                                   (existing["technician_id"],)) as cur:
+        async with self.read() as db, db.execute("SELECT name FROM technicians WHERE id = ?",
+                                                 (existing["technician_id"],)) as cur:
             t = await cur.fetchone()
         return Booking(id=existing["id"], technician_id=existing["technician_id"],
                        technician_name=t["name"] if t else "", asset=existing["asset"],
@@ -242,26 +237,22 @@ class OpsDatabase(SqliteStore):
         return Notification(id=row["id"], recipient=row["recipient"], priority=row["priority"],
                             subject=row["subject"], message=row["message"], created=row["created"])
 
-    async def _by_key(self, table: str, key: str) -> Any:
-        async with self.db.execute(f"SELECT * FROM {table} WHERE key = ?", (key,)) as cur:
-            return await cur.fetchone()
-
     async def _insert_once(self, table: str, key: str, sql: str, params: tuple[Any, ...]) -> Any:
-        """The row of ``table`` with ``key``: inserted by ``sql`` unless already there."""
-        row = await self._by_key(table, key)
-        if row is None:
-            try:
-                await self.db.execute(sql, params)
-                await self.db.commit()
-            except sqlite3.IntegrityError:  # a concurrent call with the same key won
-                await self.db.rollback()
-            row = await self._by_key(table, key)
+        """The row of ``table`` with ``key``: inserted by ``sql`` unless already there (one
+        unit of work, which holds the write lock: a concurrent call with the same key, in
+        this process or another, finds the row instead of inserting a second)."""
+        async with self.unit() as db:
+            row = await _by_key(db, table, key)
+            if row is None:
+                await db.execute(sql, params)
+                row = await _by_key(db, table, key)
         assert row is not None
         return row
 
     async def work_order(self, wo_id: str) -> WorkOrder | None:
         seq = _seq(wo_id)
-        async with self.db.execute("SELECT * FROM work_orders WHERE seq = ?", (seq,)) as cur:
+        async with self.read() as db, db.execute("SELECT * FROM work_orders WHERE seq = ?",
+                                                 (seq,)) as cur:
             row = await cur.fetchone()
         return _work_order(row) if row else None
 
@@ -278,31 +269,46 @@ class OpsDatabase(SqliteStore):
                 raise ToolFailed(f"{wo_id} was closed as {wo.failure_mode} by {wo.closed_by};"
                                  " correct the history instead", tool="close_work_order")
             return wo
-        await self.db.execute(
-            "UPDATE work_orders SET status = 'closed', failure_mode = ?, resolution = ?,"
-            " closed_by = ?, closed = ? WHERE seq = ? AND status != 'closed'",
-            (failure_mode, resolution, by, time.time(), _seq(wo_id)))
-        await self.db.commit()
+        async with self.unit() as db:
+            await db.execute(
+                "UPDATE work_orders SET status = 'closed', failure_mode = ?, resolution = ?,"
+                " closed_by = ?, closed = ? WHERE seq = ? AND status != 'closed'",
+                (failure_mode, resolution, by, time.time(), _seq(wo_id)))
         closed = await self.work_order(wo_id)
         assert closed is not None
         return closed
 
     async def work_orders(self, *, asset: str | None = None) -> list[WorkOrder]:
         sql, args = select("work_orders", "seq", asset=asset)
-        async with self.db.execute(sql, args) as cur:
-            return [_work_order(r) for r in await cur.fetchall()]
+        async with self.read() as db:
+            return [_work_order(r) for r in await db.execute_fetchall(sql, args)]
 
     async def notifications(self) -> list[Notification]:
-        async with self.db.execute("SELECT * FROM notifications ORDER BY created") as cur:
-            return [Notification(id=r["id"], recipient=r["recipient"], priority=r["priority"],
-                                 subject=r["subject"], message=r["message"],
-                                 created=r["created"]) for r in await cur.fetchall()]
+        async with self.read() as db:
+            rows = await db.execute_fetchall("SELECT * FROM notifications ORDER BY created")
+        return [Notification(id=r["id"], recipient=r["recipient"], priority=r["priority"],
+                             subject=r["subject"], message=r["message"], created=r["created"])
+                for r in rows]
 
     async def bookings(self) -> list[Booking]:
-        async with self.db.execute("SELECT * FROM bookings ORDER BY created") as cur:
-            return [Booking(id=r["id"], technician_id=r["technician_id"], asset=r["asset"],
-                            site=r["site"], start=r["start"], end=r["end"], reason=r["reason"])
-                    for r in await cur.fetchall()]
+        async with self.read() as db:
+            rows = await db.execute_fetchall("SELECT * FROM bookings ORDER BY created")
+        return [Booking(id=r["id"], technician_id=r["technician_id"], asset=r["asset"],
+                        site=r["site"], start=r["start"], end=r["end"], reason=r["reason"])
+                for r in rows]
+
+
+async def _by_key(db: aiosqlite.Connection, table: str, key: str) -> Any:
+    async with db.execute(f"SELECT * FROM {table} WHERE key = ?", (key,)) as cur:
+        return await cur.fetchone()
+
+
+async def _busy(db: aiosqlite.Connection, technician_id: str, at: float) -> bool:
+    async with db.execute(
+        'SELECT 1 FROM bookings WHERE technician_id = ? AND start <= ? AND "end" > ?',
+        (technician_id, at, at),
+    ) as cur:
+        return await cur.fetchone() is not None
 
 
 def _seq(wo_id: str) -> int:

@@ -1,8 +1,19 @@
-"""One SQLite database shared by several processes: the base of the tools' stores."""
+"""One SQLite database shared by several processes: the base of the tools' stores.
+
+Every access goes through a **unit of work**: :meth:`SqliteStore.unit` is one transaction
+(``BEGIN IMMEDIATE``: the database's write lock, across processes, from its first
+statement), committed when the block ends and rolled back if it raises;
+:meth:`SqliteStore.read` is a read. Both hold the store's one writer lock, so no other
+task of the process runs a statement on the shared connection meanwhile: a task's
+rollback can never discard another task's write, another task's commit can never land
+half of a unit, and no read sees a unit that is later rolled back.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
@@ -34,6 +45,7 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         if self._db is not None:
@@ -62,6 +74,31 @@ class SqliteStore:
 
     @property
     def db(self) -> aiosqlite.Connection:
+        """The connection itself, for a schema set-up at open; everything else uses
+        :meth:`unit` or :meth:`read`."""
         if self._db is None:
             raise RuntimeError(f"{type(self).__name__} is not open")
         return self._db
+
+    @contextlib.asynccontextmanager
+    async def unit(self) -> AsyncIterator[aiosqlite.Connection]:
+        """``async with store.unit() as db:`` one transaction of its own: committed at the
+        end of the block, rolled back if it raises (or is cancelled)."""
+        async with self._lock:
+            db = self.db
+            if db.in_transaction:  # left open by a unit whose rollback was interrupted
+                await db.rollback()
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await asyncio.shield(db.rollback())
+                raise
+            await db.commit()
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """``async with store.read() as db:`` statements that only read, never inside
+        another task's unit (they would see its uncommitted rows)."""
+        async with self._lock:
+            yield self.db

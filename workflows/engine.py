@@ -155,7 +155,7 @@ class Engine:
                 timeout_s=s.tool_timeout_s)
             self.executor = ToolExecutor(registry.update(self.app.tools), self.control,
                                          policy=s.policy)
-            self.runs = RunLedger(self.control.db)
+            self.runs = RunLedger(self.control)
             await self.runs.setup()
             for name, factory in self.app.services.items():
                 value: Any = factory(s)

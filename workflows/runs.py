@@ -10,10 +10,9 @@ import json
 import time
 from typing import Any, Literal
 
-import aiosqlite
 from pydantic import BaseModel, ConfigDict
 
-from aiotflow.tools.sqlite import select
+from aiotflow.tools.sqlite import SqliteStore, select
 
 __all__ = ["RunLedger", "RunRecord", "RunStatus"]
 
@@ -53,63 +52,65 @@ class RunRecord(BaseModel):
 
 
 class RunLedger:
-    """Runs of workflows, on an open control-database connection."""
+    """Runs of workflows, in the control database (``RunLedger(control)``); every change
+    is one unit of work of that store."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self.db = db
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
 
     async def setup(self) -> None:
-        await self.db.executescript(_SCHEMA)
-        await self.db.commit()
+        async with self.store.unit() as db:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                await db.execute(statement)
 
     async def claim(self, *, thread_id: str, workflow: str, alert: dict[str, Any]) -> bool:
         """Record a new run; ``False`` if this thread already exists (a duplicate)."""
         now = time.time()
-        cur = await self.db.execute(
-            "INSERT OR IGNORE INTO runs(thread_id, workflow, alert_id, asset, status, alert,"
-            " created, updated) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-            (thread_id, workflow, alert["id"], alert["asset"], json.dumps(alert), now, now),
-        )
-        await self.db.commit()
+        async with self.store.unit() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO runs(thread_id, workflow, alert_id, asset, status, alert,"
+                " created, updated) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+                (thread_id, workflow, alert["id"], alert["asset"], json.dumps(alert), now, now),
+            )
         return bool(cur.rowcount)
 
     async def active_for(self, workflow: str, asset: str) -> str | None:
         """Thread id of an active run of ``workflow`` on ``asset``, if any."""
-        async with self.db.execute(
-            "SELECT thread_id FROM runs WHERE workflow = ? AND asset = ? AND status IN (?, ?)"
-            " ORDER BY created LIMIT 1", (workflow, asset, *ACTIVE),
-        ) as cur:
-            row = await cur.fetchone()
-        return str(row[0]) if row else None
+        async with self.store.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT thread_id FROM runs WHERE workflow = ? AND asset = ? AND status IN"
+                " (?, ?) ORDER BY created LIMIT 1", (workflow, asset, *ACTIVE))
+        return next((str(r[0]) for r in rows), None)
 
     async def set_status(
         self, thread_id: str, status: RunStatus, *, result: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
-        await self.db.execute(
-            "UPDATE runs SET status = ?, result = COALESCE(?, result), error = ?, updated = ?"
-            " WHERE thread_id = ?",
-            (status, json.dumps(result, default=str) if result is not None else None, error,
-             time.time(), thread_id),
-        )
-        await self.db.commit()
+        async with self.store.unit() as db:
+            await db.execute(
+                "UPDATE runs SET status = ?, result = COALESCE(?, result), error = ?,"
+                " updated = ? WHERE thread_id = ?",
+                (status, json.dumps(result, default=str) if result is not None else None,
+                 error, time.time(), thread_id),
+            )
 
     async def get(self, thread_id: str) -> RunRecord | None:
-        async with self.db.execute("SELECT * FROM runs WHERE thread_id = ?", (thread_id,)) as cur:
-            row = await cur.fetchone()
-        return _record(row) if row else None
+        return await self._first("SELECT * FROM runs WHERE thread_id = ?", (thread_id,))
 
     async def for_alert(self, alert_id: str) -> RunRecord | None:
         """The first run started for an alert (any workflow)."""
-        async with self.db.execute("SELECT * FROM runs WHERE alert_id = ? ORDER BY created"
-                                   " LIMIT 1", (alert_id,)) as cur:
-            row = await cur.fetchone()
-        return _record(row) if row else None
+        return await self._first("SELECT * FROM runs WHERE alert_id = ? ORDER BY created"
+                                 " LIMIT 1", (alert_id,))
 
     async def list(self, *, status: RunStatus | None = None) -> list[RunRecord]:
         sql, args = select("runs", "created", status=status)
-        async with self.db.execute(sql, args) as cur:
-            return [_record(r) for r in await cur.fetchall()]
+        async with self.store.read() as db:
+            return [_record(r) for r in await db.execute_fetchall(sql, args)]
+
+    async def _first(self, sql: str, args: tuple[Any, ...]) -> RunRecord | None:
+        async with self.store.read() as db:
+            rows = list(await db.execute_fetchall(sql, args))
+        return _record(rows[0]) if rows else None
 
 
 def _record(row: Any) -> RunRecord:

@@ -23,7 +23,7 @@ async def open_order(state: Path, alert_id: str = "alert-1") -> str:
              "ts": 1_700_000_000.0, "embedding": EMB,
              "baseline": {"coolant_temp_c": 82.5, "load": 0.6}}
     async with ControlStore(state / "control.db") as control:
-        ledger = RunLedger(control.db)
+        ledger = RunLedger(control)
         await ledger.setup()
         await ledger.claim(thread_id=f"maintenance/{alert_id}", workflow="maintenance",
                            alert=alert)
