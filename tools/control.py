@@ -306,31 +306,27 @@ class ControlStore(SqliteStore):
         for rec in await self.approvals(status="pending"):
             rule = policy.rule(rec.risk)
             age = now - rec.requested_at
+            change: Literal["escalated", "expired"]
             if rule.expires_s is not None and age >= rule.expires_s:
-                async with self.unit() as db:
-                    cur = await db.execute(
-                        "UPDATE approvals SET status = 'expired', decided_by = 'policy',"
-                        " decided_at = ? WHERE id = ? AND status = 'pending'", (now, rec.id))
-                    if cur.rowcount:
-                        await _append(db, "approval.expired", actor="policy",
-                                      thread_id=rec.thread_id,
-                                      detail={"approval_id": rec.id, "after_s": round(age),
-                                              "risk": rec.risk})
-                if cur.rowcount:
-                    changed.append((rec, "expired"))
+                change, detail = "expired", {}
+                sql = ("UPDATE approvals SET status = 'expired', decided_by = 'policy',"
+                       " decided_at = ? WHERE id = ? AND status = 'pending'")
             elif (rule.escalate_after_s is not None and rec.escalated_at is None
                   and age >= rule.escalate_after_s):
-                async with self.unit() as db:
-                    cur = await db.execute(
-                        "UPDATE approvals SET escalated_at = ? WHERE id = ? AND status ="
-                        " 'pending' AND escalated_at IS NULL", (now, rec.id))
-                    if cur.rowcount:
-                        await _append(db, "approval.escalated", actor="policy",
-                                      thread_id=rec.thread_id,
-                                      detail={"approval_id": rec.id, "to": rule.escalate_to,
-                                              "after_s": round(age), "risk": rec.risk})
-                if cur.rowcount:
-                    changed.append((rec, "escalated"))
+                change, detail = "escalated", {"to": rule.escalate_to}
+                sql = ("UPDATE approvals SET escalated_at = ? WHERE id = ? AND status ="
+                       " 'pending' AND escalated_at IS NULL")
+            else:
+                continue
+            async with self.unit() as db:
+                cur = await db.execute(sql, (now, rec.id))
+                if cur.rowcount:  # not already changed by another process's sweep
+                    await _append(db, f"approval.{change}", actor="policy",
+                                  thread_id=rec.thread_id,
+                                  detail={"approval_id": rec.id, "after_s": round(age),
+                                          "risk": rec.risk, **detail})
+            if cur.rowcount:
+                changed.append((rec, change))
         return changed
 
     async def check_grant(
