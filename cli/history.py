@@ -76,8 +76,9 @@ async def _import(a: argparse.Namespace) -> int:
         bundle = ModelBundle(a.model)
         embed, asset_type = bundle.embed_window, bundle.meta.asset_type
     async with HistoryStore(settings=s.history_settings) as store:
-        out = await import_file(store, Path(a.file), kind=a.kind, embed=embed,
-                                asset_type=asset_type, progress=progress(f"importing {a.kind}"))
+        with progress(f"importing {a.kind}") as update:
+            out = await import_file(store, Path(a.file), kind=a.kind, embed=embed,
+                                    asset_type=asset_type, progress=update)
     print(json.dumps(out))
     if out["rejected"]:
         print(f"{out['rejected']} line(s) rejected, kept with reasons in "

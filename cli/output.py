@@ -6,10 +6,11 @@ it (a gateway's base install) everything prints plain."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from aiotflow.terminal import printable
@@ -66,20 +67,16 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str |
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
-def progress(label: str) -> Callable[[int, int], None] | None:
-    """A ``(done, total)`` callback drawing a progress bar on a terminal's standard
-    error; None when standard error is not a terminal (nothing to draw)."""
+@contextlib.contextmanager
+def progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """``with progress("importing") as update:`` a ``(done, total)`` callback drawing a
+    progress bar on a terminal's standard error, stopped however the block ends; None
+    when standard error is not a terminal (nothing to draw)."""
     if not is_tty(sys.stderr):
-        return None
+        yield None
+        return
     from rich.progress import Progress
 
-    bar = Progress(console=console(stderr=True), transient=False)
-    task = bar.add_task(label, total=None)
-    bar.start()
-
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
-        if done >= total:
-            bar.stop()
-
-    return update
+    with Progress(console=console(stderr=True)) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
