@@ -17,7 +17,7 @@ from aiotflow.contracts.settings import FileSettings
 from .drift import DriftSettings
 from .policy import PolicySettings
 
-__all__ = ["EdgeSettings", "ScoringSettings"]
+__all__ = ["AckSettings", "EdgeSettings", "ScoringSettings"]
 
 
 class ScoringSettings(BaseModel):
@@ -29,6 +29,28 @@ class ScoringSettings(BaseModel):
     max_delay_ms: float = Field(
         20.0, gt=0, le=1000, description="Longest a due window waits for its batch."
     )
+
+
+class AckSettings(BaseModel):
+    """End-to-end acknowledgement: an alert leaves the outbox only when the engine says it
+    has durably recorded it (a message on ``PREFIX/{site}/{asset}`` naming the alert id),
+    not when the broker has it; until then it is sent again with exponential backoff."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    required: bool = Field(
+        True, description="Wait for the engine's acknowledgement; off: the broker's PUBACK "
+                          "ends delivery (an engine crash can then lose an alert).")
+    prefix: str = Field("aiotflow/acks", description="Acknowledgements arrive on "
+                                                     "PREFIX/{site}/{asset}.")
+    timeout_s: float = Field(10.0, gt=0, description="Send again when not acknowledged "
+                                                     "this long after sending...")
+    max_interval_s: float = Field(300.0, gt=0, description="... doubling each time, up to "
+                                                           "this interval.")
+
+    def retry_in(self, attempts: int) -> float:
+        """Seconds until a message sent ``attempts`` times is sent again."""
+        return float(min(self.timeout_s * 2 ** max(attempts - 1, 0), self.max_interval_s))
 
 
 class EdgeSettings(FileSettings):
@@ -49,6 +71,8 @@ class EdgeSettings(FileSettings):
         description="Subscription; the last two topic levels are {site}/{asset}.",
     )
     alert_prefix: str = Field("aiotflow/alerts", description="Alerts go to PREFIX/{site}/{asset}.")
+    ack: AckSettings = Field(default_factory=AckSettings,
+                             description="The engine's end-to-end acknowledgement of alerts.")
     deadletter_prefix: str = Field(
         "aiotflow/deadletter", description="Rejected payloads go to PREFIX/{site}/{asset}."
     )

@@ -1,8 +1,11 @@
 """A durable, bounded SQLite outbox: what must reach the uplink is written here first.
 
 Messages are keyed (an alert id, say): putting the same key twice stores it once. A
-message leaves the outbox only after the broker acknowledged it (QoS 1), so delivery is
-at least once across broker outages and restarts of the edge process (``kill -9``
+message leaves the outbox only when it was delivered: for most, when the broker
+acknowledged it (QoS 1); for one put with ``await_ack`` (an alert), only when its consumer
+confirmed it (:meth:`Outbox.confirm`, the engine's acknowledgement after its commit).
+Until then it is sent again when due, with exponential backoff. So delivery is at least
+once across broker outages, engine crashes and restarts of the edge process (``kill -9``
 included: a committed row is in the WAL file); consumers deduplicate by key.
 
 When full (``max_messages``), the outbox keeps what matters most. Every message has a
@@ -36,10 +39,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     priority INTEGER NOT NULL DEFAULT 1,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    await_ack INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_victim ON outbox(priority, seq);
 """
+#: columns added after the first release (an older outbox file gets them at open)
+_COLUMNS = {"await_ack": "INTEGER NOT NULL DEFAULT 0",
+            "attempts": "INTEGER NOT NULL DEFAULT 0", "due": "REAL NOT NULL DEFAULT 0"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ class OutboxMessage:
     key: str
     topic: str
     payload: bytes
+    await_ack: bool = False
+    attempts: int = 0
 
 
 class Outbox:
@@ -73,6 +84,11 @@ class Outbox:
         # loss may lose the newest commits.
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(_SCHEMA)
+        async with self._db.execute("PRAGMA table_info(outbox)") as cur:
+            have = {r[1] for r in await cur.fetchall()}
+        for name, decl in _COLUMNS.items():
+            if name not in have:
+                await self._db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {decl}")
         await self._db.commit()
         self._depth = await self._count()
         return self
@@ -90,9 +106,11 @@ class Outbox:
             raise RuntimeError("Outbox is not open")
         return self._db
 
-    async def put_many(self, messages: list[tuple[str, str, bytes, int]]) -> int:
-        """Store ``(key, topic, payload, priority)`` messages in one transaction, applying
-        the full-outbox policy; returns how many new rows were stored."""
+    async def put_many(self, messages: list[tuple[str, str, bytes, int]], *,
+                       await_ack: bool = False) -> int:
+        r"""Store ``(key, topic, payload, priority)`` messages in one transaction, applying
+        the full-outbox policy; returns how many new rows were stored. With ``await_ack``
+        they stay until :meth:`confirm`\ ed, not just until the broker has them."""
         if not messages:
             return 0
         now = time.time()
@@ -112,20 +130,24 @@ class Outbox:
                 self.evicted += 1
                 log.warning("outbox.full_evicted", seq=victim[0], priority=victim[1])
             cur = await db.execute(
-                "INSERT OR IGNORE INTO outbox(key, topic, payload, priority, created)"
-                " VALUES (?, ?, ?, ?, ?)", (key, topic, payload, priority, now))
+                "INSERT OR IGNORE INTO outbox(key, topic, payload, priority, created, await_ack)"
+                " VALUES (?, ?, ?, ?, ?, ?)", (key, topic, payload, priority, now, await_ack))
             if cur.rowcount:
                 stored += 1
                 self._depth += 1
         await db.commit()
         return stored
 
-    async def peek(self, limit: int = 100) -> list[OutboxMessage]:
-        """The oldest ``limit`` messages, in the order they were stored."""
+    async def peek(self, limit: int = 100, *, now: float | None = None) -> list[OutboxMessage]:
+        """The oldest ``limit`` messages due to be sent at ``now`` (default: the current
+        time; never sent, or sent and not confirmed when their retry came due), in the
+        order they were stored."""
         async with self.db.execute(
-            "SELECT seq, key, topic, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)
+            "SELECT seq, key, topic, payload, await_ack, attempts FROM outbox WHERE due <= ?"
+            " ORDER BY seq LIMIT ?", (time.time() if now is None else now, limit),
         ) as cur:
-            return [OutboxMessage(r[0], r[1], r[2], bytes(r[3])) for r in await cur.fetchall()]
+            return [OutboxMessage(r[0], r[1], r[2], bytes(r[3]), bool(r[4]), r[5])
+                    for r in await cur.fetchall()]
 
     async def ack(self, seqs: list[int]) -> None:
         """Delete delivered messages."""
@@ -134,6 +156,39 @@ class Outbox:
                                             [(s,) for s in seqs])
             await self.db.commit()
             self._depth = max(0, self._depth - max(cur.rowcount, 0))
+
+    async def sent(self, retries: list[tuple[int, float]]) -> None:
+        """Messages awaiting confirmation went out: ``(seq, when to send again)``."""
+        if retries:
+            await self.db.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, due = ? WHERE seq = ?",
+                [(due, seq) for seq, due in retries])
+            await self.db.commit()
+
+    async def confirm(self, keys: list[str]) -> int:
+        """Delete the messages their consumer confirmed (by key); returns how many were
+        here (a confirmation of another edge's message, or a repeated one, is ignored)."""
+        if not keys:
+            return 0
+        cur = await self.db.executemany("DELETE FROM outbox WHERE key = ? AND await_ack = 1",
+                                        [(k,) for k in keys])
+        await self.db.commit()
+        n = max(cur.rowcount, 0)
+        self._depth = max(0, self._depth - n)
+        return n
+
+    async def next_due(self) -> float | None:
+        """When the next message is due (epoch seconds), or None when the outbox is empty."""
+        async with self.db.execute("SELECT min(due) FROM outbox") as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def awaiting(self) -> int:
+        """Messages sent and waiting for their consumer's confirmation."""
+        async with self.db.execute(
+                "SELECT count(*) FROM outbox WHERE await_ack = 1 AND attempts > 0") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     @property
     def size(self) -> int:

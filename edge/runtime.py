@@ -8,8 +8,10 @@ Tasks (owned by one TaskGroup, all named):
 * ``edge-score``: every ``max_delay_ms`` (or as soon as ``max_batch`` windows wait)
   scores the queued windows in one ONNX call off the event loop, runs the alert
   policy and writes alerts and dead letters to the outbox.
-* ``edge-publish``: publishes the outbox to the uplink broker at QoS 1 and deletes a
-  message only once the broker acknowledged it. Reconnects with backoff.
+* ``edge-publish``: publishes the outbox to the uplink broker at QoS 1. A dead letter
+  leaves it once the broker acknowledged it; an alert only once the engine did (its
+  acknowledgement on ``ack.prefix/{site}/{asset}`` after it recorded the alert), sent
+  again with backoff until then. Reconnects with backoff.
 * ``edge-stats``: rewrites the stats file.
 
 Leaving the context drains: the consumer stops, queued windows are scored, the outbox
@@ -68,7 +70,11 @@ class EdgeStats:
     alerts_emitted: int = 0
     alerts_suppressed: int = 0
     published: int = 0
+    resent: int = 0
+    acks_received: int = 0
+    acks_invalid: int = 0
     outbox_depth: int = 0
+    outbox_awaiting_ack: int = 0
     outbox_evicted: int = 0
     outbox_dropped: int = 0
     outbox_poison: int = 0
@@ -125,6 +131,8 @@ class EdgeRuntime:
         self._alert_listeners: list[Callable[[Alert], None]] = []
         self._pending: list[_Due] = []
         self._dead: list[tuple[str, str, bytes, int]] = []
+        #: alert ids the engine acknowledged, confirmed in the outbox by the publisher
+        self._acked: list[str] = []
         self._wake_scorer = asyncio.Event()
         self._wake_publisher = asyncio.Event()
         self._outbox_empty = asyncio.Event()
@@ -295,7 +303,7 @@ class EdgeRuntime:
         max_batch = self.settings.scoring.max_batch
         batch, self._pending = self._pending[:max_batch], self._pending[max_batch:]
         dead, self._dead = self._dead, []
-        out: list[tuple[str, str, bytes, int]] = list(dead)
+        out: list[tuple[str, str, bytes, int]] = []  # alerts, for the engine
         if batch:
             windows = np.stack([d[3] for d in batch])
             emb, scores = await asyncio.to_thread(self.bundle.score_windows, windows)
@@ -328,8 +336,9 @@ class EdgeRuntime:
                 self.stats.drift_alerts += 1
                 self._notify(alert)
                 log.warning("edge.model_drift", psi=round(drift, 3), model=self.bundle.name)
-        if out:
-            await self._outbox.put_many(out)
+        if out or dead:
+            await self._outbox.put_many(dead)
+            await self._outbox.put_many(out, await_ack=self.settings.ack.required)
             self.stats.deadlettered += len(dead)
             self.stats.outbox_depth = self._outbox.size
             self.stats.outbox_evicted = self._outbox.evicted
@@ -381,32 +390,66 @@ class EdgeRuntime:
 
     # ------------------------------------------------------------------ publish
     async def _publish_loop(self) -> None:
+        ack = self.settings.ack
+        site = self.settings.site
+        ack_topic = f"{ack.prefix}/{site}/#" if site else f"{ack.prefix}/#"
+
+        def on_ack(message: aiomqtt.Message) -> None:  # in the socket callback: no I/O
+            try:
+                alert_id = msgspec.json.decode(message.payload)["id"]  # type: ignore[arg-type]
+            except (msgspec.DecodeError, TypeError, KeyError):
+                self.stats.acks_invalid += 1
+                return
+            if not isinstance(alert_id, str):
+                self.stats.acks_invalid += 1
+                return
+            self._acked.append(alert_id)
+            self._wake_publisher.set()
+
         async def body(client: aiomqtt.Client) -> None:
+            if ack.required:
+                await client.subscribe(ack_topic, qos=1)
             while True:
                 # clear before looking: a wake-up set while peeking is not lost
                 self._wake_publisher.clear()
+                if self._acked:
+                    confirmed, self._acked = self._acked, []
+                    self.stats.acks_received += await self._outbox.confirm(confirmed)
+                    self.stats.outbox_depth = self._outbox.size
                 batch = await self._outbox.peek(self._publish_window)
                 if not batch:
                     if self._outbox.size == 0:
                         self.stats.outbox_depth = 0
                         self._outbox_empty.set()
-                    await wait_event(self._wake_publisher, 1.0)
+                    due = await self._outbox.next_due()
+                    wait = 1.0 if due is None else min(1.0, max(due - time.time(), 0.01))
+                    self.stats.outbox_awaiting_ack = await self._outbox.awaiting()
+                    await wait_event(self._wake_publisher, wait)
                     continue
                 results = await asyncio.gather(
                     *(client.publish(m.topic, m.payload, qos=1, timeout=10) for m in batch),
                     return_exceptions=True)
+                delivered, retries, now = [], [], time.time()
                 for m, r in zip(batch, results, strict=True):
                     if isinstance(r, aiomqtt.MqttError):
                         raise r  # the link is down: reconnect, the outbox keeps them all
                     if isinstance(r, Exception):  # unpublishable (e.g. a bad topic): poison
                         self.stats.outbox_poison += 1
                         log.error("edge.unpublishable", topic=m.topic, key=m.key, error=str(r))
-                await self._outbox.ack([m.seq for m in batch])
+                        delivered.append(m.seq)
+                    elif m.await_ack:  # the broker has it; the engine has not said so yet
+                        retries.append((m.seq, now + ack.retry_in(m.attempts + 1)))
+                        self.stats.resent += m.attempts > 0
+                    else:
+                        delivered.append(m.seq)
+                await self._outbox.ack(delivered)
+                await self._outbox.sent(retries)
                 self.stats.published += len(batch)
                 self.stats.outbox_depth = self._outbox.size
 
         await reconnecting("uplink", self.settings.uplink_mqtt, body,
-                           client_id=f"aiotflow-edge-up-{self._suffix}", state=self.uplink_link)
+                           client_id=f"aiotflow-edge-up-{self._suffix}", state=self.uplink_link,
+                           queue_type=sink_queue(on_ack))
 
     # ------------------------------------------------------------------ stats
     async def _stats_loop(self) -> None:

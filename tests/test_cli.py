@@ -13,6 +13,8 @@ from aiotflow.contracts.schema import Alert
 from aiotflow.edge.bundle import ModelBundle
 
 from .conftest import Mosquitto
+from .edge.helpers import engine_acks
+from .workflows.helpers import wait_for
 
 
 async def test_edge_and_simulate_with_malformed_payloads(
@@ -28,7 +30,8 @@ async def test_edge_and_simulate_with_malformed_payloads(
         "--stats-file", str(stats_file), stderr=asyncio.subprocess.PIPE)
     alerts: list[Alert] = []
     try:
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub, \
+                engine_acks(mosquitto.port) as acked:
             await sub.subscribe("aiotflow/alerts/#", qos=1)
             for _ in range(200):
                 if stats_file.exists() and json.loads(stats_file.read_text())["connects"]:
@@ -56,6 +59,8 @@ async def test_edge_and_simulate_with_malformed_payloads(
                         alerts.append(Alert.model_validate_json(m.payload))  # type: ignore[arg-type]
             except TimeoutError:
                 pass
+            await wait_for(lambda: len(acked) >= 2 and json.loads(stats_file.read_text())
+                           ["acks_received"] == 2, 15)
     finally:
         edge.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(edge.communicate(), 30)

@@ -70,6 +70,14 @@ CREATE TABLE IF NOT EXISTS approvals (
     escalated_at REAL
 );
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals(status);
+CREATE TABLE IF NOT EXISTS inbox (
+    alert_id TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    received REAL NOT NULL,
+    processed REAL
+);
+CREATE INDEX IF NOT EXISTS inbox_open ON inbox(processed);
 CREATE TABLE IF NOT EXISTS history_queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -366,6 +374,34 @@ class ControlStore(SqliteStore):
                 raise ApprovalRequired(f"approval {approval_id} by {rec.decided_by}: {why}",
                                        tool=tool)
         return rec
+
+    # ------------------------------------------------------------------ inbox
+    async def receive(self, alert_id: str, *, topic: str, payload: str) -> bool:
+        """Record an arriving alert durably, before it is acknowledged to its edge;
+        ``False`` if it was recorded before (a repeated delivery)."""
+        async with self.unit() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO inbox(alert_id, topic, payload, received)"
+                " VALUES (?, ?, ?, ?)", (alert_id, topic, payload, time.time()))
+        return bool(cur.rowcount)
+
+    async def processed(self, alert_id: str) -> None:
+        """The alert's workflows were started (or it matched none): nothing to recover."""
+        async with self.unit() as db:
+            await db.execute("UPDATE inbox SET processed = ? WHERE alert_id = ?",
+                             (time.time(), alert_id))
+
+    async def unprocessed(self) -> list[tuple[str, str]]:
+        """``(alert id, payload)`` of recorded alerts not processed yet, oldest first."""
+        async with self.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT alert_id, payload FROM inbox WHERE processed IS NULL ORDER BY received")
+        return [(r[0], r[1]) for r in rows]
+
+    async def is_processed(self, alert_id: str) -> bool:
+        async with self.read() as db:
+            row = await _one(db, "SELECT processed FROM inbox WHERE alert_id = ?", (alert_id,))
+        return row is not None and row[0] is not None
 
     # ------------------------------------------------------------------ history queue
     async def enqueue_history(self, kind: str, payload: dict[str, Any], *, actor: str) -> int:

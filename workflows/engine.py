@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -57,6 +58,9 @@ Listener = Callable[[str, dict[str, Any]], Any]
 class EngineStats:
     alerts_received: int = 0
     alerts_invalid: int = 0
+    #: deliveries of an alert already recorded (acknowledged again, not run again)
+    alerts_repeated: int = 0
+    acks_sent: int = 0
     duplicates: int = 0
     coalesced: int = 0
     unmatched: int = 0
@@ -106,6 +110,8 @@ class Engine:
         self._thread_locks: dict[str, asyncio.Lock] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[Any]] = set()
+        #: alerts being processed by this engine (a repeated delivery does not start them)
+        self._submitting: set[str] = set()
         self._claim_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
         self._site_slots: dict[str, asyncio.Semaphore] = {}
@@ -197,26 +203,53 @@ class Engine:
             log.info("engine.subscribed", topic=self.settings.alert_topic)
             try:
                 async for message in client.messages:
-                    await self.accept(message.payload, topic=str(message.topic))
+                    ack = await self.accept(message.payload, topic=str(message.topic))
+                    if ack is not None:
+                        failpoint("engine.received")  # recorded, not yet acknowledged
+                        suffix, alert_id = ack
+                        await client.publish(f"{self.settings.ack_prefix}/{suffix}",
+                                             json.dumps({"id": alert_id}), qos=1)
+                        self.stats.acks_sent += 1
             finally:
                 self.subscribed.clear()
 
         await reconnecting("alerts", self.settings.mqtt, body,
                            client_id=self.settings.engine_id, clean_session=False)
 
-    async def accept(self, payload: Any, *, topic: str = "") -> Alert | None:
-        """Validate one alert message and start its workflows in the background."""
+    async def accept(self, payload: Any, *, topic: str = "") -> tuple[str, str] | None:
+        """Record one alert message durably and start its workflows in the background;
+        returns ``(site/asset, alert id)`` to acknowledge to its edge, which keeps the
+        alert until then (None: nothing to acknowledge, the payload names no alert).
+
+        An alert recorded before (a repeated delivery: our acknowledgement was lost, or a
+        crash came first) is acknowledged again and, if it was not processed, processed;
+        the run ledger makes that run each workflow once. A payload that names an alert
+        but does not validate is audited with its error and acknowledged, so that its
+        edge does not send it for ever."""
         raw = payload if isinstance(payload, (bytes, bytearray, str)) else str(payload)
+        text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
         try:
             alert = Alert.model_validate_json(raw)
         except ValidationError as exc:
             self.stats.alerts_invalid += 1
+            named = _named_alert(text)
             await self.control.audit("alert.invalid", actor="engine", topic=topic,
+                                     alert_id=named, payload=text[:4096],
                                      error=exc.errors(include_url=False)[0]["msg"])
             log.warning("engine.alert_invalid", topic=topic)
-            return None
+            # alert topics end with {site}/{asset}, like the acknowledgement's
+            return ("/".join(topic.split("/")[-2:]), named) if named else None
+        failpoint("engine.receiving")  # validated, not yet recorded
+        new = await self.control.receive(alert.id, topic=topic, payload=text)
+        self.stats.alerts_repeated += not new
+        if new or (alert.id not in self._submitting
+                   and not await self.control.is_processed(alert.id)):
+            self._spawn_submit(alert)
+        return alert.topic_suffix, alert.id
+
+    def _spawn_submit(self, alert: Alert) -> None:
+        self._submitting.add(alert.id)
         self._spawn(self._guarded_submit(alert), f"alert-{alert.id[:8]}")
-        return alert
 
     def _spawn(self, coro: Any, name: str) -> None:
         assert self._tg is not None
@@ -225,10 +258,18 @@ class Engine:
         task.add_done_callback(self._inflight.discard)
 
     async def _guarded_submit(self, alert: Alert) -> None:
+        """Process a recorded alert; then it needs no recovery. A failure leaves it
+        unprocessed (audited): the next start of an engine processes it again."""
         try:
             await self.submit(alert)
-        except Exception:
+            await self.control.processed(alert.id)
+        except Exception as exc:
             log.exception("engine.submit_failed", alert_id=alert.id)
+            with contextlib.suppress(Exception):
+                await self.control.audit("alert.submit_failed", actor="engine",
+                                         alert_id=alert.id, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._submitting.discard(alert.id)
 
     async def submit(self, alert: Alert) -> list[RunOutcome]:
         """Run every matching workflow for ``alert`` (once per workflow, ever)."""
@@ -399,7 +440,11 @@ class Engine:
         return outcome
 
     async def _recover(self) -> None:
-        """Continue runs that a crash interrupted mid-way (status still 'running')."""
+        """Process recorded alerts a crash left unprocessed, and continue runs that it
+        interrupted mid-way (status still 'running')."""
+        for alert_id, payload in await self.control.unprocessed():
+            log.warning("engine.recovering_alert", alert_id=alert_id)
+            self._spawn_submit(Alert.model_validate_json(payload))
         for run in await self.runs.list(status="running"):
             spec = self.app.workflows.get(run.workflow)
             if spec is None:
@@ -422,3 +467,13 @@ class Engine:
                 while self._inflight:
                     await asyncio.wait(list(self._inflight))
         return not self._inflight
+
+
+def _named_alert(text: str) -> str | None:
+    """The alert id a payload names, if it is a JSON object with a string ``id``."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    name = value.get("id") if isinstance(value, dict) else None
+    return name if isinstance(name, str) and 0 < len(name) <= 200 else None

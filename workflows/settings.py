@@ -25,6 +25,9 @@ class EngineSettings(FileSettings):
     state_dir: Path = Field(Path(".aiotflow"), description="Checkpoints, control and ops DBs.")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker with alerts.")
     alert_topic: str = Field("aiotflow/alerts/#", description="Subscription for alerts.")
+    ack_prefix: str = Field(
+        "aiotflow/acks", description="Each alert, once recorded, is acknowledged to its edge "
+                                     "on PREFIX/{site}/{asset}; the edge keeps it until then.")
     engine_id: str = Field(
         "aiotflow-engine",
         description="MQTT client id; a persistent session keeps alerts sent while it is down.",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import aiomqtt
 import orjson
@@ -31,3 +34,27 @@ async def publish_simulated(
                                      bad_payloads[bad % len(bad_payloads)], qos=1)
                 bad += 1
     return good, bad
+
+
+@contextlib.asynccontextmanager
+async def engine_acks(port: int, prefix: str = "aiotflow/acks") -> AsyncIterator[list[str]]:
+    """Stand in for the engine on the broker: acknowledge every alert seen, as the engine
+    does once it recorded one. Yields the ids acknowledged, in order."""
+    acked: list[str] = []
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe("aiotflow/alerts/#", qos=1)
+
+        async def run() -> None:
+            async for m in client.messages:
+                alert = orjson.loads(m.payload)  # type: ignore[arg-type]
+                await client.publish(f"{prefix}/{alert['site']}/{alert['asset']}",
+                                     orjson.dumps({"id": alert["id"]}), qos=1)
+                acked.append(alert["id"])
+
+        task = asyncio.create_task(run())
+        try:
+            yield acked
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -18,7 +19,8 @@ from aiotflow.edge.runtime import EdgeRuntime
 from aiotflow.simulator.fleet import Fleet, parse_fault
 
 from ..conftest import Mosquitto
-from .helpers import publish_simulated
+from ..workflows.helpers import wait_for
+from .helpers import engine_acks, publish_simulated
 
 OUTAGE_S = float(os.environ.get("AIOTFLOW_OUTAGE_S", "3"))
 
@@ -45,8 +47,10 @@ async def test_uplink_killed_and_restarted_loses_nothing(
     faults = [parse_fault(f"gen-{i + 1:03d}:bearing_wear@{40 + 5 * i}", ramp=10)
               for i in range(n_assets)]
     readings = list(Fleet(n_assets, seed=8, faults=faults).run(40 + 5 * n_assets + 40, 2.0))
+    # about the broker: delivery ends at its PUBACK here (the engine's acknowledgement is
+    # attacked in the tests below and in the crash matrix)
     s = EdgeSettings(model=bundle.path, mqtt={"url": mosquitto.url}, outbox=tmp_path / "ob.db",
-                     uplink={"url": uplink.url, "reconnect_max_s": 0.5})
+                     uplink={"url": uplink.url, "reconnect_max_s": 0.5}, ack={"required": False})
     rt = EdgeRuntime(s, bundle=bundle)
     produced: list[str] = []
     rt.add_alert_listener(lambda a: produced.append(a.id))
@@ -127,7 +131,8 @@ async def test_edge_killed_with_minus_9_keeps_its_outbox(
                                     "aiotflow/alerts/plant-1/gen-004"]
     uplink.start()
     try:
-        async with aiomqtt.Client("127.0.0.1", uplink.port) as sub:
+        async with aiomqtt.Client("127.0.0.1", uplink.port) as sub, \
+                engine_acks(uplink.port) as acked:
             await sub.subscribe("aiotflow/alerts/#", qos=1)
             edge = await start_edge()
             got: list[Alert] = []
@@ -136,9 +141,60 @@ async def test_edge_killed_with_minus_9_keeps_its_outbox(
                     got.append(Alert.model_validate_json(m.payload))  # type: ignore[arg-type]
                     if len(got) == 2:
                         break
-        assert [a.id for a in got] == [k for k, _ in rows]
+            assert [a.id for a in got] == [k for k, _ in rows]
+            await wait_for(lambda: json.loads(stats.read_text())["acks_received"] == 2, 15)
+        assert acked == [k for k, _ in rows]
     finally:
         edge.send_signal(signal.SIGTERM)
         assert await edge.wait() == 0
         uplink.stop()
     assert json.loads(stats.read_text())["outbox_depth"] == 0
+
+
+async def test_alert_is_sent_again_until_the_engine_acknowledges_it(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    """The broker's PUBACK does not end an alert's delivery: it is sent again, with
+    backoff, until an acknowledgement naming it arrives; a malformed or foreign one
+    changes nothing."""
+    s = EdgeSettings(model=bundle.path, mqtt={"url": mosquitto.url}, outbox=tmp_path / "ob.db",
+                     ack={"timeout_s": 0.4, "max_interval_s": 1.6})
+    rt = EdgeRuntime(s, bundle=bundle)
+    fleet = Fleet(2, seed=4, faults=[parse_fault("gen-001:bearing_wear@60", ramp=20)])
+    arrivals: list[tuple[float, str]] = []
+    loop = asyncio.get_running_loop()
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+        await sub.subscribe("aiotflow/alerts/#", qos=1)
+
+        async def watch() -> None:
+            async for m in sub.messages:
+                arrivals.append((loop.time(), json.loads(m.payload)["id"]))  # type: ignore[arg-type]
+
+        watcher = asyncio.create_task(watch())
+        try:
+            async with rt:
+                await asyncio.wait_for(rt.subscribed.wait(), 10)
+                await publish_simulated(mosquitto.port, fleet, 150, 2.0)
+                await wait_for(lambda: len(arrivals) >= 4, 20)
+                assert {i for _, i in arrivals} == {arrivals[0][1]}  # one alert, resent
+                times = [t for t, _ in arrivals]
+                gaps = [b - a for a, b in itertools.pairwise(times)]
+                assert gaps[0] >= 0.3 and gaps[2] >= 1.2, gaps  # 0.4, 0.8, 1.6: backoff
+                assert rt.stats.outbox_depth == 1 and rt.stats.resent >= 3
+                alert_id = arrivals[0][1]
+                async with aiomqtt.Client("127.0.0.1", mosquitto.port) as engine:
+                    for bad in (b"{oops", b'{"id": 7}', b'{"id": "someone-else"}'):
+                        await engine.publish("aiotflow/acks/plant-1/gen-001", bad, qos=1)
+                    await wait_for(lambda: rt.stats.acks_invalid == 2, 10)
+                    assert rt.stats.outbox_depth == 1  # nothing confirmed by those
+                    await engine.publish("aiotflow/acks/plant-1/gen-001",
+                                         json.dumps({"id": alert_id}), qos=1)
+                    await wait_for(lambda: rt.stats.acks_received == 1, 10)
+                assert rt.stats.outbox_depth == 0
+                sent = len(arrivals)
+                await asyncio.sleep(2.0)  # longer than the longest retry interval
+                assert len(arrivals) == sent  # not sent again once acknowledged
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher

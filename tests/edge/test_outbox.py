@@ -1,3 +1,4 @@
+import sqlite3
 from pathlib import Path
 
 from aiotflow.edge.outbox import PRIORITY, Outbox
@@ -28,3 +29,26 @@ async def test_keys_are_stored_once_and_ack_deletes(tmp_path: Path) -> None:
         [m] = await ob.peek()
         await ob.ack([m.seq])
         assert ob.size == 0 and await ob.peek() == []
+
+
+async def test_awaiting_messages_wait_for_confirmation_and_old_files_open(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    with sqlite3.connect(path) as db:  # an outbox written before acknowledgements existed
+        db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT"
+                   " NULL UNIQUE, topic TEXT NOT NULL, payload BLOB NOT NULL, priority INTEGER"
+                   " NOT NULL DEFAULT 1, created REAL NOT NULL)")
+        db.execute("INSERT INTO outbox(key, topic, payload, created) VALUES ('old', 't', x'', 0)")
+    async with Outbox(path) as ob:
+        assert [m.key for m in await ob.peek()] == ["old"]  # kept, delivered as before
+        await ob.put_many([("a1", "t", b"", WARN)], await_ack=True)
+        [old, a1] = await ob.peek()
+        assert (old.await_ack, a1.await_ack, a1.attempts) == (False, True, 0)
+        await ob.ack([old.seq])
+        await ob.sent([(a1.seq, 1000.0)])
+        assert await ob.peek(now=999.0) == [] and await ob.next_due() == 1000.0
+        [again] = await ob.peek(now=1000.0)
+        assert again.attempts == 1 and await ob.awaiting() == 1
+        assert await ob.confirm(["someone-else", "a1", "a1"]) == 1
+        assert ob.size == 0 and await ob.next_due() is None
+        await ob.put_many([("d1", "t", b"", DL)])
+        assert await ob.confirm(["d1"]) == 0  # only what waits for a confirmation

@@ -11,7 +11,8 @@ from aiotflow.edge.runtime import EdgeRuntime
 from aiotflow.simulator.fleet import Fleet, parse_fault
 
 from ..conftest import Mosquitto
-from .helpers import publish_simulated
+from ..workflows.helpers import wait_for
+from .helpers import engine_acks, publish_simulated
 
 
 def settings(tmp_path: Path, bundle: ModelBundle, url: str, **kw: object) -> EdgeSettings:
@@ -38,7 +39,8 @@ async def test_faulted_asset_alerts_and_bad_payloads_are_dead_lettered(
     rt = EdgeRuntime(settings(tmp_path, bundle, mosquitto.url), bundle=bundle,
                      stats_file=tmp_path / "stats.json")
     fleet = Fleet(4, seed=21, faults=[parse_fault("gen-003:coolant_pump@60", ramp=30)])
-    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub, \
+            engine_acks(mosquitto.port) as acked:
         await sub.subscribe("aiotflow/alerts/#", qos=1)
         await sub.subscribe("aiotflow/deadletter/#", qos=1)
         async with rt:
@@ -49,7 +51,7 @@ async def test_faulted_asset_alerts_and_bad_payloads_are_dead_lettered(
                 return len(msgs) >= bad + 1 and any("alerts" in str(m.topic) for m in msgs)
 
             got = await collect(sub, done)
-            await asyncio.sleep(0.3)
+            await wait_for(lambda: rt.stats.acks_received == 1, 10)
     alerts = [Alert.model_validate_json(m.payload) for m in got  # type: ignore[arg-type]
               if str(m.topic).startswith("aiotflow/alerts/")]
     letters = [json.loads(m.payload) for m in got  # type: ignore[arg-type]
@@ -69,6 +71,7 @@ async def test_faulted_asset_alerts_and_bad_payloads_are_dead_lettered(
     assert stats["readings_received"] == good
     assert stats["invalid"] == bad and stats["deadlettered"] == bad
     assert stats["alerts_emitted"] == 1 and stats["outbox_depth"] == 0
+    assert acked == [a.id] and stats["acks_received"] == 1
     assert stats["windows_scored"] > 0
 
 
@@ -97,7 +100,8 @@ async def test_alert_survives_uplink_outage(
                                   clean_session=False) as sub:
             await sub.subscribe("aiotflow/alerts/#", qos=1)
         s = settings(tmp_path, bundle, mosquitto.url, uplink={"url": uplink.url,
-                                                              "reconnect_max_s": 0.5})
+                                                              "reconnect_max_s": 0.5},
+                     ack={"timeout_s": 0.5})
         rt = EdgeRuntime(s, bundle=bundle)
         fleet = Fleet(2, seed=4, faults=[parse_fault("gen-001:bearing_wear@60", ramp=20)])
         async with rt:
@@ -112,16 +116,15 @@ async def test_alert_survives_uplink_outage(
             await asyncio.sleep(1.0)
             assert rt.stats.published == 0 and rt.stats.outbox_depth == 1
             uplink.start()
-            for _ in range(100):
-                if rt.stats.published:
-                    break
-                await asyncio.sleep(0.1)
-            assert rt.stats.published == 1 and rt.stats.outbox_depth == 0
+            await wait_for(lambda: rt.stats.published, 10)
+            # the broker has it; the alert stays until the engine acknowledges it
+            assert rt.stats.published == 1 and rt.stats.outbox_depth == 1
+            async with engine_acks(uplink.port):
+                await wait_for(lambda: rt.stats.outbox_depth == 0, 20)
         async with aiomqtt.Client("127.0.0.1", uplink.port, identifier="ops-console",
                                   clean_session=False) as sub:
             got = await collect(sub, lambda m: len(m) >= 1, 10)
-        assert len(got) == 1
-        assert Alert.model_validate_json(got[0].payload).asset == "gen-001"  # type: ignore[arg-type]
+        assert {Alert.model_validate_json(m.payload).asset for m in got} == {"gen-001"}  # type: ignore[arg-type]
     finally:
         uplink.stop()
 

@@ -2,6 +2,7 @@
 exactly one booking and one work order every time (no step runs twice)."""
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -20,6 +21,8 @@ from ..conftest import Mosquitto
 from .helpers import make_alert, seed, wait_for
 
 POINTS = [
+    "engine.receiving",                  # alert validated, not recorded: the edge resends
+    "engine.received",                   # recorded, not acknowledged: recovered, resent too
     "engine.claimed",                    # alert claimed, nothing run yet
     "engine.waiting",                    # paused for approval (decided while it is down)
     "tool.before:book_technician",       # approved, about to book
@@ -77,9 +80,23 @@ async def test_kill_9_at_every_step_then_finish_exactly_once(
         await seed(s, incidents)  # type: ignore[arg-type]
     alert = make_alert(bundle)
     proc = await start_engine(state, mosquitto.url, point)
-    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
-        await c.publish(f"aiotflow/alerts/{alert.site}/{alert.asset}",
-                        alert.model_dump_json(), qos=1)
+    # the edge: it sends the alert, and again after a restart while it has no ack
+    edge = aiomqtt.Client("127.0.0.1", mosquitto.port)
+    await edge.__aenter__()
+    acks: list[str] = []
+
+    async def listen() -> None:
+        async for m in edge.messages:
+            acks.append(json.loads(m.payload)["id"])  # type: ignore[arg-type]
+
+    await edge.subscribe(f"aiotflow/acks/{alert.site}/#", qos=1)
+    listener = asyncio.create_task(listen())
+
+    async def send() -> None:
+        await edge.publish(f"aiotflow/alerts/{alert.site}/{alert.asset}",
+                           alert.model_dump_json(), qos=1)
+
+    await send()
     async with asyncio.timeout(60):
         while proc.returncode is None:
             if point != "engine.waiting":
@@ -91,8 +108,13 @@ async def test_kill_9_at_every_step_then_finish_exactly_once(
     assert proc.returncode == -signal.SIGKILL, f"not killed at {point}"
     await approve_pending(state)  # a person decides while the engine is down
 
+    acked_before_kill = alert.id in acks
+    assert acked_before_kill == (point not in ("engine.receiving", "engine.received"))
     proc = await start_engine(state, mosquitto.url, None)
     try:
+        if not acked_before_kill:
+            await send()
+            await wait_for(lambda: alert.id in acks, 30)
         async def done() -> bool:
             await approve_pending(state)
             return (await counts(state))[1] >= 1
@@ -106,6 +128,8 @@ async def test_kill_9_at_every_step_then_finish_exactly_once(
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 30)
+        listener.cancel()
+        await edge.__aexit__(None, None, None)
     bookings, work_orders, notifications = await counts(state)
     assert (bookings, work_orders, notifications) == (1, 1, 0), point
     async with OpsDatabase(state / "ops.db") as ops:

@@ -1,6 +1,7 @@
 """The workflow engine on a real Mosquitto: alert -> workflow -> approval -> work order."""
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiomqtt
@@ -110,11 +111,21 @@ async def test_duplicate_alert_runs_once(
     async with Engine(maintenance_app(), settings_for(tmp_path / "s", mosquitto.url)) as engine:
         await seed(engine, incidents)
         await wait_for(engine.subscribed.is_set)
-        for _ in range(3):
-            await publish_alert(mosquitto.port, alert)
-        await wait_for(lambda: engine.stats.alerts_received == 3)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as edge:
+            await edge.subscribe(f"aiotflow/acks/{alert.site}/#", qos=1)
+            for _ in range(3):  # the edge sends again when it missed the acknowledgement
+                await publish_alert(mosquitto.port, alert)
+            acks = []
+            async with asyncio.timeout(20):
+                async for m in edge.messages:
+                    acks.append(json.loads(m.payload))  # type: ignore[arg-type]
+                    if len(acks) == 3:
+                        break
+        assert acks == [{"id": alert.id}] * 3  # each delivery acknowledged
         await engine.drain(10)
-        assert engine.stats.runs_started == 1 and engine.stats.duplicates == 2
+        # recorded once, run once
+        assert engine.stats.alerts_received == 1 and engine.stats.alerts_repeated == 2
+        assert engine.stats.runs_started == 1 and engine.stats.acks_sent == 3
         assert len(await engine.control.approvals(status=None)) == 1
         # a later alert of the same asset joins the active run (single flight)
         await publish_alert(mosquitto.port, make_alert(bundle, seed=2))
@@ -257,3 +268,25 @@ async def test_run_cut_off_by_a_crash_is_continued_at_start(
         assert await engine.control.audit_records(thread_id=tid, kind="workflow.recovered")
         # the alert delivered again after the restart is still a duplicate
         assert [o.status for o in await engine.submit(alert)] == ["duplicate"]
+
+
+async def test_alert_that_names_itself_but_does_not_validate_is_audited_and_acknowledged(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A schema-mismatched alert is not run, but recorded with its error and acknowledged,
+    so its edge does not send it for ever; unnamed garbage gets no acknowledgement."""
+    async with Engine(maintenance_app(), settings_for(tmp_path / "s", mosquitto.url)) as engine:
+        await wait_for(engine.subscribed.is_set)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as edge:
+            await edge.subscribe("aiotflow/acks/#", qos=1)
+            await edge.publish("aiotflow/alerts/plant-1/gen-001", b"not json at all", qos=1)
+            await edge.publish("aiotflow/alerts/plant-1/gen-001",
+                               json.dumps({"id": "A-bad", "site": "plant-1"}), qos=1)
+            async with asyncio.timeout(20):
+                m = await anext(aiter(edge.messages))
+        assert str(m.topic) == "aiotflow/acks/plant-1/gen-001"
+        assert json.loads(m.payload) == {"id": "A-bad"}  # type: ignore[arg-type]
+        invalid = await engine.control.audit_records(kind="alert.invalid")
+        assert [r.detail.get("alert_id") for r in invalid] == [None, "A-bad"]
+        assert "A-bad" in invalid[1].detail["payload"]
+        assert engine.stats.alerts_invalid == 2 and engine.stats.runs_started == 0
