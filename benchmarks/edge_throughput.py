@@ -203,11 +203,16 @@ async def latency(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str,
             gc.freeze()
             pub = start_paced_publisher(broker.port, lines, args.rate, times)
 
-            async def collect() -> None:
+            async def collect() -> None:  # as the engine: first arrival, acknowledged
+                seen: set[str] = set()
                 async for m in sub.messages:
                     t = time.time()
                     a = json.loads(m.payload)  # type: ignore[arg-type]
-                    received.append((a["asset"], round(a["ts"], 3), t))
+                    if a["id"] not in seen:
+                        seen.add(a["id"])
+                        received.append((a["asset"], round(a["ts"], 3), t))
+                    await sub.publish(f"aiotflow/acks/{a['site']}/{a['asset']}",
+                                      json.dumps({"id": a["id"]}), qos=1)
 
             task = asyncio.create_task(collect())
             await asyncio.to_thread(pub.wait)
