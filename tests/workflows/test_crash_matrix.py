@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiomqtt
@@ -135,3 +136,71 @@ async def test_kill_9_at_every_step_then_finish_exactly_once(
     async with OpsDatabase(state / "ops.db") as ops:
         [booking], [wo] = await ops.bookings(), await ops.work_orders()
         assert wo.booking_id == booking.id and wo.technician_id == booking.technician_id
+
+
+async def test_engine_killed_at_random_while_300_alerts_arrive_runs_each_once(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    """A real edge holds 300 alerts (300 assets) in its outbox and sends them to an engine
+    that is killed with -9 three times at random moments and restarted: every alert ends
+    acknowledged, its run completed, its one notification sent; nothing twice."""
+    import random
+
+    from aiotflow.edge import EdgeRuntime, EdgeSettings, Outbox
+
+    random.seed(5)
+    base = make_alert(bundle, "bearing_wear")
+    alerts = [base.model_copy(update={"id": f"A-{i:03d}", "asset": f"pump-{i:03d}",
+                                      "severity": "major"}) for i in range(300)]
+    edge_settings = EdgeSettings(model=bundle.path, mqtt={"url": mosquitto.url},
+                                 outbox=tmp_path / "outbox.db",
+                                 ack={"timeout_s": 1.0, "max_interval_s": 2.0})
+    async with Outbox(edge_settings.outbox) as ob:
+        await ob.put_many([(a.id, f"aiotflow/alerts/{a.site}/{a.asset}",
+                            a.model_dump_json().encode(), 2) for a in alerts], await_ack=True)
+    state = tmp_path / "state"
+
+    async def engine(point: str | None = None) -> asyncio.subprocess.Process:
+        env = {k: v for k, v in os.environ.items() if k != "AIOTFLOW_FAILPOINTS"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aiotflow", "run", "examples.custom_workflow:app",
+            "--state-dir", str(state), "--broker", mosquitto.url, env=env,
+            stderr=asyncio.subprocess.PIPE)
+        assert proc.stderr is not None
+        async with asyncio.timeout(60):
+            while b"engine.subscribed" not in (line := await proc.stderr.readline()):
+                assert line, "engine exited during start-up"
+        asyncio.get_running_loop().create_task(proc.stderr.read())
+        return proc
+
+    async def notified() -> int:
+        async with OpsDatabase(state / "ops.db") as ops:
+            return len(await ops.notifications())
+
+    rt = EdgeRuntime(edge_settings, bundle=bundle)
+    async with rt:
+        proc = await engine()
+        for _ in range(3):
+            await asyncio.sleep(random.uniform(0.3, 2.0))
+            proc.kill()  # SIGKILL, at whatever it was doing
+            await proc.wait()
+            proc = await engine()
+        try:
+            await wait_for(lambda: rt.stats.outbox_depth == 0, 120)
+            await wait_for(lambda: _at_least(notified, 300), 60)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+    async with OpsDatabase(state / "ops.db") as ops:
+        notes = await ops.notifications()
+    assert len(notes) == 300
+    assert sorted(n.subject.split(":")[0] for n in notes) == [a.asset for a in alerts]
+    async with ControlStore(state / "control.db") as control:
+        runs = await control.db.execute_fetchall("SELECT status, count(*) FROM runs GROUP BY 1")
+        assert [tuple(r) for r in runs] == [("completed", 300)]
+        assert await control.unprocessed() == []
+    assert rt.stats.acks_received == 300
+
+
+async def _at_least(count: Callable[[], Awaitable[int]], n: int) -> bool:
+    return await count() >= n
