@@ -44,7 +44,7 @@ from aiotflow.vectorstore.store import HistoryStore
 
 from .app import App, WorkflowSpec
 from .context import WorkflowContext
-from .runs import RunLedger, RunStatus
+from .runs import RunLedger, RunRecord, RunStatus
 from .settings import EngineSettings
 
 __all__ = ["Engine", "EngineStats", "RunOutcome"]
@@ -112,6 +112,8 @@ class Engine:
         self._inflight: set[asyncio.Task[Any]] = set()
         #: alerts being processed by this engine (a repeated delivery does not start them)
         self._submitting: set[str] = set()
+        #: approvals whose run this engine is resuming now
+        self._resuming: set[str] = set()
         self._claim_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
         self._site_slots: dict[str, asyncio.Semaphore] = {}
@@ -362,25 +364,51 @@ class Engine:
 
     # ------------------------------------------------------------------ approvals
     async def _resume_loop(self) -> None:
+        """The poller: each step on its own, so a failing one (a bad history entry, a
+        database hiccup) is logged and audited and never holds up the others; resumes
+        run as tasks, so one slow workflow does not stop sweeps, expiry or other resumes."""
         while True:
-            try:
-                await self.resume_decided()
-            except Exception:  # keep polling; the failure is logged and audited per run
-                log.exception("engine.resume_failed")
+            for step in (self._sweep, self.apply_history_queue, self.resume_decided):
+                try:
+                    await step()
+                except Exception as exc:
+                    log.exception("engine.poll_failed", step=step.__name__)
+                    with contextlib.suppress(Exception):
+                        await self.control.audit("engine.poll_failed", actor="engine",
+                                                 step=step.__name__,
+                                                 error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.settings.approval_poll_s)
 
-    async def resume_decided(self) -> list[RunOutcome]:
-        """Escalate and expire approvals by the policy, then resume every run whose
-        approval was decided (or expired) and not yet resumed."""
+    async def _sweep(self) -> None:
+        """Escalate and expire approvals by the policy, and tell people."""
         for rec, what in await self.control.sweep(self.settings.policy):
             await self._announce(rec, what)
-        await self.apply_history_queue()
-        out = []
+
+    async def resume_decided(self) -> list[str]:
+        """Start resuming, as background tasks under the same limits as new runs, every
+        run whose approval was decided (or expired) and not yet resumed; returns the ids
+        of the approvals whose resume started now. A resume that fails is audited and
+        tried again at the next poll (its approval is marked resumed only when done)."""
+        started = []
         for rec in await self.control.decided_not_resumed():
-            outcome = await self.resume(rec)
-            if outcome is not None:
-                out.append(outcome)
-        return out
+            if rec.id in self._resuming:
+                continue
+            self._resuming.add(rec.id)
+            self._spawn(self._guarded_resume(rec), f"resume-{rec.id[:8]}")
+            started.append(rec.id)
+        return started
+
+    async def _guarded_resume(self, rec: ApprovalRecord) -> None:
+        try:
+            await self.resume(rec)
+        except Exception as exc:
+            log.exception("engine.resume_failed", approval_id=rec.id)
+            with contextlib.suppress(Exception):
+                await self.control.audit("approval.resume_failed", actor="engine",
+                                         thread_id=rec.thread_id, approval_id=rec.id,
+                                         error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._resuming.discard(rec.id)
 
     async def apply_history_queue(self) -> int:
         """Apply history writes other processes queued (closed work orders, corrections)
@@ -441,14 +469,25 @@ class Engine:
 
     async def _recover(self) -> None:
         """Process recorded alerts a crash left unprocessed, and continue runs that it
-        interrupted mid-way (status still 'running')."""
+        interrupted mid-way (status still 'running'). Each in a task of its own whose
+        failure is audited, never fatal to the engine."""
         for alert_id, payload in await self.control.unprocessed():
             log.warning("engine.recovering_alert", alert_id=alert_id)
-            self._spawn_submit(Alert.model_validate_json(payload))
-        for run in await self.runs.list(status="running"):
-            spec = self.app.workflows.get(run.workflow)
-            if spec is None:
+            try:
+                alert = Alert.model_validate_json(payload)
+            except ValidationError as exc:  # recorded by another version: cannot run here
+                await self.control.audit("alert.unrecoverable", actor="engine",
+                                         alert_id=alert_id, error=str(exc)[:500])
+                await self.control.processed(alert_id)
                 continue
+            self._spawn_submit(alert)
+        for run in await self.runs.list(status="running"):
+            if run.workflow in self.app.workflows:
+                self._spawn(self._guarded_recover(run), f"recover-{run.alert_id[:8]}")
+
+    async def _guarded_recover(self, run: RunRecord) -> None:
+        spec = self.app.workflows[run.workflow]
+        try:
             log.warning("engine.recovering", thread_id=run.thread_id)
             await self.control.audit("workflow.recovered", actor="engine",
                                      thread_id=run.thread_id)
@@ -457,8 +496,13 @@ class Engine:
                 {"configurable": {"thread_id": run.thread_id}})
             # no checkpoint yet: start over; otherwise continue from the last checkpoint
             inp = None if snap.values else {"alert": run.alert}
-            self._spawn(self._invoke(spec, alert, run.thread_id, inp),
-                        f"recover-{run.alert_id[:8]}")
+            await self._invoke(spec, alert, run.thread_id, inp)
+        except Exception as exc:  # left 'running': the next start tries again
+            log.exception("engine.recover_failed", thread_id=run.thread_id)
+            with contextlib.suppress(Exception):
+                await self.control.audit("workflow.recover_failed", actor="engine",
+                                         thread_id=run.thread_id,
+                                         error=f"{type(exc).__name__}: {exc}")
 
     async def drain(self, seconds: float = 30.0) -> bool:
         """Wait up to ``seconds`` until no alert is being processed; ``True`` if idle."""

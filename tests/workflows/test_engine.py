@@ -290,3 +290,70 @@ async def test_alert_that_names_itself_but_does_not_validate_is_audited_and_ackn
         assert [r.detail.get("alert_id") for r in invalid] == [None, "A-bad"]
         assert "A-bad" in invalid[1].detail["payload"]
         assert engine.stats.alerts_invalid == 2 and engine.stats.runs_started == 0
+
+
+async def test_a_slow_resume_holds_up_neither_other_resumes_nor_the_poller(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    """Resumes run as tasks: while one resumed workflow is stuck, another decision is
+    resumed and finishes, and a history-queue entry that fails is audited, not fatal."""
+    from typing import Any, TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.runtime import Runtime
+
+    from aiotflow import AlertFilter, ApprovalRequest, WorkflowContext, approval_node
+
+    gate = asyncio.Event()
+    app = App("resumes")
+
+    class State(TypedDict, total=False):
+        alert: dict[str, Any]
+        approval: dict[str, Any] | None
+        result: dict[str, Any]
+
+    async def after(state: State, runtime: Runtime[WorkflowContext]) -> State:
+        if runtime.context.alert.asset == "slow":
+            await gate.wait()
+        return {"result": {"asset": runtime.context.alert.asset}}
+
+    @app.workflow(when=AlertFilter())
+    def wf() -> StateGraph[Any, Any, Any, Any]:
+        g = StateGraph(State, context_schema=WorkflowContext)
+        g.add_node("approval", approval_node(
+            lambda s: ApprovalRequest(title=f"go {s['alert']['asset']}?", summary="")))
+        g.add_node("after", after)
+        g.add_edge(START, "approval")
+        g.add_edge("approval", "after")
+        g.add_edge("after", END)
+        return g
+
+    base = make_alert(bundle)
+    slow, fast = (base.model_copy(update={"id": i, "asset": i}) for i in ("slow", "fast"))
+    async with Engine(app, settings_for(tmp_path / "s", mosquitto.url)) as engine:
+        for alert in (slow, fast):
+            [out] = await engine.submit(alert)
+            assert out.status == "waiting_approval"
+        ids = {r.asset: r.id for r in await engine.control.approvals()}
+        await engine.control.decide(ids["slow"], "approved", by="ana")
+        await wait_for(lambda: engine.stats.resumed == 1)  # stuck at the gate now
+        await engine.control.enqueue_history("nonsense", {}, actor="test")
+        await engine.control.decide(ids["fast"], "approved", by="ana")
+
+        async def fast_done() -> bool:
+            run = await engine.runs.get("wf/fast")
+            return run is not None and run.status == "completed"
+
+        await wait_for(fast_done, 10)
+        slow_run = await engine.runs.get("wf/slow")
+        assert slow_run is not None and slow_run.status == "running"
+        kinds = [r.kind for r in await engine.control.audit_records()]
+        assert "history.rejected" in kinds or "engine.poll_failed" in kinds
+        gate.set()
+
+        async def slow_done() -> bool:
+            run = await engine.runs.get("wf/slow")
+            return run is not None and run.status == "completed"
+
+        await wait_for(slow_done, 10)
+        assert (await engine.control.approval(ids["slow"])).resumed_at  # type: ignore[union-attr]
