@@ -253,6 +253,15 @@ class Engine:
         self._submitting.add(alert.id)
         self._spawn(self._guarded_submit(alert), f"alert-{alert.id[:8]}")
 
+    async def _failed(self, kind: str, exc: Exception, *, thread_id: str | None = None,
+                      **detail: Any) -> None:
+        """A background step failed: logged, and audited as ``kind`` (if the audit fails
+        too, the log line is all there is); the engine goes on."""
+        log.exception(f"engine.{kind}", thread_id=thread_id, **detail)
+        with contextlib.suppress(Exception):
+            await self.control.audit(kind, actor="engine", thread_id=thread_id,
+                                     error=f"{type(exc).__name__}: {exc}", **detail)
+
     def _spawn(self, coro: Any, name: str) -> None:
         assert self._tg is not None
         task = self._tg.create_task(coro, name=name)
@@ -266,10 +275,7 @@ class Engine:
             await self.submit(alert)
             await self.control.processed(alert.id)
         except Exception as exc:
-            log.exception("engine.submit_failed", alert_id=alert.id)
-            with contextlib.suppress(Exception):
-                await self.control.audit("alert.submit_failed", actor="engine",
-                                         alert_id=alert.id, error=f"{type(exc).__name__}: {exc}")
+            await self._failed("alert.submit_failed", exc, alert_id=alert.id)
         finally:
             self._submitting.discard(alert.id)
 
@@ -372,11 +378,7 @@ class Engine:
                 try:
                     await step()
                 except Exception as exc:
-                    log.exception("engine.poll_failed", step=step.__name__)
-                    with contextlib.suppress(Exception):
-                        await self.control.audit("engine.poll_failed", actor="engine",
-                                                 step=step.__name__,
-                                                 error=f"{type(exc).__name__}: {exc}")
+                    await self._failed("engine.poll_failed", exc, step=step.__name__)
             await asyncio.sleep(self.settings.approval_poll_s)
 
     async def _sweep(self) -> None:
@@ -402,11 +404,8 @@ class Engine:
         try:
             await self.resume(rec)
         except Exception as exc:
-            log.exception("engine.resume_failed", approval_id=rec.id)
-            with contextlib.suppress(Exception):
-                await self.control.audit("approval.resume_failed", actor="engine",
-                                         thread_id=rec.thread_id, approval_id=rec.id,
-                                         error=f"{type(exc).__name__}: {exc}")
+            await self._failed("approval.resume_failed", exc, thread_id=rec.thread_id,
+                               approval_id=rec.id)
         finally:
             self._resuming.discard(rec.id)
 
@@ -498,11 +497,7 @@ class Engine:
             inp = None if snap.values else {"alert": run.alert}
             await self._invoke(spec, alert, run.thread_id, inp)
         except Exception as exc:  # left 'running': the next start tries again
-            log.exception("engine.recover_failed", thread_id=run.thread_id)
-            with contextlib.suppress(Exception):
-                await self.control.audit("workflow.recover_failed", actor="engine",
-                                         thread_id=run.thread_id,
-                                         error=f"{type(exc).__name__}: {exc}")
+            await self._failed("workflow.recover_failed", exc, thread_id=run.thread_id)
 
     async def drain(self, seconds: float = 30.0) -> bool:
         """Wait up to ``seconds`` until no alert is being processed; ``True`` if idle."""
