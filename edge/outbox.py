@@ -177,18 +177,16 @@ class Outbox:
         self._depth = max(0, self._depth - n)
         return n
 
-    async def next_due(self) -> float | None:
-        """When the next message is due (epoch seconds), or None when the outbox is empty."""
-        async with self.db.execute("SELECT min(due) FROM outbox") as cur:
-            row = await cur.fetchone()
-        return None if row is None or row[0] is None else float(row[0])
-
-    async def awaiting(self) -> int:
-        """Messages sent and waiting for their consumer's confirmation."""
+    async def waiting(self) -> tuple[float | None, int]:
+        """``(when the next message is due, or None when the outbox is empty; how many
+        were sent and wait for their consumer's confirmation)``, in one query."""
         async with self.db.execute(
-                "SELECT count(*) FROM outbox WHERE await_ack = 1 AND attempts > 0") as cur:
+                "SELECT min(due), count(*) FILTER (WHERE await_ack = 1 AND attempts > 0)"
+                " FROM outbox") as cur:
             row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        if row is None:
+            return None, 0
+        return (None if row[0] is None else float(row[0])), int(row[1] or 0)
 
     @property
     def size(self) -> int:

@@ -398,8 +398,7 @@ class EdgeRuntime:
             try:
                 alert_id = msgspec.json.decode(message.payload)["id"]  # type: ignore[arg-type]
             except (msgspec.DecodeError, TypeError, KeyError):
-                self.stats.acks_invalid += 1
-                return
+                alert_id = None
             if not isinstance(alert_id, str):
                 self.stats.acks_invalid += 1
                 return
@@ -421,9 +420,8 @@ class EdgeRuntime:
                     if self._outbox.size == 0:
                         self.stats.outbox_depth = 0
                         self._outbox_empty.set()
-                    due = await self._outbox.next_due()
+                    due, self.stats.outbox_awaiting_ack = await self._outbox.waiting()
                     wait = 1.0 if due is None else min(1.0, max(due - time.time(), 0.01))
-                    self.stats.outbox_awaiting_ack = await self._outbox.awaiting()
                     await wait_event(self._wake_publisher, wait)
                     continue
                 results = await asyncio.gather(

@@ -45,10 +45,10 @@ async def test_awaiting_messages_wait_for_confirmation_and_old_files_open(tmp_pa
         assert (old.await_ack, a1.await_ack, a1.attempts) == (False, True, 0)
         await ob.ack([old.seq])
         await ob.sent([(a1.seq, 1000.0)])
-        assert await ob.peek(now=999.0) == [] and await ob.next_due() == 1000.0
+        assert await ob.peek(now=999.0) == [] and await ob.waiting() == (1000.0, 1)
         [again] = await ob.peek(now=1000.0)
-        assert again.attempts == 1 and await ob.awaiting() == 1
+        assert again.attempts == 1 and (await ob.waiting())[1] == 1
         assert await ob.confirm(["someone-else", "a1", "a1"]) == 1
-        assert ob.size == 0 and await ob.next_due() is None
+        assert ob.size == 0 and await ob.waiting() == (None, 0)
         await ob.put_many([("d1", "t", b"", DL)])
         assert await ob.confirm(["d1"]) == 0  # only what waits for a confirmation
