@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck mosquitto bench clean
+.PHONY: venv demo test lint typecheck mosquitto postgres bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,18 @@ mosquitto:
 	  exit 1; \
 	fi
 
+## PostgreSQL: the tests initdb and start their own clusters (the many-worker state)
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing postgresql (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+	  echo "PostgreSQL is missing. Install it, then run make test again:"; \
+	  echo "    sudo apt-get update && sudo apt-get install -y postgresql"; \
+	  exit 1; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -36,11 +48,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/python .ci/typecheck.py
 
-## make test: lint, type-check, then the whole suite against a real Mosquitto
-test: $(STAMP) mosquitto lint typecheck
+## make test: lint, type-check, then the whole suite against a real Mosquitto and PostgreSQL
+test: $(STAMP) mosquitto postgres lint typecheck
 	$(BIN)/pytest -q
 
-bench: $(STAMP) mosquitto
+bench: $(STAMP) mosquitto postgres
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -6,6 +6,7 @@
     aiotflow eval skab   detection quality on SKAB recordings (leaderboard protocol) [train]
     aiotflow eval retrieval  fault diagnosis from the incident history on SKAB   [train, engine]
     aiotflow run APP     run an app's workflows for alerts (module:attribute)     [engine]
+    aiotflow db          upgrade / check the state database's schema (PostgreSQL) [engine]
     aiotflow approvals   list approvals waiting for a person                      [engine]
     aiotflow approve     review and decide pending approvals                      [engine]
     aiotflow history     import / export / query / correct the incident history   [engine]
@@ -30,12 +31,12 @@ from collections.abc import Sequence
 from aiotflow import __version__
 from aiotflow.extras import MissingExtra, extra_for_module, require
 
-from . import approvals, audit, demo, edge, engine, history, models
+from . import approvals, audit, db, demo, edge, engine, history, models
 
 __all__ = ["main"]
 
 #: the command groups, in the order of the help text
-GROUPS = (edge, models, engine, approvals, history, audit, demo)
+GROUPS = (edge, models, engine, db, approvals, history, audit, demo)
 #: commands that print their own progress: quiet logs unless asked for
 _QUIET = ("demo", "approve", "approvals")
 
@@ -60,6 +61,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     for module, name in (("aiotflow.contracts.errors", "ContractError"),
                          ("aiotflow.edge.errors", "EdgeError"),
                          ("aiotflow.tools.errors", "ToolError"),
+                         ("aiotflow.tools.database", "DatabaseError"),
                          ("aiotflow.vectorstore.errors", "HistoryError"),
                          ("aiotflow.workflows.errors", "WorkflowError")):
         if module in sys.modules:

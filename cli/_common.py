@@ -33,10 +33,14 @@ def stop_event() -> asyncio.Event:
 
 
 def add_state_options(*parsers: argparse.ArgumentParser) -> None:
-    """``--config`` and ``--state-dir``: where an engine command finds its state."""
+    """``--config``, ``--state-dir`` and ``--state-url``: where an engine command finds
+    its state."""
     for p in parsers:
         p.add_argument("--config", help="TOML file; its [engine] table is used")
         p.add_argument("--state-dir", help="state directory (default .aiotflow)")
+        p.add_argument("--state-url", help="postgresql://... shared by many workers "
+                                           "(or AIOTFLOW_STATE_URL; default: SQLite files "
+                                           "in the state directory)")
 
 
 def state_overrides(a: argparse.Namespace) -> dict[str, Any]:
@@ -44,6 +48,10 @@ def state_overrides(a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if getattr(a, "state_dir", None):
         out["state_dir"] = Path(a.state_dir)
+    if getattr(a, "state_url", None):
+        out["state_url"] = a.state_url
+    if getattr(a, "worker_id", None):
+        out["worker_id"] = a.worker_id
     if getattr(a, "broker", None):
         out["mqtt"] = {"url": a.broker}
     return out

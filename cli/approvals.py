@@ -23,7 +23,7 @@ async def _approvals(a: argparse.Namespace) -> int:
     from aiotflow.workflows.console import pending_rows
 
     s = engine_settings(a)
-    async with ControlStore(s.control_db) as control:
+    async with ControlStore(s.control_target) as control:
         recs = await control.approvals(status=None if a.all else "pending")
     if a.json:
         print_json([r.model_dump() for r in recs])
@@ -54,7 +54,7 @@ async def _approve(a: argparse.Namespace) -> int:
     if a.decision and not a.approval_id:
         print("error: --decision needs an approval id", file=sys.stderr)
         return 2
-    async with ControlStore(s.control_db) as control:
+    async with ControlStore(s.control_target) as control:
         try:
             if a.decision:
                 after = await decide(control, s.policy, a.approval_id,

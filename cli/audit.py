@@ -64,10 +64,10 @@ async def _audit(a: argparse.Namespace) -> int:
     from aiotflow.tools import ControlStore
 
     s = engine_settings(a)
-    if not s.control_db.exists():
+    if s.state_url is None and not s.control_db.exists():
         print(f"error: no control database at {s.control_db}", file=sys.stderr)
         return 2
-    async with ControlStore(s.control_db) as control:
+    async with ControlStore(s.control_target) as control:
         if a.action == "verify":
             report = await control.verify_audit()
             print(json.dumps(report.model_dump(), indent=2) if a.json else
@@ -88,7 +88,7 @@ async def _costs(a: argparse.Namespace) -> int:
     from aiotflow.tools import ControlStore
 
     s = engine_settings(a)
-    async with ControlStore(s.control_db) as control:
+    async with ControlStore(s.control_target) as control:
         rows = cost_report(await control.audit_records(kind="llm.narrative"), a.by)
     if a.json:
         print_json(rows)

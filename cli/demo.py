@@ -43,7 +43,8 @@ async def _seed(a: argparse.Namespace) -> int:
 
     s = engine_settings(a)
     bundle = ModelBundle(a.model)
-    async with OpsDatabase(s.ops_db) as ops, HistoryStore(settings=s.history_settings) as history:
+    async with OpsDatabase(s.ops_target) as ops, \
+            HistoryStore(settings=s.history_settings) as history:
         n = await seed_all(ops, history, bundle, assets=a.assets.split(","),
                            stale=a.stale.split(",") if a.stale else [], incidents=a.incidents)
     print(json.dumps({"incidents_added": n, "state_dir": str(s.state_dir)}))

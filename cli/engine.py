@@ -19,9 +19,10 @@ async def _run(a: argparse.Namespace) -> int:
     settings = engine_settings(a)
     stop = stop_event()
     async with Engine(app, settings) as engine:
-        print(f"aiotflow: running {app.name} ({', '.join(app.workflows)}); "
-              f"approve with: aiotflow approve --state-dir {settings.state_dir}",
-              file=sys.stderr)
+        where = (f"--state-url {engine.control.database.name}" if settings.state_url
+                 else f"--state-dir {settings.state_dir}")
+        print(f"aiotflow: running {app.name} ({', '.join(app.workflows)}) as worker "
+              f"{engine.worker_id}; approve with: aiotflow approve {where}", file=sys.stderr)
         await stop.wait()
         await engine.drain(10)
     print(json.dumps(engine.stats.as_dict() | {"history": engine.history.stats()}),
@@ -33,5 +34,7 @@ def register(sub: Any) -> None:
     r = sub.add_parser("run", help="run an app's workflows for alerts")
     r.add_argument("app", help="module:attribute, e.g. examples.generator_fleet:app")
     r.add_argument("--broker")
+    r.add_argument("--worker-id", help="this worker's name among several on one --state-url "
+                                       "(default: generated from host and pid)")
     add_state_options(r)
     command(r, _run, "engine")

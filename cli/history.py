@@ -52,7 +52,7 @@ async def _correct(a: argparse.Namespace) -> int:
             inc = await store.correct(a.incident_id, a.failure_mode, by=a.user,
                                       reason=a.reason or "", system=a.system)
     except HistoryBusy:  # the running engine holds it: queue, it applies
-        async with ControlStore(s.control_db) as control:
+        async with ControlStore(s.control_target) as control:
             seq = await control.enqueue_history(
                 "correct", {"incident_id": a.incident_id, "failure_mode": a.failure_mode,
                             "by": a.user, "reason": a.reason or "", "system": a.system},
@@ -129,7 +129,7 @@ async def _workorders(a: argparse.Namespace) -> int:
     from aiotflow.tools import OpsDatabase
 
     s = engine_settings(a)
-    async with OpsDatabase(s.ops_db) as ops:
+    async with OpsDatabase(s.ops_target) as ops:
         orders = await ops.work_orders(asset=a.asset)
     table(("id", "status", "asset", "priority", "failure mode", "title"),
           [[wo.id, wo.status, wo.asset, wo.priority, wo.failure_mode or "-", wo.title]
@@ -143,7 +143,7 @@ async def _close(a: argparse.Namespace) -> int:
     from aiotflow.vectorstore import HistoryBusy, HistoryStore
 
     s = engine_settings(a)
-    async with OpsDatabase(s.ops_db) as ops, ControlStore(s.control_db) as control, \
+    async with OpsDatabase(s.ops_target) as ops, ControlStore(s.control_target) as control, \
             contextlib.AsyncExitStack() as stack:
         history: HistoryStore | None
         try:

@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "engine": ("langgraph", "openai", "qdrant_client", "qdrant_edge", "tenacity", "httpx"),
     "train": ("sklearn", "skl2onnx", "onnx"),
     "demo": ("amqtt",),
+    "postgres": ("psycopg", "psycopg_pool"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import shutil
@@ -19,6 +20,7 @@ from aiotflow.training.train import train_simulated
 from aiotflow.vectorstore.models import Incident
 
 from .fakes import SchedulingService
+from .postgres import Postgres
 
 
 def free_port() -> int:
@@ -123,3 +125,40 @@ def scheduling_service() -> Iterator[SchedulingService]:
     """A customer scheduling REST service on loopback (status settable to 503)."""
     with SchedulingService() as svc:
         yield svc
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL cluster per session (each test takes a database of its own)."""
+    try:
+        server = Postgres()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    server.start()
+    yield server
+    server.close()
+
+
+async def upgraded(url: str) -> str:
+    """``aiotflow db upgrade`` on ``url`` (control, ops and the checkpointer)."""
+    from aiotflow.cli import main
+
+    code = await asyncio.to_thread(main, ["--log-level", "WARNING", "db", "upgrade",
+                                          "--state-url", url])
+    assert code == 0
+    return url
+
+
+@pytest.fixture
+async def pg_url(postgres: Postgres) -> str:
+    """A fresh PostgreSQL database with aiotflow's schema, as `aiotflow db upgrade` makes it."""
+    return await upgraded(postgres.create_database())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def state_target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a store lives, on each engine: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "control.db"
+    server: Postgres = request.getfixturevalue("postgres")
+    return await upgraded(server.create_database())

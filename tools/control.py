@@ -3,7 +3,7 @@
 One SQLite file (WAL) shared by every process of a deployment: the engine writes
 approval requests, ``aiotflow approve`` in another terminal writes decisions, the tool
 layer checks them before a high-stakes call. Every change is one unit of work (see
-:mod:`aiotflow.tools.sqlite`) together with its audit record: a decision is never
+:mod:`aiotflow.tools.database`) together with its audit record: a decision is never
 recorded without its audit entry, nor the entry without the decision.
 """
 
@@ -13,32 +13,32 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-import aiosqlite
 from pydantic import BaseModel, ConfigDict, Field
 
+from .database import Migration, Store, Tx, select
 from .errors import ApprovalRequired
 from .policy import Policy, RiskTier
-from .sqlite import SqliteStore, select
 
 __all__ = [
     "ApprovalRecord",
+    "AuditEntry",
     "AuditRecord",
     "ChainReport",
     "ControlStore",
     "Decision",
+    "append_audit",
     "audit_hash",
 ]
 
 Decision = Literal["approved", "rejected"]
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
 
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
+    seq {int} PRIMARY KEY,
+    ts {real} NOT NULL,
     thread_id TEXT,
     kind TEXT NOT NULL,
     actor TEXT NOT NULL,
@@ -47,8 +47,8 @@ CREATE TABLE IF NOT EXISTS audit (
     hash TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS audit_head (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    seq INTEGER NOT NULL,
+    id {int} PRIMARY KEY CHECK (id = 1),
+    seq {int} NOT NULL,
     hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_thread ON audit(thread_id);
@@ -63,27 +63,27 @@ CREATE TABLE IF NOT EXISTS approvals (
     status TEXT NOT NULL DEFAULT 'pending',
     decided_by TEXT,
     comment TEXT,
-    requested_at REAL NOT NULL,
-    decided_at REAL,
-    resumed_at REAL,
+    requested_at {real} NOT NULL,
+    decided_at {real},
+    resumed_at {real},
     risk TEXT NOT NULL DEFAULT 'high',
-    escalated_at REAL
+    escalated_at {real}
 );
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals(status);
 CREATE TABLE IF NOT EXISTS inbox (
     alert_id TEXT PRIMARY KEY,
     topic TEXT NOT NULL,
     payload TEXT NOT NULL,
-    received REAL NOT NULL,
-    processed REAL
+    received {real} NOT NULL,
+    processed {real}
 );
 CREATE INDEX IF NOT EXISTS inbox_open ON inbox(processed);
 CREATE TABLE IF NOT EXISTS history_queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq {serial},
     kind TEXT NOT NULL,
     payload TEXT NOT NULL,
-    created REAL NOT NULL,
-    applied REAL
+    created {real} NOT NULL,
+    applied {real}
 );
 CREATE TABLE IF NOT EXISTS effects (
     key TEXT PRIMARY KEY,
@@ -91,9 +91,62 @@ CREATE TABLE IF NOT EXISTS effects (
     thread_id TEXT,
     input TEXT NOT NULL,
     output TEXT NOT NULL,
-    ts REAL NOT NULL
+    ts {real} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS runs (
+    thread_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    status TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    created {real} NOT NULL,
+    updated {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_active ON runs(workflow, asset, status)
 """
+
+#: many workers on one database: who runs what (runs and inbox rows owned by a worker,
+#: taken over when its heartbeat stops), single-flight as a unique index over active runs,
+#: the per-site run limit as slots, and the audit chain's head row made once here so that
+#: appends lock it (PostgreSQL) instead of racing to insert it
+_V2 = """
+ALTER TABLE runs ADD COLUMN owner TEXT;
+ALTER TABLE runs ADD COLUMN flight TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active ON runs(workflow, flight)
+    WHERE status IN ('running', 'waiting_approval');
+CREATE INDEX IF NOT EXISTS runs_owner ON runs(status, owner);
+ALTER TABLE inbox ADD COLUMN owner TEXT;
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    incarnation TEXT NOT NULL,
+    started {real} NOT NULL,
+    heartbeat {real} NOT NULL,
+    stopped {real}
+);
+CREATE TABLE IF NOT EXISTS run_slots (
+    site TEXT NOT NULL,
+    slot {int} NOT NULL,
+    thread_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (site, slot)
+);
+INSERT INTO audit_head(id, seq, hash)
+    SELECT 1, COALESCE(MAX(seq), 0),
+           COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), '')
+    FROM audit WHERE 1 = 1 ON CONFLICT DO NOTHING
+"""
+
+MIGRATIONS = (
+    Migration(1, "audit, approvals, inbox, history queue, effects, runs", _V1,
+              sqlite_columns={"audit": {"prev": "TEXT NOT NULL DEFAULT ''",
+                                        "hash": "TEXT NOT NULL DEFAULT ''"},
+                              "approvals": {"risk": "TEXT NOT NULL DEFAULT 'high'",
+                                            "escalated_at": "REAL"}}),
+    Migration(2, "workers: run ownership, single-flight index, site slots", _V2),
+)
 
 
 class AuditRecord(BaseModel):
@@ -158,13 +211,12 @@ class ApprovalRecord(BaseModel):
         return [a for a in acts if isinstance(a, dict)]
 
 
-class ControlStore(SqliteStore):
-    """``async with ControlStore(path) as control:`` audit, approvals and effects."""
+class ControlStore(Store):
+    """``async with ControlStore(target) as control:`` audit, approvals, inbox, effects and
+    the run ledger's tables, in a SQLite file or a PostgreSQL database."""
 
-    SCHEMA = _SCHEMA
-    COLUMNS: ClassVar[Mapping[str, Mapping[str, str]]] = {
-        "audit": {"prev": "TEXT NOT NULL DEFAULT ''", "hash": "TEXT NOT NULL DEFAULT ''"},
-        "approvals": {"risk": "TEXT NOT NULL DEFAULT 'high'", "escalated_at": "REAL"}}
+    COMPONENT = "control"
+    MIGRATIONS = MIGRATIONS
 
     # ------------------------------------------------------------------ audit
     async def audit(
@@ -186,23 +238,24 @@ class ControlStore(SqliteStore):
         problems: list[str] = []
         prev, last_seq, n = "", 0, 0
         async with self.read() as db:
-            async with db.execute("SELECT * FROM audit ORDER BY seq") as cur:
-                async for r in cur:
-                    n += 1
-                    seq = r["seq"]
-                    if seq != last_seq + 1:
-                        problems.append(f"records {last_seq + 1}..{seq - 1} are missing")
-                    if r["prev"] != prev:
-                        problems.append(f"record {seq}: does not follow record {last_seq} "
-                                        "(link broken: a record before it was changed or "
-                                        "removed)")
-                    want = audit_hash(r["prev"], seq, r["ts"], r["thread_id"], r["kind"],
-                                      r["actor"], r["detail"])
-                    if r["hash"] != want:
-                        problems.append(f"record {seq} ({r['kind']}): content does not match "
-                                        "its hash (edited)")
-                    prev, last_seq = r["hash"], seq
-            head = await _one(db, "SELECT seq, hash FROM audit_head WHERE id = 1")
+            for r in await db.all("SELECT * FROM audit ORDER BY seq"):
+                n += 1
+                seq = r["seq"]
+                if seq != last_seq + 1:
+                    problems.append(f"records {last_seq + 1}..{seq - 1} are missing")
+                if r["prev"] != prev:
+                    problems.append(f"record {seq}: does not follow record {last_seq} "
+                                    "(link broken: a record before it was changed or "
+                                    "removed)")
+                want = audit_hash(r["prev"], seq, r["ts"], r["thread_id"], r["kind"],
+                                  r["actor"], r["detail"])
+                if r["hash"] != want:
+                    problems.append(f"record {seq} ({r['kind']}): content does not match "
+                                    "its hash (edited)")
+                prev, last_seq = r["hash"], seq
+            head = await db.one("SELECT seq, hash FROM audit_head WHERE id = 1")
+        if head is not None and head["seq"] == 0 and not head["hash"]:
+            head = None  # the empty chain's head, made by the schema
         if head is None and n:
             problems.append("the chain head is missing")
         elif head is not None and (head["seq"] != last_seq or head["hash"] != prev):
@@ -215,15 +268,16 @@ class ControlStore(SqliteStore):
     ) -> list[AuditRecord]:
         sql, args = select("audit", "seq", thread_id=thread_id, kind=kind)
         async with self.read() as db:
-            return [_audit(r) for r in await db.execute_fetchall(sql, args)]
+            return [_audit(r) for r in await db.all(sql, args)]
 
     async def alert_story(self, alert_id: str) -> list[AuditRecord]:
         """Every audit record about one alert, in order: its arrival, the runs it started
         (thread ids end with ``/{alert id}``) and everything they did."""
         async with self.read() as db:
-            rows = await db.execute_fetchall(
-                "SELECT * FROM audit WHERE thread_id LIKE ? ESCAPE '\\'"
-                " OR json_extract(detail, '$.alert_id') = ? ORDER BY seq",
+            rows = await db.all(
+                "SELECT * FROM audit WHERE thread_id LIKE ? ESCAPE '\\' OR "
+                + ("CAST(detail AS jsonb) ->> 'alert_id'" if db.dialect == "postgres"
+                   else "json_extract(detail, '$.alert_id')") + " = ? ORDER BY seq",
                 ("%/" + alert_id.replace("\\", "\\\\").replace("%", "\\%")
                  .replace("_", "\\_"), alert_id))
         return [_audit(r) for r in rows]
@@ -245,23 +299,24 @@ class ControlStore(SqliteStore):
         request and its audit record are one unit of work."""
         aid = approval_id or str(uuid.uuid4())
         async with self.unit() as db:
-            cur = await db.execute(
-                "INSERT OR IGNORE INTO approvals(id, thread_id, workflow, asset, title,"
-                " request, tools, requested_at, risk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            inserted = await db.execute(
+                "INSERT INTO approvals(id, thread_id, workflow, asset, title, request, tools,"
+                " requested_at, risk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 (aid, thread_id, workflow, asset, title, json.dumps(request, default=str),
                  json.dumps(tools), time.time(), risk),
             )
-            if cur.rowcount:
+            if inserted:
                 await _append(db, "approval.requested", actor=workflow, thread_id=thread_id,
                               detail={"approval_id": aid, "title": title, "tools": tools,
                                       "risk": risk, "actions": request.get("actions")})
-            row = await _one(db, "SELECT * FROM approvals WHERE id = ?", (aid,))
+            row = await db.one("SELECT * FROM approvals WHERE id = ?", (aid,))
         assert row is not None
         return _approval(row)
 
     async def approval(self, approval_id: str) -> ApprovalRecord | None:
         async with self.read() as db:
-            row = await _one(db, "SELECT * FROM approvals WHERE id = ?", (approval_id,))
+            row = await db.one("SELECT * FROM approvals WHERE id = ?", (approval_id,))
         return _approval(row) if row else None
 
     async def approvals(
@@ -269,7 +324,7 @@ class ControlStore(SqliteStore):
     ) -> list[ApprovalRecord]:
         sql, args = select("approvals", "requested_at", status=status, thread_id=thread_id)
         async with self.read() as db:
-            return [_approval(r) for r in await db.execute_fetchall(sql, args)]
+            return [_approval(r) for r in await db.all(sql, args)]
 
     async def decide(
         self, approval_id: str, decision: Decision, *, by: str, comment: str | None = None
@@ -279,15 +334,15 @@ class ControlStore(SqliteStore):
         if decision not in ("approved", "rejected"):
             raise ValueError(f"decision must be approved or rejected, not {decision!r}")
         async with self.unit() as db:
-            cur = await db.execute(
+            changed = await db.execute(
                 "UPDATE approvals SET status = ?, decided_by = ?, comment = ?, decided_at = ?"
                 " WHERE id = ? AND status = 'pending'",
                 (decision, by, comment, time.time(), approval_id),
             )
-            row = await _one(db, "SELECT * FROM approvals WHERE id = ?", (approval_id,))
+            row = await db.one("SELECT * FROM approvals WHERE id = ?", (approval_id,))
             if row is None:
                 raise KeyError(f"no approval {approval_id!r}")
-            if cur.rowcount:
+            if changed:
                 await _append(db, f"approval.{decision}", actor=by, thread_id=row["thread_id"],
                               detail={"approval_id": approval_id, "comment": comment})
         return _approval(row)
@@ -295,7 +350,7 @@ class ControlStore(SqliteStore):
     async def decided_not_resumed(self) -> list[ApprovalRecord]:
         """Decisions whose workflow has not been resumed yet."""
         async with self.read() as db:
-            rows = await db.execute_fetchall(
+            rows = await db.all(
                 "SELECT * FROM approvals WHERE status != 'pending' AND resumed_at IS NULL"
                 " ORDER BY decided_at")
         return [_approval(r) for r in rows]
@@ -327,13 +382,13 @@ class ControlStore(SqliteStore):
             else:
                 continue
             async with self.unit() as db:
-                cur = await db.execute(sql, (now, rec.id))
-                if cur.rowcount:  # not already changed by another process's sweep
+                done = await db.execute(sql, (now, rec.id))
+                if done:  # not already changed by another process's sweep
                     await _append(db, f"approval.{change}", actor="policy",
                                   thread_id=rec.thread_id,
                                   detail={"approval_id": rec.id, "after_s": round(age),
                                           "risk": rec.risk, **detail})
-            if cur.rowcount:
+            if done:
                 changed.append((rec, change))
         return changed
 
@@ -376,14 +431,17 @@ class ControlStore(SqliteStore):
         return rec
 
     # ------------------------------------------------------------------ inbox
-    async def receive(self, alert_id: str, *, topic: str, payload: str) -> bool:
-        """Record an arriving alert durably, before it is acknowledged to its edge;
+    async def receive(self, alert_id: str, *, topic: str, payload: str,
+                      owner: str | None = None) -> bool:
+        """Record an arriving alert durably, before it is acknowledged to its edge, as
+        ``owner``'s to process (another worker takes it over if that one dies first);
         ``False`` if it was recorded before (a repeated delivery)."""
         async with self.unit() as db:
-            cur = await db.execute(
-                "INSERT OR IGNORE INTO inbox(alert_id, topic, payload, received)"
-                " VALUES (?, ?, ?, ?)", (alert_id, topic, payload, time.time()))
-        return bool(cur.rowcount)
+            new = await db.execute(
+                "INSERT INTO inbox(alert_id, topic, payload, received, owner)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (alert_id, topic, payload, time.time(), owner))
+        return bool(new)
 
     async def processed(self, alert_id: str) -> None:
         """The alert's workflows were started (or it matched none): nothing to recover."""
@@ -394,13 +452,13 @@ class ControlStore(SqliteStore):
     async def unprocessed(self) -> list[tuple[str, str]]:
         """``(alert id, payload)`` of recorded alerts not processed yet, oldest first."""
         async with self.read() as db:
-            rows = await db.execute_fetchall(
+            rows = await db.all(
                 "SELECT alert_id, payload FROM inbox WHERE processed IS NULL ORDER BY received")
         return [(r[0], r[1]) for r in rows]
 
     async def is_processed(self, alert_id: str) -> bool:
         async with self.read() as db:
-            row = await _one(db, "SELECT processed FROM inbox WHERE alert_id = ?", (alert_id,))
+            row = await db.one("SELECT processed FROM inbox WHERE alert_id = ?", (alert_id,))
         return row is not None and row[0] is not None
 
     # ------------------------------------------------------------------ history queue
@@ -408,17 +466,18 @@ class ControlStore(SqliteStore):
         """Queue a write to the incident history for the process that holds it (the
         embedded store has one writer); the engine applies the queue as it runs."""
         async with self.unit() as db:
-            cur = await db.execute(
-                "INSERT INTO history_queue(kind, payload, created) VALUES (?, ?, ?)",
-                (kind, json.dumps(payload, default=str), time.time()))
-            seq = int(cur.lastrowid or 0)
+            row = await db.one(
+                "INSERT INTO history_queue(kind, payload, created) VALUES (?, ?, ?)"
+                " RETURNING seq", (kind, json.dumps(payload, default=str), time.time()))
+            assert row is not None
+            seq = int(row[0])
             await _append(db, "history.queued", actor=actor, thread_id=None,
                           detail={"kind": kind, "seq": seq})
         return seq
 
     async def pending_history(self) -> list[tuple[int, str, dict[str, Any]]]:
         async with self.read() as db:
-            rows = await db.execute_fetchall("SELECT seq, kind, payload FROM history_queue"
+            rows = await db.all("SELECT seq, kind, payload FROM history_queue"
                                              " WHERE applied IS NULL ORDER BY seq")
         return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
@@ -430,32 +489,44 @@ class ControlStore(SqliteStore):
     # ------------------------------------------------------------------ effects
     async def effect(self, key: str) -> dict[str, Any] | None:
         async with self.read() as db:
-            row = await _one(db, "SELECT output FROM effects WHERE key = ?", (key,))
+            row = await db.one("SELECT output FROM effects WHERE key = ?", (key,))
         return json.loads(row["output"]) if row else None
 
     async def record_effect(
         self, key: str, *, tool: str, thread_id: str | None, input: dict[str, Any],
-        output: dict[str, Any],
+        output: dict[str, Any], audit: AuditEntry | None = None,
     ) -> None:
+        """Record a tool's effect under its key; with ``audit`` (kind, actor, detail) its
+        audit record is appended in the same unit of work."""
         async with self.unit() as db:
+            if audit is not None:
+                await append_audit(db, audit, thread_id=thread_id)
             await db.execute(
-                "INSERT OR IGNORE INTO effects(key, tool, thread_id, input, output, ts)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO effects(key, tool, thread_id, input, output, ts)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (key, tool, thread_id, json.dumps(input, default=str),
                  json.dumps(output, default=str), time.time()),
             )
 
 
-async def _one(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...] = ()) -> Any:
-    async with db.execute(sql, args) as cur:
-        return await cur.fetchone()
+#: an audit record to append inside another unit of work: (kind, actor, detail)
+AuditEntry = tuple[str, str, dict[str, Any]]
 
 
-async def _append(db: aiosqlite.Connection, kind: str, *, actor: str, thread_id: str | None,
+async def append_audit(db: Tx, entry: AuditEntry, *, thread_id: str | None) -> None:
+    """Append ``entry`` to the audit chain inside the caller's unit of work (one
+    transaction with the change it records)."""
+    kind, actor, detail = entry
+    await _append(db, kind, actor=actor, thread_id=thread_id, detail=detail)
+
+
+async def _append(db: Tx, kind: str, *, actor: str, thread_id: str | None,
                   detail: dict[str, Any]) -> None:
     """Append one audit record on top of the chain's head, inside the caller's unit."""
     detail_json = json.dumps(detail, default=str, sort_keys=True)
-    head = await _one(db, "SELECT seq, hash FROM audit_head WHERE id = 1")
+    # the head row stays locked until the unit ends (SQLite: the unit holds the write
+    # lock), so appends from many tasks and workers line up one after the other
+    head = await db.one("SELECT seq, hash FROM audit_head WHERE id = 1" + db.for_update)
     prev = head["hash"] if head else ""
     seq = (head["seq"] if head else 0) + 1
     ts = time.time()

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any
 
-import aiosqlite
 from pydantic import BaseModel, ConfigDict, Field
 
+from .database import Migration, Store, Tx, select
 from .errors import ToolFailed
-from .sqlite import SqliteStore, select
 
 __all__ = [
     "Booking",
@@ -30,35 +29,42 @@ __all__ = [
     "WorkOrder",
 ]
 
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS technicians (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, skills TEXT NOT NULL, phone TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS oncall (
-    technician_id TEXT NOT NULL REFERENCES technicians(id), start REAL NOT NULL, "end" REAL NOT NULL
+    technician_id TEXT NOT NULL REFERENCES technicians(id), start {real} NOT NULL,
+    "end" {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS bookings (
     id TEXT PRIMARY KEY, technician_id TEXT NOT NULL, asset TEXT NOT NULL, site TEXT NOT NULL,
-    start REAL NOT NULL, "end" REAL NOT NULL, reason TEXT NOT NULL, key TEXT UNIQUE,
-    created REAL NOT NULL
+    start {real} NOT NULL, "end" {real} NOT NULL, reason TEXT NOT NULL, key TEXT UNIQUE,
+    created {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS work_orders (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT NOT NULL, site TEXT NOT NULL,
+    seq {serial}, asset TEXT NOT NULL, site TEXT NOT NULL,
     title TEXT NOT NULL, description TEXT NOT NULL, priority TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'open', evidence TEXT NOT NULL,
-    technician_id TEXT, booking_id TEXT, key TEXT UNIQUE, created REAL NOT NULL,
-    failure_mode TEXT, resolution TEXT, closed_by TEXT, closed REAL
+    technician_id TEXT, booking_id TEXT, key TEXT UNIQUE, created {real} NOT NULL,
+    failure_mode TEXT, resolution TEXT, closed_by TEXT, closed {real}
 );
 CREATE TABLE IF NOT EXISTS notifications (
     id TEXT PRIMARY KEY, recipient TEXT NOT NULL, priority TEXT NOT NULL, subject TEXT NOT NULL,
-    message TEXT NOT NULL, key TEXT UNIQUE, created REAL NOT NULL
+    message TEXT NOT NULL, key TEXT UNIQUE, created {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS maintenance_log (
-    id TEXT PRIMARY KEY, asset TEXT NOT NULL, system TEXT NOT NULL, ts REAL NOT NULL,
+    id TEXT PRIMARY KEY, asset TEXT NOT NULL, system TEXT NOT NULL, ts {real} NOT NULL,
     action TEXT NOT NULL, technician TEXT NOT NULL DEFAULT '', notes TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS maintenance_asset ON maintenance_log(asset, system, ts);
 """
+
+MIGRATIONS = (
+    Migration(1, "roster, bookings, work orders, notifications, maintenance log", _V1,
+              sqlite_columns={"work_orders": {"failure_mode": "TEXT", "resolution": "TEXT",
+                                              "closed_by": "TEXT", "closed": "REAL"}}),
+)
 
 
 class Technician(BaseModel):
@@ -128,14 +134,12 @@ class MaintenanceEntry(BaseModel):
     notes: str = ""
 
 
-class OpsDatabase(SqliteStore):
-    """``async with OpsDatabase(path) as ops:`` the built-in tools' SQLite data."""
+class OpsDatabase(Store):
+    """``async with OpsDatabase(target) as ops:`` the built-in tools' data, in a SQLite
+    file or a PostgreSQL database."""
 
-    SCHEMA = _SCHEMA
-    #: columns added after the first release, added to older databases at open
-    COLUMNS: ClassVar[Mapping[str, Mapping[str, str]]] = {
-        "work_orders": {"failure_mode": "TEXT", "resolution": "TEXT", "closed_by": "TEXT",
-                        "closed": "REAL"}}
+    COMPONENT = "ops"
+    MIGRATIONS = MIGRATIONS
 
     # ------------------------------------------------------------------ seeding
     async def add_technician(
@@ -143,7 +147,9 @@ class OpsDatabase(SqliteStore):
     ) -> None:
         async with self.unit() as db:
             await db.execute(
-                "INSERT OR REPLACE INTO technicians(id, name, skills, phone) VALUES (?, ?, ?, ?)",
+                "INSERT INTO technicians(id, name, skills, phone) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET name = excluded.name, skills = excluded.skills,"
+                " phone = excluded.phone",
                 (tech.id, tech.name, json.dumps(tech.skills), tech.phone),
             )
             await db.executemany(
@@ -154,8 +160,11 @@ class OpsDatabase(SqliteStore):
     async def add_maintenance(self, entries: Sequence[MaintenanceEntry]) -> None:
         async with self.unit() as db:
             await db.executemany(
-                "INSERT OR REPLACE INTO maintenance_log(id, asset, system, ts, action,"
-                " technician, notes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO maintenance_log(id, asset, system, ts, action, technician, notes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
+                " asset = excluded.asset, system = excluded.system, ts = excluded.ts,"
+                " action = excluded.action, technician = excluded.technician,"
+                " notes = excluded.notes",
                 [(e.id, e.asset, e.system, e.ts, e.action, e.technician, e.notes)
                  for e in entries],
             )
@@ -173,13 +182,13 @@ class OpsDatabase(SqliteStore):
             sql += " AND ts >= ?"
             args.append(since)
         async with self.read() as db:
-            rows = await db.execute_fetchall(sql + " ORDER BY ts DESC", args)
+            rows = await db.all(sql + " ORDER BY ts DESC", args)
         return [MaintenanceEntry(**dict(r)) for r in rows]
 
     async def find_on_call(self, skill: str, at: float) -> Technician | None:
         """The technician with ``skill`` on call at ``at``, else the next one to start."""
         async with self.read() as db:
-            rows = await db.execute_fetchall(
+            rows = await db.all(
                 'SELECT t.*, o.start AS s, o."end" AS e FROM technicians t JOIN oncall o'
                 ' ON o.technician_id = t.id WHERE o."end" > ? ORDER BY (o.start > ?), o.start',
                 (at, at))
@@ -203,9 +212,9 @@ class OpsDatabase(SqliteStore):
             (f"BK-{uuid.uuid4().hex[:10]}", technician_id, asset, site, start,
              start + hours * 3600, reason, key, time.time()),
         )
-        async with self.read() as db, db.execute("SELECT name FROM technicians WHERE id = ?",
-                                                 (existing["technician_id"],)) as cur:
-            t = await cur.fetchone()
+        async with self.read() as db:
+            t = await db.one("SELECT name FROM technicians WHERE id = ?",
+                             (existing["technician_id"],))
         return Booking(id=existing["id"], technician_id=existing["technician_id"],
                        technician_name=t["name"] if t else "", asset=existing["asset"],
                        site=existing["site"], start=existing["start"], end=existing["end"],
@@ -239,21 +248,20 @@ class OpsDatabase(SqliteStore):
 
     async def _insert_once(self, table: str, key: str, sql: str, params: tuple[Any, ...]) -> Any:
         """The row of ``table`` with ``key``: inserted by ``sql`` unless already there (one
-        unit of work, which holds the write lock: a concurrent call with the same key, in
-        this process or another, finds the row instead of inserting a second)."""
+        unit of work; the key is UNIQUE, so a concurrent call with the same key, in this
+        process or another, finds the row instead of inserting a second)."""
         async with self.unit() as db:
             row = await _by_key(db, table, key)
             if row is None:
-                await db.execute(sql, params)
+                await db.execute(sql + " ON CONFLICT DO NOTHING", params)
                 row = await _by_key(db, table, key)
         assert row is not None
         return row
 
     async def work_order(self, wo_id: str) -> WorkOrder | None:
         seq = _seq(wo_id)
-        async with self.read() as db, db.execute("SELECT * FROM work_orders WHERE seq = ?",
-                                                 (seq,)) as cur:
-            row = await cur.fetchone()
+        async with self.read() as db:
+            row = await db.one("SELECT * FROM work_orders WHERE seq = ?", (seq,))
         return _work_order(row) if row else None
 
     async def close_work_order(self, wo_id: str, *, failure_mode: str, resolution: str,
@@ -281,34 +289,31 @@ class OpsDatabase(SqliteStore):
     async def work_orders(self, *, asset: str | None = None) -> list[WorkOrder]:
         sql, args = select("work_orders", "seq", asset=asset)
         async with self.read() as db:
-            return [_work_order(r) for r in await db.execute_fetchall(sql, args)]
+            return [_work_order(r) for r in await db.all(sql, args)]
 
     async def notifications(self) -> list[Notification]:
         async with self.read() as db:
-            rows = await db.execute_fetchall("SELECT * FROM notifications ORDER BY created")
+            rows = await db.all("SELECT * FROM notifications ORDER BY created")
         return [Notification(id=r["id"], recipient=r["recipient"], priority=r["priority"],
                              subject=r["subject"], message=r["message"], created=r["created"])
                 for r in rows]
 
     async def bookings(self) -> list[Booking]:
         async with self.read() as db:
-            rows = await db.execute_fetchall("SELECT * FROM bookings ORDER BY created")
+            rows = await db.all("SELECT * FROM bookings ORDER BY created")
         return [Booking(id=r["id"], technician_id=r["technician_id"], asset=r["asset"],
                         site=r["site"], start=r["start"], end=r["end"], reason=r["reason"])
                 for r in rows]
 
 
-async def _by_key(db: aiosqlite.Connection, table: str, key: str) -> Any:
-    async with db.execute(f"SELECT * FROM {table} WHERE key = ?", (key,)) as cur:
-        return await cur.fetchone()
+async def _by_key(db: Tx, table: str, key: str) -> Any:
+    return await db.one(f"SELECT * FROM {table} WHERE key = ?", (key,))
 
 
-async def _busy(db: aiosqlite.Connection, technician_id: str, at: float) -> bool:
-    async with db.execute(
+async def _busy(db: Tx, technician_id: str, at: float) -> bool:
+    return await db.one(
         'SELECT 1 FROM bookings WHERE technician_id = ? AND start <= ? AND "end" > ?',
-        (technician_id, at, at),
-    ) as cur:
-        return await cur.fetchone() is not None
+        (technician_id, at, at)) is not None
 
 
 def _seq(wo_id: str) -> int:

@@ -341,13 +341,15 @@ class ToolExecutor:
         out = tool.output_model.model_validate(result)
         output = out.model_dump(mode="json")
         failpoint(f"tool.done:{name}")
-        if records:
+        ok = {"tool": name, "input": payload, "output": output, "attempts": attempts,
+              "approval_id": ctx.approval_id, "cost": tool.cost,
+              "ms": round((time.perf_counter() - started) * 1000, 2)}
+        if records:  # the effect and its audit record: one unit of work
             await self.control.record_effect(key, tool=name, thread_id=ctx.thread_id,
-                                             input=payload, output=output)
-        await self.control.audit(
-            "tool.ok", actor=actor, thread_id=ctx.thread_id, tool=name, input=payload,
-            output=output, attempts=attempts, approval_id=ctx.approval_id,
-            ms=round((time.perf_counter() - started) * 1000, 2), cost=tool.cost)
+                                             input=payload, output=output,
+                                             audit=("tool.ok", actor, ok))
+        else:
+            await self.control.audit("tool.ok", actor=actor, thread_id=ctx.thread_id, **ok)
         log.info("tool.ok", tool=name, thread_id=ctx.thread_id, attempts=attempts)
         failpoint(f"tool.recorded:{name}")
         return out

@@ -2,14 +2,24 @@
 
 ``async with Engine(app, settings) as engine:`` opens, in one ``AsyncExitStack``, the
 control database (audit, approvals, runs, effects), the operations database, the
-incident history, the SQLite checkpointer and the app's services; compiles every
-workflow; and, in a TaskGroup, consumes alerts from MQTT (a persistent QoS 1 session,
-so alerts published while the engine is down are delivered when it returns) and
-resumes workflows whose approval was decided - by this process or any other.
+incident history, the checkpointer and the app's services - SQLite files in the state
+dir, or PostgreSQL at ``state_url`` - compiles every workflow; and, in a TaskGroup,
+consumes alerts from MQTT (a persistent QoS 1 session, so alerts published while the
+engine is down are delivered when it returns) and resumes workflows whose approval was
+decided - by this process or any other.
 
 Each (workflow, alert) runs once: the run ledger claims the thread id
 ``{workflow}/{alert id}`` before the graph starts, and the checkpointer keeps its state
 across restarts. A run that was interrupted by a crash is continued at start-up.
+
+**Many workers** (``state_url`` or ``worker_id`` set) share one database and one broker:
+alerts arrive through an MQTT 5 shared subscription (``$share/GROUP/...``, one client id
+per worker); each worker registers and beats a lease; the runs and recorded alerts of a
+worker whose lease expired are taken over by one other worker (compare-and-set in the run
+ledger), each decided approval is resumed by the one worker that moves its run from
+waiting to running, and single-flight and the per-site limit are held by the database. A
+worker that cannot reach the database stops taking work and lets its runs go until it
+can beat again; none of it is lost or run twice.
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -34,6 +46,7 @@ from aiotflow.contracts.mqtt import reconnecting
 from aiotflow.contracts.schema import Alert
 from aiotflow.tools.builtin import register_builtin_tools
 from aiotflow.tools.control import ApprovalRecord, ControlStore
+from aiotflow.tools.database import is_transient
 from aiotflow.tools.failpoints import failpoint
 from aiotflow.tools.failsafe import BreakerSettings
 from aiotflow.tools.ops import OpsDatabase
@@ -69,6 +82,10 @@ class EngineStats:
     runs_failed: int = 0
     waiting_approval: int = 0
     resumed: int = 0
+    #: runs and recorded alerts of dead workers (or of a crash) this worker took over
+    taken_over: int = 0
+    #: times this worker could not reach the database for a lease and let its work go
+    paused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -114,8 +131,19 @@ class Engine:
         self._submitting: set[str] = set()
         #: approvals whose run this engine is resuming now
         self._resuming: set[str] = set()
-        self._claim_lock = asyncio.Lock()
+        #: threads this worker is running now (its own: never taken over from itself)
+        self._running: set[str] = set()
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_runs)
+        s = self.settings
+        #: this worker's name in the run ledger; alone on SQLite it is the engine id, so a
+        #: restart recovers the runs of the process that crashed at once
+        self.worker_id = s.worker_id or (
+            f"{socket.gethostname()}-{os.getpid()}" if s.state_url else s.engine_id)
+        self._incarnation = ""
+        #: not taking work: the database was out of reach for a lease (or another
+        #: process registered with this worker id)
+        self.paused = False
+        self._leaked_slots: list[tuple[str, int, str]] = []
         self._site_slots: dict[str, asyncio.Semaphore] = {}
         self.control: ControlStore
         self.ops: OpsDatabase
@@ -144,12 +172,11 @@ class Engine:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            self.control = await stack.enter_async_context(ControlStore(s.control_db))
-            self.ops = await stack.enter_async_context(OpsDatabase(s.ops_db))
+            self.control = await stack.enter_async_context(ControlStore(s.control_target))
+            self.ops = await stack.enter_async_context(OpsDatabase(s.ops_target))
             store = HistoryStore(settings=s.history_settings)
             self.history = await stack.enter_async_context(store)
-            saver = await stack.enter_async_context(
-                AsyncSqliteSaver.from_conn_string(str(s.checkpoint_db)))
+            saver = await stack.enter_async_context(_checkpointer(s))
             scheduling = self._scheduling
             if scheduling is None and s.scheduling_url:
                 http = HttpScheduling(s.scheduling_url)
@@ -164,7 +191,8 @@ class Engine:
             self.executor = ToolExecutor(registry.update(self.app.tools), self.control,
                                          policy=s.policy)
             self.runs = RunLedger(self.control)
-            await self.runs.setup()
+            self._incarnation = await self.runs.register(self.worker_id)
+            stack.push_async_callback(self._deregister)  # after the runs drained
             for name, factory in self.app.services.items():
                 value: Any = factory(s)
                 if hasattr(value, "__aenter__"):
@@ -177,12 +205,13 @@ class Engine:
         except BaseException:
             await stack.aclose()
             raise
-        await self._recover()
+        await self._take_over()
         self._loops.append(self._tg.create_task(self._resume_loop(), name="engine-resume"))
+        self._loops.append(self._tg.create_task(self._lease_loop(), name="engine-lease"))
         if self.consume_alerts:
             self._loops.append(self._tg.create_task(self._consume(), name="engine-consume"))
         log.info("engine.started", app=self.app.name, workflows=list(self._graphs),
-                 state_dir=str(s.state_dir))
+                 state=self.control.database.name, worker=self.worker_id)
         return self
 
     async def __aexit__(
@@ -199,13 +228,21 @@ class Engine:
 
     # ------------------------------------------------------------------ alerts
     async def _consume(self) -> None:
+        s = self.settings
+        topic = f"$share/{s.share_group}/{s.alert_topic}" if s.workers else s.alert_topic
+
         async def body(client: aiomqtt.Client) -> None:
-            await client.subscribe(self.settings.alert_topic, qos=1)
+            await client.subscribe(topic, qos=1)
             self.subscribed.set()
-            log.info("engine.subscribed", topic=self.settings.alert_topic)
+            log.info("engine.subscribed", topic=topic, worker=self.worker_id)
             try:
                 async for message in client.messages:
-                    ack = await self.accept(message.payload, topic=str(message.topic))
+                    try:
+                        ack = await self.accept(message.payload, topic=str(message.topic))
+                    except Exception as exc:  # not recorded: not acknowledged, re-sent
+                        log.warning("engine.accept_failed", topic=str(message.topic),
+                                    error=f"{type(exc).__name__}: {exc}")
+                        continue
                     if ack is not None:
                         failpoint("engine.received")  # recorded, not yet acknowledged
                         suffix, alert_id = ack
@@ -215,8 +252,19 @@ class Engine:
             finally:
                 self.subscribed.clear()
 
-        await reconnecting("alerts", self.settings.mqtt, body,
-                           client_id=self.settings.engine_id, clean_session=False)
+        if not s.workers:
+            await reconnecting("alerts", s.mqtt, body, client_id=s.engine_id,
+                               clean_session=False)
+            return
+        # MQTT 5: one client id per worker, its session kept session_expiry_s after a
+        # disconnect (a restarted worker gets its queue; a dead one's ends)
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = s.session_expiry_s
+        await reconnecting("alerts", s.mqtt, body, client_id=f"{s.engine_id}-{self.worker_id}",
+                           protocol=aiomqtt.ProtocolVersion.V5, clean_session=None,
+                           clean_start=False, properties=props)
 
     async def accept(self, payload: Any, *, topic: str = "") -> tuple[str, str] | None:
         """Record one alert message durably and start its workflows in the background;
@@ -227,7 +275,10 @@ class Engine:
         crash came first) is acknowledged again and, if it was not processed, processed;
         the run ledger makes that run each workflow once. A payload that names an alert
         but does not validate is audited with its error and acknowledged, so that its
-        edge does not send it for ever."""
+        edge does not send it for ever. A worker that is paused (no database) records
+        nothing and acknowledges nothing: the edge sends the alert again."""
+        if self.paused:
+            return None
         raw = payload if isinstance(payload, (bytes, bytearray, str)) else str(payload)
         text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
         try:
@@ -242,7 +293,8 @@ class Engine:
             # alert topics end with {site}/{asset}, like the acknowledgement's
             return ("/".join(topic.split("/")[-2:]), named) if named else None
         failpoint("engine.receiving")  # validated, not yet recorded
-        new = await self.control.receive(alert.id, topic=topic, payload=text)
+        new = await self.control.receive(alert.id, topic=topic, payload=text,
+                                         owner=self.worker_id)
         self.stats.alerts_repeated += not new
         if new or (alert.id not in self._submitting
                    and not await self.control.is_processed(alert.id)):
@@ -270,11 +322,15 @@ class Engine:
 
     async def _guarded_submit(self, alert: Alert) -> None:
         """Process a recorded alert; then it needs no recovery. A failure leaves it
-        unprocessed (audited): the next start of an engine processes it again."""
+        unprocessed (audited): the next start of an engine processes it again; while the
+        database is out of reach it is this worker's to take up again."""
         try:
             await self.submit(alert)
             await self.control.processed(alert.id)
         except Exception as exc:
+            if is_transient(exc):
+                log.warning("engine.submit_interrupted", alert_id=alert.id, error=str(exc))
+                return
             await self._failed("alert.submit_failed", exc, alert_id=alert.id)
         finally:
             self._submitting.discard(alert.id)
@@ -294,29 +350,40 @@ class Engine:
 
     async def _start(self, spec: WorkflowSpec, alert: Alert) -> RunOutcome:
         tid = f"{spec.name}/{alert.id}"
+        if tid in self._running:  # this worker is on it already
+            return RunOutcome(tid, spec.name, "duplicate")
+        self._running.add(tid)
+        try:
+            return await self._claim_and_run(spec, alert, tid)
+        finally:
+            self._running.discard(tid)
+
+    async def _claim_and_run(self, spec: WorkflowSpec, alert: Alert, tid: str) -> RunOutcome:
         alert_json = alert.model_dump(mode="json")
-        async with self._claim_lock:
-            active = await self.runs.active_for(spec.name, alert.asset) \
-                if spec.single_flight else None
-            if active is not None and active != tid:
-                self.stats.coalesced += 1
-                await self.control.audit("alert.coalesced", actor="engine", thread_id=active,
-                                         alert_id=alert.id, severity=alert.severity,
-                                         score=alert.score)
-                self._emit("alert.coalesced", thread_id=active, alert=alert)
-                return RunOutcome(active, spec.name, "coalesced")
-            if not await self.runs.claim(thread_id=tid, workflow=spec.name, alert=alert_json):
-                self.stats.duplicates += 1
-                await self.control.audit("alert.duplicate", actor="engine", thread_id=tid,
-                                         alert_id=alert.id)
-                self._emit("alert.duplicate", thread_id=tid, alert=alert)
-                return RunOutcome(tid, spec.name, "duplicate")
+        # one statement decides, across workers: new, a repeat, or coalesced into the
+        # active run on the asset (the single-flight index)
+        received = {"alert_id": alert.id, "asset": alert.asset, "site": alert.site,
+                    "severity": alert.severity, "score": alert.score,
+                    "threshold": alert.threshold,
+                    "model": f"{alert.model_name}@{alert.model_version}",
+                    "summary": {k: v.model_dump() for k, v in alert.summary.items()}}
+        claim, active = await self.runs.claim(
+            thread_id=tid, workflow=spec.name, alert=alert_json, owner=self.worker_id,
+            single_flight=spec.single_flight, audit=("alert.received", "engine", received))
+        if claim == "coalesced":
+            self.stats.coalesced += 1
+            await self.control.audit("alert.coalesced", actor="engine", thread_id=active,
+                                     alert_id=alert.id, severity=alert.severity,
+                                     score=alert.score)
+            self._emit("alert.coalesced", thread_id=active, alert=alert)
+            return RunOutcome(active, spec.name, "coalesced")
+        if claim == "duplicate":
+            self.stats.duplicates += 1
+            await self.control.audit("alert.duplicate", actor="engine", thread_id=tid,
+                                     alert_id=alert.id)
+            self._emit("alert.duplicate", thread_id=tid, alert=alert)
+            return RunOutcome(tid, spec.name, "duplicate")
         self.stats.runs_started += 1
-        await self.control.audit(
-            "alert.received", actor="engine", thread_id=tid, alert_id=alert.id,
-            asset=alert.asset, site=alert.site, severity=alert.severity, score=alert.score,
-            threshold=alert.threshold, model=f"{alert.model_name}@{alert.model_version}",
-            summary={k: v.model_dump() for k, v in alert.summary.items()})
         self._emit("run.started", thread_id=tid, workflow=spec.name, alert=alert)
         failpoint("engine.claimed")
         return await self._invoke(spec, alert, tid, {"alert": alert_json})
@@ -338,16 +405,21 @@ class Engine:
             alert.site, asyncio.Semaphore(self.settings.max_runs_per_site))
         async with site, self._slots, lock:
             started = time.perf_counter()
+            slot = await self._site_slot(alert.site, tid)
             try:
                 await graph.ainvoke(inp, config, context=self._context(spec, alert, tid))
             except Exception as exc:
+                if is_transient(exc):  # the database, not the workflow: taken up again
+                    raise
                 self.stats.runs_failed += 1
-                await self.runs.set_status(tid, "failed", error=f"{type(exc).__name__}: {exc}")
-                await self.control.audit("workflow.failed", actor=spec.name, thread_id=tid,
-                                         error=f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                await self.runs.set_status(tid, "failed", error=error, audit=(
+                    "workflow.failed", spec.name, {"error": error}))
                 log.exception("engine.run_failed", thread_id=tid)
                 self._emit("run.failed", thread_id=tid, error=str(exc))
                 return RunOutcome(tid, spec.name, "failed", error=str(exc))
+            finally:
+                await self._release_slot(alert.site, slot, tid)
             snap = await graph.aget_state(config)
         values = dict(snap.values or {})
         if snap.interrupts:
@@ -361,10 +433,9 @@ class Engine:
             return RunOutcome(tid, spec.name, "waiting_approval", values, approval_id=aid)
         self.stats.runs_completed += 1
         result = values.get("result") if isinstance(values.get("result"), dict) else None
-        await self.runs.set_status(tid, "completed", result=result)
-        await self.control.audit("workflow.completed", actor=spec.name, thread_id=tid,
-                                 ms=round((time.perf_counter() - started) * 1000, 1),
-                                 result=result)
+        await self.runs.set_status(tid, "completed", result=result, audit=(
+            "workflow.completed", spec.name,
+            {"ms": round((time.perf_counter() - started) * 1000, 1), "result": result}))
         self._emit("run.completed", thread_id=tid, values=values)
         return RunOutcome(tid, spec.name, "completed", values)
 
@@ -391,7 +462,9 @@ class Engine:
         run whose approval was decided (or expired) and not yet resumed; returns the ids
         of the approvals whose resume started now. A resume that fails is audited and
         tried again at the next poll (its approval is marked resumed only when done)."""
-        started = []
+        started: list[str] = []
+        if self.paused:
+            return started
         for rec in await self.control.decided_not_resumed():
             if rec.id in self._resuming:
                 continue
@@ -458,20 +531,40 @@ class Engine:
             return None
         decision = {"approval_id": rec.id, "status": rec.status, "by": rec.decided_by or "",
                     "comment": rec.comment}
-        self.stats.resumed += 1
-        self._emit("run.resumed", thread_id=rec.thread_id, decision=decision)
-        await self.runs.set_status(rec.thread_id, "running")
-        alert = Alert.model_validate(run.alert)
-        outcome = await self._invoke(spec, alert, rec.thread_id, Command(resume=decision))
+        if rec.thread_id in self._running:
+            return None
+        self._running.add(rec.thread_id)
+        try:
+            # the one worker that moves the run from waiting to running resumes it
+            if not await self.runs.take_for_resume(rec.thread_id, self.worker_id):
+                return None
+            self.stats.resumed += 1
+            self._emit("run.resumed", thread_id=rec.thread_id, decision=decision)
+            alert = Alert.model_validate(run.alert)
+            outcome = await self._invoke(spec, alert, rec.thread_id, Command(resume=decision))
+        finally:
+            self._running.discard(rec.thread_id)
         await self.control.mark_resumed(rec.id)
         return outcome
 
-    async def _recover(self) -> None:
-        """Process recorded alerts a crash left unprocessed, and continue runs that it
-        interrupted mid-way (status still 'running'). Each in a task of its own whose
-        failure is audited, never fatal to the engine."""
-        for alert_id, payload in await self.control.unprocessed():
-            log.warning("engine.recovering_alert", alert_id=alert_id)
+    async def _take_over(self) -> None:
+        """Take up what no live worker holds: recorded alerts not processed yet and runs
+        left running - by a crash of this worker's earlier process, by a worker whose
+        lease expired, or by this process while the database was out of reach. Each row
+        is taken by a compare-and-set, so one worker wins it; each runs in a task of its
+        own whose failure is audited, never fatal to the engine."""
+        if self.paused:
+            return
+        lease = self.settings.lease_s
+        runs, alerts = await self.runs.orphans(self.worker_id, lease)
+        for alert_id, owner in alerts:
+            if alert_id in self._submitting:
+                continue
+            payload = await self.runs.take_over_alert(alert_id, was=owner, me=self.worker_id)
+            if payload is None:
+                continue
+            self.stats.taken_over += owner != self.worker_id
+            log.warning("engine.recovering_alert", alert_id=alert_id, owner=owner)
             try:
                 alert = Alert.model_validate_json(payload)
             except ValidationError as exc:  # recorded by another version: cannot run here
@@ -480,12 +573,89 @@ class Engine:
                 await self.control.processed(alert_id)
                 continue
             self._spawn_submit(alert)
-        for run in await self.runs.list(status="running"):
-            if run.workflow in self.app.workflows:
-                self._spawn(self._guarded_recover(run), f"recover-{run.alert_id[:8]}")
+        for run in runs:
+            if run.thread_id in self._running or run.workflow not in self.app.workflows:
+                continue
+            if not await self.runs.take_over(run.thread_id, was=run.owner, me=self.worker_id):
+                continue
+            self.stats.taken_over += run.owner != self.worker_id
+            self._running.add(run.thread_id)
+            self._spawn(self._guarded_recover(run), f"recover-{run.alert_id[:8]}")
+        await self.runs.free_slots(lease)
+        for site, slot, tid in list(self._leaked_slots):
+            await self.runs.release_slot(site, slot, thread_id=tid)
+            self._leaked_slots.remove((site, slot, tid))
+
+    async def _lease_loop(self) -> None:
+        """Beat this worker's lease every lease/3 and take over what dead workers left.
+        Without the database for most of a lease the worker pauses: it takes no alerts
+        and lets its runs go (cancelled where they stand: checkpoints and keyed effects
+        make them continue, here or elsewhere, without repeating a step's effect)."""
+        lease = self.settings.lease_s
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                async with asyncio.timeout(lease / 3):  # a pool waiting for a connection
+                    alive = await self.runs.beat(self.worker_id, self._incarnation)
+            except Exception as exc:
+                log.warning("engine.heartbeat_failed", worker=self.worker_id,
+                            error=f"{type(exc).__name__}: {exc}")
+                if not self.paused and time.monotonic() - last_ok > lease * 0.7:
+                    self._pause("database out of reach")
+                continue
+            if not alive:  # another process registered as this worker: it has the work
+                if not self.paused:
+                    self._pause("another process registered with this worker id")
+                    await self._failed("worker.superseded", RuntimeError(self.worker_id),
+                                       worker=self.worker_id)
+                continue
+            last_ok = time.monotonic()
+            if self.paused:
+                self.paused = False
+                log.warning("engine.resumed_work", worker=self.worker_id)
+            try:
+                await self._take_over()
+            except Exception as exc:
+                await self._failed("engine.takeover_failed", exc, worker=self.worker_id)
+
+    def _pause(self, why: str) -> None:
+        self.paused = True
+        self.stats.paused += 1
+        log.error("engine.paused", worker=self.worker_id, reason=why,
+                  letting_go=len(self._inflight))
+        for task in list(self._inflight):
+            task.cancel()
+
+    async def _deregister(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.runs.stop(self.worker_id, self._incarnation)
+
+    async def _site_slot(self, site: str, tid: str) -> int | None:
+        """One of the site's run slots, shared by all workers: waits while all are taken.
+        Alone on SQLite (no workers) the process's own semaphore is the limit: no slot."""
+        if not self.settings.workers:
+            return None
+        delay = 0.01
+        while True:
+            slot = await self.runs.acquire_slot(site, thread_id=tid, owner=self.worker_id,
+                                                limit=self.settings.max_runs_per_site)
+            if slot is not None:
+                return slot
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    async def _release_slot(self, site: str, slot: int | None, tid: str) -> None:
+        if slot is None:
+            return
+        try:
+            await asyncio.shield(self.runs.release_slot(site, slot, thread_id=tid))
+        except Exception:  # released at the next take-over pass
+            self._leaked_slots.append((site, slot, tid))
 
     async def _guarded_recover(self, run: RunRecord) -> None:
         spec = self.app.workflows[run.workflow]
+        self._running.add(run.thread_id)
         try:
             log.warning("engine.recovering", thread_id=run.thread_id)
             await self.control.audit("workflow.recovered", actor="engine",
@@ -496,8 +666,10 @@ class Engine:
             # no checkpoint yet: start over; otherwise continue from the last checkpoint
             inp = None if snap.values else {"alert": run.alert}
             await self._invoke(spec, alert, run.thread_id, inp)
-        except Exception as exc:  # left 'running': the next start tries again
+        except Exception as exc:  # left 'running': taken up again later
             await self._failed("workflow.recover_failed", exc, thread_id=run.thread_id)
+        finally:
+            self._running.discard(run.thread_id)
 
     async def drain(self, seconds: float = 30.0) -> bool:
         """Wait up to ``seconds`` until no alert is being processed; ``True`` if idle."""
@@ -506,6 +678,29 @@ class Engine:
                 while self._inflight:
                     await asyncio.wait(list(self._inflight))
         return not self._inflight
+
+
+def _checkpointer(s: EngineSettings) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The LangGraph checkpointer beside the state: SQLite in the state dir, or
+    PostgreSQL at ``state_url`` (its tables made by ``aiotflow db upgrade``)."""
+    if s.state_url is None:
+        return AsyncSqliteSaver.from_conn_string(str(s.checkpoint_db))
+    return _postgres_saver(s.state_url)
+
+
+@contextlib.asynccontextmanager
+async def _postgres_saver(url: str) -> Any:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    # a pool, not one connection, so that a restarted database is reconnected to; the
+    # saver serialises its queries with one lock whatever the pool size (langgraph #7259)
+    async with AsyncConnectionPool(
+            url, min_size=1, max_size=4, open=False, timeout=30,
+            kwargs={"autocommit": True, "prepare_threshold": 0,
+                    "row_factory": dict_row}) as pool:
+        yield AsyncPostgresSaver(pool)  # type: ignore[arg-type]
 
 
 def _named_alert(text: str) -> str | None:

@@ -23,6 +23,26 @@ class EngineSettings(FileSettings):
     )
 
     state_dir: Path = Field(Path(".aiotflow"), description="Checkpoints, control and ops DBs.")
+    state_url: str | None = Field(
+        None, description="postgresql://user@host/db: the control and ops tables and the "
+                          "LangGraph checkpoints in PostgreSQL, shared by many workers "
+                          "(schema made by `aiotflow db upgrade`); SQLite files in state_dir "
+                          "when unset.", pattern=r"^postgres(ql)?://")
+    worker_id: str | None = Field(
+        None, description="This worker's name among several on one state_url (generated "
+                          "from host and pid when unset there); its MQTT client id is "
+                          "ENGINE_ID-WORKER_ID.", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    share_group: str = Field(
+        "aiotflow", description="Workers receive alerts through the MQTT 5 shared "
+                                "subscription $share/GROUP/ALERT_TOPIC.",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    lease_s: float = Field(
+        10.0, gt=0, description="A worker beats every lease/3; its runs and alerts are taken "
+                                "over by another when it has not beaten for this long.")
+    session_expiry_s: int = Field(
+        60, ge=0, description="Workers: how long the broker keeps a disconnected worker's "
+                              "session (and queues its share of alerts; unacknowledged ones "
+                              "are re-sent by their edge to the others).")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker with alerts.")
     alert_topic: str = Field("aiotflow/alerts/#", description="Subscription for alerts.")
     ack_prefix: str = Field(
@@ -51,6 +71,20 @@ class EngineSettings(FileSettings):
     breaker_failures: int = Field(
         5, ge=1, description="Failures in a row that open a remote tool's circuit.")
     breaker_reset_s: float = Field(30.0, gt=0, description="Open this long, then one probe.")
+
+    @property
+    def workers(self) -> bool:
+        """Several workers share the state: a worker id, a shared subscription."""
+        return self.state_url is not None or self.worker_id is not None
+
+    @property
+    def control_target(self) -> str | Path:
+        """Where the control store lives: the PostgreSQL URL or the SQLite file."""
+        return self.state_url or self.control_db
+
+    @property
+    def ops_target(self) -> str | Path:
+        return self.state_url or self.ops_db
 
     @property
     def control_db(self) -> Path:

@@ -129,8 +129,8 @@ async def test_effects_are_never_repeated(tmp_path: Path, stack: AsyncExitStack)
     assert b1 == b2 and len(await ops.bookings()) == 1
     assert b1.technician_name in ("Ana Silva", "Dana Kovacs")
     # even if the tool layer's record were lost, the backend's unique key holds
-    await control.db.execute("DELETE FROM effects")
-    await control.db.commit()
+    async with control.unit() as db:
+        await db.execute("DELETE FROM effects")
     third = await ex.call("create_work_order", ORDER, ctx(approval_id=aid))
     assert third.id == first.id and len(await ops.work_orders()) == 1
     kinds = [r.kind for r in await control.audit_records()]

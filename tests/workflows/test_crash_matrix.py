@@ -123,7 +123,8 @@ async def test_kill_9_at_every_step_then_finish_exactly_once(
         await wait_for(done, 60)
         await asyncio.sleep(1.0)  # anything that would run twice has had time to
         async with ControlStore(state / "control.db") as control:
-            runs = await control.db.execute_fetchall("SELECT status FROM runs")
+            async with control.read() as db:
+                runs = await db.all("SELECT status FROM runs")
             assert [r[0] for r in runs] == ["completed"]
             assert len(await control.approvals(status=None)) == 1
     finally:
@@ -196,7 +197,8 @@ async def test_engine_killed_at_random_while_300_alerts_arrive_runs_each_once(
     assert len(notes) == 300
     assert sorted(n.subject.split(":")[0] for n in notes) == [a.asset for a in alerts]
     async with ControlStore(state / "control.db") as control:
-        runs = await control.db.execute_fetchall("SELECT status, count(*) FROM runs GROUP BY 1")
+        async with control.read() as db:
+            runs = await db.all("SELECT status, count(*) FROM runs GROUP BY 1")
         assert [tuple(r) for r in runs] == [("completed", 300)]
         assert await control.unprocessed() == []
     assert rt.stats.acks_received == 300

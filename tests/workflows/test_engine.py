@@ -261,7 +261,7 @@ async def test_run_cut_off_by_a_crash_is_continued_at_start(
         await seed(engine, incidents)
         # what a crash right after claiming the alert leaves: a run, no checkpoint
         assert await engine.runs.claim(thread_id=tid, workflow="maintenance",
-                                       alert=alert.model_dump(mode="json"))
+                                       alert=alert.model_dump(mode="json")) == ("claimed", tid)
     async with Engine(maintenance_app(), settings_for(state, mosquitto.url)) as engine:
         [req] = await wait_for(lambda: pending(engine))
         assert req.thread_id == tid
