@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from typing import Any
@@ -23,8 +24,14 @@ async def _run(a: argparse.Namespace) -> int:
                  else f"--state-dir {settings.state_dir}")
         print(f"aiotflow: running {app.name} ({', '.join(app.workflows)}) as worker "
               f"{engine.worker_id}; approve with: aiotflow approve {where}", file=sys.stderr)
-        await stop.wait()
+        superseded = asyncio.ensure_future(engine.superseded.wait())
+        await asyncio.wait([asyncio.ensure_future(stop.wait()), superseded],
+                           return_when=asyncio.FIRST_COMPLETED)
         await engine.drain(10)
+    if engine.superseded.is_set():
+        print(f"aiotflow: another process registered as worker {engine.worker_id}; "
+              "it has this worker's runs now: exiting", file=sys.stderr)
+        return 3
     print(json.dumps(engine.stats.as_dict() | {"history": engine.history.stats()}),
           file=sys.stderr)
     return 0

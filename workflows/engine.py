@@ -143,6 +143,10 @@ class Engine:
         #: not taking work: the database was out of reach for a lease (or another
         #: process registered with this worker id)
         self.paused = False
+        #: set when another process registered with this worker id: it has the work now,
+        #: and this one should exit (``aiotflow run`` does, with status 3)
+        self.superseded = asyncio.Event()
+        self._lease: asyncio.Task[None]
         self._leaked_slots: list[tuple[str, int, str]] = []
         self._site_slots: dict[str, asyncio.Semaphore] = {}
         self.control: ControlStore
@@ -207,7 +211,7 @@ class Engine:
             raise
         await self._take_over()
         self._loops.append(self._tg.create_task(self._resume_loop(), name="engine-resume"))
-        self._loops.append(self._tg.create_task(self._lease_loop(), name="engine-lease"))
+        self._lease = self._tg.create_task(self._lease_loop(), name="engine-lease")
         if self.consume_alerts:
             self._loops.append(self._tg.create_task(self._consume(), name="engine-consume"))
         log.info("engine.started", app=self.app.name, workflows=list(self._graphs),
@@ -220,6 +224,12 @@ class Engine:
         assert self._stack is not None and self._tg is not None
         for task in self._loops:  # background loops end with the engine; runs finish
             task.cancel()
+        try:
+            if e is None and self._inflight:
+                # drained under a live lease: nobody takes over runs that are finishing
+                await asyncio.wait(list(self._inflight))
+        finally:
+            self._lease.cancel()
         try:
             await self._stack.__aexit__(t, e, tb)
         finally:
@@ -293,12 +303,23 @@ class Engine:
             # alert topics end with {site}/{asset}, like the acknowledgement's
             return ("/".join(topic.split("/")[-2:]), named) if named else None
         failpoint("engine.receiving")  # validated, not yet recorded
-        new = await self.control.receive(alert.id, topic=topic, payload=text,
-                                         owner=self.worker_id)
-        self.stats.alerts_repeated += not new
-        if new or (alert.id not in self._submitting
-                   and not await self.control.is_processed(alert.id)):
+        mine = alert.id not in self._submitting
+        # reserved before the record commits, so that a take-over pass that sees the new
+        # row does not start it a second time
+        self._submitting.add(alert.id)
+        try:
+            new = await self.control.receive(alert.id, topic=topic, payload=text,
+                                             owner=self.worker_id)
+            self.stats.alerts_repeated += not new
+            start = mine and (new or not await self.control.is_processed(alert.id))
+        except BaseException:
+            if mine:
+                self._submitting.discard(alert.id)
+            raise
+        if start:
             self._spawn_submit(alert)
+        elif mine:
+            self._submitting.discard(alert.id)
         return alert.topic_suffix, alert.id
 
     def _spawn_submit(self, alert: Alert) -> None:
@@ -581,7 +602,8 @@ class Engine:
             self.stats.taken_over += run.owner != self.worker_id
             self._running.add(run.thread_id)
             self._spawn(self._guarded_recover(run), f"recover-{run.alert_id[:8]}")
-        await self.runs.free_slots(lease)
+        if self.settings.workers:  # alone, no slots are taken (see _site_slot)
+            await self.runs.free_slots(lease)
         for site, slot, tid in list(self._leaked_slots):
             await self.runs.release_slot(site, slot, thread_id=tid)
             self._leaked_slots.remove((site, slot, tid))
@@ -605,11 +627,13 @@ class Engine:
                     self._pause("database out of reach")
                 continue
             if not alive:  # another process registered as this worker: it has the work
-                if not self.paused:
-                    self._pause("another process registered with this worker id")
-                    await self._failed("worker.superseded", RuntimeError(self.worker_id),
-                                       worker=self.worker_id)
-                continue
+                self._pause("another process registered with this worker id")
+                for task in self._loops:  # and its MQTT client id: stop fighting for it
+                    task.cancel()
+                await self._failed("worker.superseded", RuntimeError(self.worker_id),
+                                   worker=self.worker_id)
+                self.superseded.set()
+                return
             last_ok = time.monotonic()
             if self.paused:
                 self.paused = False

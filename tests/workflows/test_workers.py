@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any, TypedDict
 
 import aiomqtt
 import pytest
@@ -30,6 +31,10 @@ from ..postgres import Postgres
 from .helpers import make_alert, wait_for
 
 LEASE_S = 2.0
+
+
+class SlowState(TypedDict, total=False):
+    alert: dict[str, Any]
 
 
 class Worker:
@@ -264,3 +269,104 @@ async def _status_is(url: str, tid: str, status: str) -> bool:
 
 async def _count_at_least(coro: object, n: int) -> bool:
     return len(await coro) >= n  # type: ignore[misc, arg-type]
+
+
+async def test_a_second_process_with_the_same_worker_id_supersedes_the_first(
+    pg_url: str, mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident],
+    tmp_path: Path,
+) -> None:
+    """Started twice by mistake (or restarted while the old one hangs): the newer process
+    has the worker's runs; the older finds its registration gone and exits (status 3)
+    instead of running the same runs beside it or fighting for the MQTT client id."""
+    await prepare(pg_url, tmp_path, incidents, ["w1", "w1b"])
+    old = await Worker("w1", pg_url, mosquitto.url, tmp_path).start()
+    new = Worker("w1", pg_url, mosquitto.url, tmp_path)
+    new.state = tmp_path / "w1b"  # the same id, another process and history replica
+    try:
+        await new.start()
+        assert old.proc is not None
+        await asyncio.wait_for(old.proc.wait(), 30)
+        assert old.proc.returncode == 3
+        assert b"worker.superseded" in old.log
+        alert = make_alert(bundle)
+        await send(mosquitto, alert)  # the newer one works on
+        await wait_for(lambda: pending(pg_url), 60)
+        assert (await run_of(pg_url, f"maintenance/{alert.id}"))[1] == "w1"
+    finally:
+        await new.stop()
+        await old.stop()
+
+
+async def test_db_status_and_upgrade_on_a_new_database(postgres: Postgres) -> None:
+    from .helpers import cli
+
+    url = postgres.create_database()
+    code, out, err = await cli("db", "status", "--state-url", url)
+    assert code == 1 and "aiotflow db upgrade" in err
+    code, out, err = await cli("run", "examples.generator_fleet:app", "--state-url", url,
+                               "--broker", "mqtt://127.0.0.1:1")
+    assert code == 2 and "aiotflow db upgrade" in err and "Traceback" not in err
+    assert (await cli("db", "upgrade", "--state-url", url))[0] == 0
+    code, out, _ = await cli("db", "status", "--json", "--state-url", url)
+    assert code == 0 and '"expected": 2' in out
+    assert (await cli("db", "upgrade", "--state-url", url))[0] == 0  # again: nothing to do
+    code, out, _ = await cli("approvals", "--state-url", url)
+    assert code == 0
+
+
+async def test_site_limit_and_single_flight_hold_across_two_engines(
+    pg_url: str, bundle: ModelBundle, tmp_path: Path,
+) -> None:
+    """Two engines (workers w1, w2) on one database get alerts for one site at once: no
+    more than ``max_runs_per_site`` runs execute together across both, and alerts for
+    one asset start one run between them, the others coalesced into it."""
+    from langgraph.graph import END, START, StateGraph
+
+    from aiotflow import App
+    from aiotflow.workflows import Engine, EngineSettings
+
+    running = peak = 0
+    gate = asyncio.Event()
+
+    async def work(state: SlowState) -> SlowState:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await asyncio.sleep(0.15)
+            await gate.wait()
+        finally:
+            running -= 1
+        return {}
+
+    def build() -> StateGraph[Any, Any, Any, Any]:
+        g = StateGraph(SlowState)
+        g.add_node("work", work)
+        g.add_edge(START, "work")
+        g.add_edge("work", END)
+        return g
+
+    app = App("limits")
+    app.workflow(name="slow")(build)
+    base = make_alert(bundle)
+
+    def settings(name: str) -> EngineSettings:
+        return EngineSettings(state_dir=tmp_path / name, state_url=pg_url, worker_id=name,
+                              max_runs_per_site=2, max_concurrent_runs=8,
+                              mqtt={"url": "mqtt://127.0.0.1:1"})
+
+    async with Engine(app, settings("w1"), consume_alerts=False) as e1, \
+            Engine(app, settings("w2"), consume_alerts=False) as e2:
+        alerts = [base.model_copy(update={"id": f"L-{i}", "asset": f"pump-{i}"})
+                  for i in range(8)]
+        same = [base.model_copy(update={"id": f"S-{i}", "asset": "pump-x"}) for i in range(6)]
+        tasks = [asyncio.create_task((e1 if i % 2 else e2).submit(a))
+                 for i, a in enumerate(alerts + same)]
+        await asyncio.sleep(1.0)
+        assert peak == 2, peak  # two run, the others wait for a slot, in either engine
+        gate.set()
+        outcomes = [o for t in tasks for o in await t]
+    by_status = [o.status for o in outcomes]
+    assert by_status.count("completed") == 9  # 8 assets + one run for pump-x
+    assert by_status.count("coalesced") == 5
+    assert peak == 2
