@@ -261,6 +261,11 @@ class Engine:
                         self.stats.acks_sent += 1
             finally:
                 self.subscribed.clear()
+                if s.workers:  # leave the share group now, or the broker keeps queueing
+                    # this worker's share of alerts to its session (Mosquitto #1747)
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(2):
+                            await client.unsubscribe(topic)
 
         if not s.workers:
             await reconnecting("alerts", s.mqtt, body, client_id=s.engine_id,

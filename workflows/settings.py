@@ -40,9 +40,10 @@ class EngineSettings(FileSettings):
         10.0, gt=0, description="A worker beats every lease/3; its runs and alerts are taken "
                                 "over by another when it has not beaten for this long.")
     session_expiry_s: int = Field(
-        60, ge=0, description="Workers: how long the broker keeps a disconnected worker's "
-                              "session (and queues its share of alerts; unacknowledged ones "
-                              "are re-sent by their edge to the others).")
+        30, ge=0, description="Workers: how long the broker keeps a crashed worker's "
+                              "session, queueing its share of alerts (Mosquitto #1747: the "
+                              "edge re-sends them, unacknowledged, to the others); a worker "
+                              "that stops cleanly leaves the share group first.")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker with alerts.")
     alert_topic: str = Field("aiotflow/alerts/#", description="Subscription for alerts.")
     ack_prefix: str = Field(

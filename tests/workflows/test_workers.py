@@ -370,3 +370,24 @@ async def test_site_limit_and_single_flight_hold_across_two_engines(
     assert by_status.count("completed") == 9  # 8 assets + one run for pump-x
     assert by_status.count("coalesced") == 5
     assert peak == 2
+
+
+async def test_a_worker_stopped_cleanly_takes_no_share_of_later_alerts(
+    pg_url: str, mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident],
+    tmp_path: Path, names: list[str],
+) -> None:
+    """Mosquitto keeps queueing a share of the group's messages to a disconnected member
+    whose session lives on (#1747). A worker that stops cleanly leaves the group first:
+    alerts sent after it stopped (by a sender that never re-sends) all reach the other."""
+    await prepare(pg_url, tmp_path, incidents, names)
+    w1, w2 = [await Worker(n, pg_url, mosquitto.url, tmp_path).start() for n in names]
+    try:
+        await w2.stop()
+        alerts = [make_alert(bundle, asset=a) for a in ("gen-001", "gen-002")]
+        alerts += [a.model_copy(update={"id": f"{a.id}-b", "asset": f"{a.asset}-b"})
+                   for a in alerts]
+        for a in alerts:
+            await send(mosquitto, a)
+        await wait_for(lambda: _count_at_least(pending(pg_url), 4), 30)
+    finally:
+        await w1.stop()
