@@ -257,6 +257,10 @@ class Workers:
             await asyncio.wait_for(proc.wait(), 60)
 
 
+def _tails(work: Path) -> str:
+    return "".join(p.read_text()[-3000:] for p in sorted(work.glob("w*.log")))
+
+
 async def _drain(stream: asyncio.StreamReader, path: Path) -> None:
     """Keep a worker's log (its warnings and errors) for when a phase goes wrong."""
     with path.open("ab") as f:
@@ -297,7 +301,7 @@ async def postgres_run(pg: Any, broker: Any, n_workers: int, alerts: list[Any],
             await _until(lambda: _at_least(url, len(alerts)), 300)
         except TimeoutError:
             done = await _completed(url)
-            logs = "".join(p.read_text()[-3000:] for p in sorted(work.glob("w*.log")))
+            logs = await asyncio.to_thread(_tails, work)
             raise TimeoutError(f"{n_workers} workers: {done} of {len(alerts)} runs completed"
                                f"; worker logs:\n{logs}") from None
         aps = len(alerts) / (time.perf_counter() - t0)
