@@ -289,9 +289,7 @@ async def _until(pred: Any, seconds: float, every: float = 0.05) -> None:
 
 async def postgres_run(pg: Any, broker: Any, n_workers: int, alerts: list[Any],
                        work: Path) -> tuple[float, int, int]:
-    from tests.conftest import upgraded
-
-    url = await upgraded(pg.create_database())
+    url = await _upgraded(pg.create_database())
     workers = Workers(url, broker.url, work, n_workers, lease_s=10)
     await workers.start()
     try:
@@ -309,6 +307,15 @@ async def postgres_run(pg: Any, broker: Any, n_workers: int, alerts: list[Any],
         await workers.stop()
     done, dups = await duplicates_in(url, 2)
     return aps, len(alerts) - done, dups
+
+
+async def _upgraded(url: str) -> str:
+    """A new database with the schema, as `aiotflow db upgrade` makes it."""
+    from aiotflow.workflows import EngineSettings
+    from aiotflow.workflows.state import upgrade_state
+
+    await upgrade_state(EngineSettings(state_url=url))
+    return url
 
 
 async def _at_least(url: str, n: int) -> bool:
@@ -348,12 +355,11 @@ async def failover(pg: Any, broker: Any, bundle_dir: Path, n: int, work: Path
     from aiotflow.tools.control import ControlStore
     from aiotflow.training.train import train_simulated
     from aiotflow.workflows.runs import RunLedger
-    from tests.conftest import upgraded
 
     model = bundle_dir / "model.onnx"
     if not model.exists():
         train_simulated(model, assets=2, seconds=300.0, version="bench")
-    url = await upgraded(pg.create_database())
+    url = await _upgraded(pg.create_database())
     lease = 2.0
     workers = Workers(url, broker.url, work, 2, lease_s=lease)
     await workers.start()

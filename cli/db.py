@@ -13,25 +13,11 @@ __all__ = ["register"]
 
 
 async def _upgrade(a: argparse.Namespace) -> int:
-    """Apply every missing migration (control, ops, the LangGraph checkpointer) once,
-    under the database's migration lock: run it before starting workers, or again after
-    an upgrade of aiotflow; running it twice, or from two hosts at once, is harmless."""
-    from aiotflow.tools.control import MIGRATIONS as CONTROL
-    from aiotflow.tools.database import open_database, upgrade
-    from aiotflow.tools.ops import MIGRATIONS as OPS
+    """Apply every missing migration once: before starting workers, and again after an
+    upgrade of aiotflow."""
+    from aiotflow.workflows.state import upgrade_state
 
-    s = engine_settings(a)
-    report: dict[str, Any] = {}
-    for component, target, migrations in (("control", s.control_target, CONTROL),
-                                          ("ops", s.ops_target, OPS)):
-        db = await open_database(target)
-        try:
-            report[component] = {"database": db.name,
-                                 "applied": await upgrade(db, component, migrations),
-                                 "version": max(m.version for m in migrations)}
-        finally:
-            await db.close()
-    report["checkpoints"] = await _checkpoints(s)
+    report = await upgrade_state(engine_settings(a))
     lines = []
     for k, v in report.items():
         if isinstance(v, dict):
@@ -44,33 +30,11 @@ async def _upgrade(a: argparse.Namespace) -> int:
     return 0
 
 
-async def _checkpoints(s: Any) -> str:
-    if s.state_url is None:
-        return "SQLite (set up by the engine)"
-    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-
-    async with AsyncPostgresSaver.from_conn_string(s.state_url) as saver:
-        await saver.setup()  # its own migrations, guarded by our lock's caller: run once
-    return "PostgreSQL (up to date)"
-
-
 async def _status(a: argparse.Namespace) -> int:
-    from aiotflow.tools.control import MIGRATIONS as CONTROL
-    from aiotflow.tools.database import open_database, schema_version
-    from aiotflow.tools.ops import MIGRATIONS as OPS
+    from aiotflow.workflows.state import state_versions
 
-    s = engine_settings(a)
-    behind = False
-    out = {}
-    for component, target, migrations in (("control", s.control_target, CONTROL),
-                                          ("ops", s.ops_target, OPS)):
-        db = await open_database(target)
-        try:
-            have, want = await schema_version(db, component), max(m.version for m in migrations)
-        finally:
-            await db.close()
-        behind |= have != want
-        out[component] = {"database": db.name, "version": have, "expected": want}
+    out = await state_versions(engine_settings(a))
+    behind = any(v["version"] != v["expected"] for v in out.values())
     print(json.dumps(out) if a.json else "\n".join(
         f"{k}: version {v['version']} of {v['expected']} ({v['database']})"
         for k, v in out.items()))

@@ -433,7 +433,7 @@ class Engine:
             started = time.perf_counter()
             slot = await self._site_slot(alert.site, tid)
             try:
-                await graph.ainvoke(inp, config, context=self._context(spec, alert, tid))
+                out = await graph.ainvoke(inp, config, context=self._context(spec, alert, tid))
             except Exception as exc:
                 if is_transient(exc):  # the database, not the workflow: taken up again
                     raise
@@ -446,10 +446,16 @@ class Engine:
                 return RunOutcome(tid, spec.name, "failed", error=str(exc))
             finally:
                 await self._release_slot(alert.site, slot, tid)
-            snap = await graph.aget_state(config)
-        values = dict(snap.values or {})
-        if snap.interrupts:
-            payload = snap.interrupts[0].value
+            # the run's last values and its pending interrupts come with the answer (no
+            # second read of the checkpoint); a state that is not a dict is read back
+            if isinstance(out, dict):
+                values = {k: v for k, v in out.items() if k != "__interrupt__"}
+                interrupts = list(out.get("__interrupt__") or ())
+            else:
+                snap = await graph.aget_state(config)
+                values, interrupts = dict(snap.values or {}), list(snap.interrupts)
+        if interrupts:
+            payload = interrupts[0].value
             aid = payload.get("approval_id") if isinstance(payload, dict) else None
             self.stats.waiting_approval += 1
             await self.runs.set_status(tid, "waiting_approval")
