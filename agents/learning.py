@@ -44,7 +44,6 @@ async def close_and_learn(
         raise ToolFailed(f"no work order {work_order}", tool="close_work_order")
     alert_id = str(wo.evidence.get("alert_id") or "")
     ledger = RunLedger(control)
-    await ledger.setup()
     run = await ledger.for_alert(alert_id) if alert_id else None
     if run is None or not run.alert.get("embedding"):
         raise ToolFailed(f"{work_order} does not refer to an alert with an embedding "

@@ -58,10 +58,6 @@ class RunLedger:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def setup(self) -> None:
-        """Nothing to do: the tables are the control store's migrations (kept so that
-        older callers need no change)."""
-
     # ------------------------------------------------------------------ runs
     async def claim(
         self, *, thread_id: str, workflow: str, alert: dict[str, Any], owner: str | None = None,
@@ -92,14 +88,6 @@ class RunLedger:
                 if active is not None:
                     return "coalesced", str(active[0])
         raise RuntimeError(f"could not claim {thread_id}: it kept colliding")
-
-    async def active_for(self, workflow: str, asset: str) -> str | None:
-        """Thread id of an active run of ``workflow`` on ``asset``, if any."""
-        async with self.store.read() as db:
-            rows = await db.all(
-                "SELECT thread_id FROM runs WHERE workflow = ? AND asset = ? AND status IN"
-                " (?, ?) ORDER BY created LIMIT 1", (workflow, asset, *ACTIVE))
-        return next((str(r[0]) for r in rows), None)
 
     async def set_status(
         self, thread_id: str, status: RunStatus, *, result: dict[str, Any] | None = None,

@@ -24,7 +24,6 @@ async def open_order(state: Path, alert_id: str = "alert-1") -> str:
              "baseline": {"coolant_temp_c": 82.5, "load": 0.6}}
     async with ControlStore(state / "control.db") as control:
         ledger = RunLedger(control)
-        await ledger.setup()
         await ledger.claim(thread_id=f"maintenance/{alert_id}", workflow="maintenance",
                            alert=alert)
     async with OpsDatabase(state / "ops.db") as ops:
