@@ -255,7 +255,8 @@ def build_maintenance_graph(
                           "hours": fm.hours, "reason": f"suspected {fm.title}"}},
                 {"tool": "create_work_order", "summary": f"open a {priority}-priority work "
                  f"order: {fm.action}", "args": {"asset": alert.asset, "site": alert.site,
-                                                 "priority": priority}},
+                                                 "priority": priority,
+                                                 "title": headline[:200]}},
             ]
         else:
             kind = "inspect"
@@ -406,7 +407,7 @@ def build_maintenance_graph(
               f"{alert.score:.1f} (threshold {alert.threshold:.1f})."
         )
         wo = await ctx.call_tool("create_work_order", approved["create_work_order"] | {
-            "title": p["headline"][:200], "description": description,
+            "description": description,
             "evidence": {"alert_id": alert.id, "diagnosis": d["failure_mode"],
                          "confidence": d["confidence"], "similar_incidents": d["evidence_ids"],
                          "statements": d["evidence"], "approval_id": aid},

@@ -334,7 +334,8 @@ async def decision_latency(url: str, n: int, work: Path) -> list[float]:
         pending = await engine.control.approvals(status="pending")
         assert len(pending) == n, len(pending)
         for rec in pending:
-            decided = await engine.control.decide(rec.id, "approved", by="bench")
+            decided = await engine.control.decide(rec.id, "approved", by="bench",
+                                                  signer=engine.key)
             assert decided.decided_at is not None
 
             async def acted(tid: str = rec.thread_id) -> bool:

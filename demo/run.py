@@ -172,11 +172,13 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
                 if opts.approve in ("yes", "no"):
                     decision: Decision = "approved" if opts.approve == "yes" else "rejected"
                     await engine.control.decide(aid, decision, by=opts.user,
-                                                comment="unattended demo answer")
+                                                comment="unattended demo answer",
+                                                signer=engine.key)
                     say(f"{decision} by {opts.user} (--approve {opts.approve})")
                 else:
                     counts = await review_pending(engine.control, user=opts.user,
-                                                  approval_id=aid, input_fn=opts.input_fn)
+                                                  approval_id=aid, input_fn=opts.input_fn,
+                                                  local_key=engine.key)
                     left_pending += counts["left_pending"] + counts["skipped"]
 
         approve_task = asyncio.create_task(approver(), name="demo-approver")

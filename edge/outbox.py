@@ -25,6 +25,8 @@ from types import TracebackType
 import aiosqlite
 import structlog
 
+from aiotflow.files import private_db
+
 __all__ = ["PRIORITY", "Outbox", "OutboxMessage"]
 
 log = structlog.get_logger("aiotflow.outbox")
@@ -77,7 +79,7 @@ class Outbox:
     async def __aenter__(self) -> Outbox:
         if self._db is not None:
             raise RuntimeError("Outbox is not re-entrant")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_db(self.path)  # 0600, its journals too, whatever the umask
         self._db = await aiosqlite.connect(self.path)
         await self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL: a commit survives the process dying (kill -9); only an OS crash or power

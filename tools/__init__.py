@@ -20,6 +20,7 @@ from .builtin import (
     register_builtin_tools,
 )
 from .control import ApprovalRecord, AuditRecord, ControlStore, Decision
+from .decisions import DecisionVerifier, ForgedDecision
 from .errors import (
     ApprovalRequired,
     PermissionDenied,
@@ -44,7 +45,9 @@ __all__ = [
     "ControlStore",
     "CreateWorkOrderIn",
     "Decision",
+    "DecisionVerifier",
     "FindOnCallIn",
+    "ForgedDecision",
     "HttpScheduling",
     "MaintenanceEntry",
     "MaintenanceHistoryIn",

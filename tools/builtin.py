@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .decisions import FILLED
 from .errors import ToolFailed
 from .failsafe import BreakerSettings
 from .ops import Booking, MaintenanceEntry, Notification, OpsDatabase, Technician, WorkOrder
@@ -78,14 +79,17 @@ class BookTechnicianIn(_In):
 
 
 class CreateWorkOrderIn(_In):
+    """An approval binds asset, site, title and priority; the text, the evidence and the
+    booking it links are written when the approved work order is opened."""
+
     asset: str
     site: str
     title: str = Field(min_length=3, max_length=200)
-    description: str
+    description: str = Field(json_schema_extra=FILLED)
     priority: Priority
-    evidence: dict[str, Any] = Field(default_factory=dict)
-    technician_id: str | None = None
-    booking_id: str | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict, json_schema_extra=FILLED)
+    technician_id: str | None = Field(None, json_schema_extra=FILLED)
+    booking_id: str | None = Field(None, json_schema_extra=FILLED)
     idempotency_key: str | None = None
 
 

@@ -17,8 +17,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiotflow.keys import SigningKey
+
 from .database import Migration, Store, Tx, select
-from .errors import ApprovalRequired
+from .decisions import decision_document, sign_decision
 from .policy import Policy, RiskTier
 
 __all__ = [
@@ -139,6 +141,36 @@ INSERT INTO audit_head(id, seq, hash)
     FROM audit WHERE 1 = 1 ON CONFLICT DO NOTHING
 """
 
+#: verified decisions (the signed document beside the row), single-use grants, the
+#: operators' PIN lock-outs and the signed checkpoints of the audit chain
+_V3 = """
+ALTER TABLE approvals ADD COLUMN decision_doc TEXT;
+ALTER TABLE approvals ADD COLUMN signature TEXT;
+ALTER TABLE approvals ADD COLUMN signer TEXT;
+CREATE TABLE IF NOT EXISTS grant_uses (
+    approval_id TEXT NOT NULL,
+    action {int} NOT NULL,
+    tool TEXT NOT NULL,
+    call_key TEXT NOT NULL,
+    used_at {real} NOT NULL,
+    PRIMARY KEY (approval_id, action)
+);
+CREATE TABLE IF NOT EXISTS operator_guard (
+    name TEXT PRIMARY KEY,
+    failures {int} NOT NULL DEFAULT 0,
+    last_failure {real},
+    locked_until {real},
+    notified {int} NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    seq {int} PRIMARY KEY,
+    hash TEXT NOT NULL,
+    ts {real} NOT NULL,
+    signer TEXT NOT NULL,
+    signature TEXT NOT NULL
+)
+"""
+
 MIGRATIONS = (
     Migration(1, "audit, approvals, inbox, history queue, effects, runs", _V1,
               sqlite_columns={"audit": {"prev": "TEXT NOT NULL DEFAULT ''",
@@ -146,6 +178,8 @@ MIGRATIONS = (
                               "approvals": {"risk": "TEXT NOT NULL DEFAULT 'high'",
                                             "escalated_at": "REAL"}}),
     Migration(2, "workers: run ownership, single-flight index, site slots", _V2),
+    Migration(3, "signed decisions, single-use grants, PIN lock-outs, audit checkpoints",
+              _V3),
 )
 
 
@@ -203,6 +237,9 @@ class ApprovalRecord(BaseModel):
     resumed_at: float | None = None
     risk: RiskTier = "high"
     escalated_at: float | None = None
+    decision_doc: str | None = Field(None, description="The signed decision document.")
+    signature: str | None = None
+    signer: str | None = Field(None, description="Key id of the decision's signer.")
 
     @property
     def actions(self) -> list[dict[str, Any]]:
@@ -327,25 +364,122 @@ class ControlStore(Store):
             return [_approval(r) for r in await db.all(sql, args)]
 
     async def decide(
-        self, approval_id: str, decision: Decision, *, by: str, comment: str | None = None
+        self, approval_id: str, decision: Decision, *, by: str, comment: str | None = None,
+        signer: SigningKey | None = None,
     ) -> ApprovalRecord:
         """Record a human decision; only a pending approval can be decided (first wins).
-        The decision and its audit record are one unit of work."""
+
+        ``signer``'s key signs the decision document (see :mod:`aiotflow.tools.decisions`)
+        over the row as it is now; an unsigned decision is recorded, audited, and refused
+        as a forgery wherever it would count. The decision and its audit record are one
+        unit of work."""
         if decision not in ("approved", "rejected"):
             raise ValueError(f"decision must be approved or rejected, not {decision!r}")
         async with self.unit() as db:
-            changed = await db.execute(
-                "UPDATE approvals SET status = ?, decided_by = ?, comment = ?, decided_at = ?"
-                " WHERE id = ? AND status = 'pending'",
-                (decision, by, comment, time.time(), approval_id),
-            )
-            row = await db.one("SELECT * FROM approvals WHERE id = ?", (approval_id,))
+            row = await db.one("SELECT * FROM approvals WHERE id = ?" + db.for_update,
+                               (approval_id,))
             if row is None:
                 raise KeyError(f"no approval {approval_id!r}")
-            if changed:
-                await _append(db, f"approval.{decision}", actor=by, thread_id=row["thread_id"],
-                              detail={"approval_id": approval_id, "comment": comment})
+            if row["status"] != "pending":
+                return _approval(row)
+            now = time.time()
+            doc = sig = kid = None
+            if signer is not None:
+                doc, sig, kid = sign_decision(decision_document(
+                    _approval(row), decision, by=by, at=now, comment=comment), signer)
+            await db.execute(
+                "UPDATE approvals SET status = ?, decided_by = ?, comment = ?, decided_at = ?,"
+                " decision_doc = ?, signature = ?, signer = ? WHERE id = ? AND status = 'pending'",
+                (decision, by, comment, now, doc, sig, kid, approval_id))
+            await _append(db, f"approval.{decision}", actor=by, thread_id=row["thread_id"],
+                          detail={"approval_id": approval_id, "comment": comment,
+                                  "signer": kid})
+            row = await db.one("SELECT * FROM approvals WHERE id = ?", (approval_id,))
+        assert row is not None
         return _approval(row)
+
+    async def refuse_forgery(self, rec: ApprovalRecord, reason: str, *, actor: str) -> bool:
+        """A decision that did not verify: audit it as a forgery and put the approval back
+        to pending (so that the people who may decide still can), unless the row changed
+        meanwhile. Returns whether it was put back."""
+        async with self.unit() as db:
+            undone = await db.execute(
+                "UPDATE approvals SET status = 'pending', decided_by = NULL, comment = NULL,"
+                " decided_at = NULL, decision_doc = NULL, signature = NULL, signer = NULL,"
+                " resumed_at = NULL WHERE id = ? AND status = ?"
+                " AND COALESCE(decided_by, '') = ? AND COALESCE(signature, '') = ?",
+                (rec.id, rec.status, rec.decided_by or "", rec.signature or ""))
+            await _append(db, "approval.forgery", actor=actor, thread_id=rec.thread_id,
+                          detail={"approval_id": rec.id, "claimed": rec.status,
+                                  "claimed_by": rec.decided_by, "reason": reason,
+                                  "reset": bool(undone)})
+        return bool(undone)
+
+    async def use_grant(self, approval_id: str, action: int, *, tool: str,
+                        call_key: str) -> bool:
+        """Spend proposed action ``action`` of an approval on the call ``call_key``:
+        ``True`` the first time and for the same call again (a retry or a resume),
+        ``False`` once another call spent it."""
+        async with self.unit() as db:
+            await db.execute(
+                "INSERT INTO grant_uses(approval_id, action, tool, call_key, used_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (approval_id, action, tool, call_key, time.time()))
+            row = await db.one("SELECT call_key FROM grant_uses WHERE approval_id = ? AND"
+                               " action = ?", (approval_id, action))
+        return row is not None and row[0] == call_key
+
+    # ------------------------------------------------------------------ operators
+    async def operator_guard(self, name: str) -> tuple[int, float | None, float | None]:
+        """``(wrong PINs in a row, locked until, last wrong PIN)`` of operator ``name``."""
+        async with self.read() as db:
+            row = await db.one("SELECT failures, locked_until, last_failure FROM"
+                               " operator_guard WHERE name = ?", (name,))
+        return (0, None, None) if row is None else (int(row[0]), row[1], row[2])
+
+    async def pin_failed(self, name: str, *, attempts: int, lockout_s: float,
+                         reason: str) -> tuple[int, float | None]:
+        """Count a wrong PIN of ``name`` (audited); the ``attempts``-th in a row locks them
+        out for ``lockout_s`` (audited as ``operator.locked``, announced by the engine).
+        Returns ``(failures, locked until)``."""
+        now = time.time()
+        async with self.unit() as db:
+            await db.execute(
+                "INSERT INTO operator_guard(name, failures, last_failure) VALUES (?, 0, ?)"
+                " ON CONFLICT DO NOTHING", (name, now))
+            row = await db.one("SELECT failures FROM operator_guard WHERE name = ?"
+                               + db.for_update, (name,))
+            failures = (int(row[0]) if row else 0) + 1
+            locked = now + lockout_s if failures >= attempts else None
+            if locked:
+                await db.execute(
+                    "UPDATE operator_guard SET failures = 0, last_failure = ?,"
+                    " locked_until = ?, notified = 0 WHERE name = ?", (now, locked, name))
+            else:
+                await db.execute("UPDATE operator_guard SET failures = ?, last_failure = ?"
+                                 " WHERE name = ?", (failures, now, name))
+            await _append(db, "console.refused", actor=name, thread_id=None,
+                          detail={"reason": reason, "failures": failures})
+            if locked:
+                await _append(db, "operator.locked", actor=name, thread_id=None,
+                              detail={"failures": failures, "until": locked,
+                                      "lockout_s": lockout_s})
+        return failures, locked
+
+    async def pin_ok(self, name: str) -> None:
+        """A right PIN: the count of wrong ones starts again."""
+        async with self.unit() as db:
+            await db.execute("UPDATE operator_guard SET failures = 0 WHERE name = ?", (name,))
+
+    async def lockouts_to_announce(self) -> list[tuple[str, float]]:
+        """Lock-outs nobody was told of yet, each handed out once: ``(name, until)``."""
+        async with self.unit() as db:
+            rows = await db.all("SELECT name, locked_until FROM operator_guard"
+                                " WHERE notified = 0" + db.for_update)
+            for r in rows:
+                await db.execute("UPDATE operator_guard SET notified = 1 WHERE name = ?",
+                                 (r[0],))
+        return [(r[0], float(r[1] or 0)) for r in rows]
 
     async def decided_not_resumed(self) -> list[ApprovalRecord]:
         """Decisions whose workflow has not been resumed yet."""
@@ -391,44 +525,6 @@ class ControlStore(Store):
             if done:
                 changed.append((rec, change))
         return changed
-
-    async def check_grant(
-        self, approval_id: str | None, *, tool: str, thread_id: str | None,
-        args: dict[str, Any] | None = None, tier: RiskTier = "high",
-        policy: Policy | None = None,
-    ) -> ApprovalRecord:
-        """The approval that authorises this exact call, or :class:`ApprovalRequired`.
-
-        It must exist, be approved, belong to the same workflow run, name the tool, and -
-        when ``args`` are given - propose an action of that tool whose arguments the call
-        repeats unchanged (so a plan edited after the decision does not get through). With
-        a ``policy``, the person who approved must (still) be allowed to approve ``tier``.
-        """
-        if not approval_id:
-            raise ApprovalRequired("high-stakes tool called without an approval", tool=tool)
-        rec = await self.approval(approval_id)
-        if rec is None:
-            raise ApprovalRequired(f"approval {approval_id} does not exist", tool=tool)
-        if rec.status != "approved":
-            raise ApprovalRequired(f"approval {approval_id} is {rec.status}", tool=tool)
-        if tool not in rec.tools:
-            raise ApprovalRequired(f"approval {approval_id} does not cover this tool", tool=tool)
-        if thread_id is not None and rec.thread_id != thread_id:
-            raise ApprovalRequired(f"approval {approval_id} belongs to another workflow run",
-                                   tool=tool)
-        if args is not None:
-            proposed = [a.get("args") or {} for a in rec.actions if a.get("tool") == tool]
-            if not any(all(args.get(k) == v for k, v in p.items()) for p in proposed):
-                raise ApprovalRequired(
-                    f"approval {approval_id} was given for {tool} with {proposed}, not for "
-                    f"this call", tool=tool)
-        if policy is not None:
-            ok, why = policy.may_approve(rec.decided_by or "", tier,
-                                         escalated=rec.escalated_at is not None)
-            if not ok:
-                raise ApprovalRequired(f"approval {approval_id} by {rec.decided_by}: {why}",
-                                       tool=tool)
-        return rec
 
     # ------------------------------------------------------------------ inbox
     async def receive(self, alert_id: str, *, topic: str, payload: str,
@@ -552,4 +648,5 @@ def _approval(row: Any) -> ApprovalRecord:
         status=row["status"], decided_by=row["decided_by"], comment=row["comment"],
         requested_at=row["requested_at"], decided_at=row["decided_at"],
         resumed_at=row["resumed_at"], risk=row["risk"], escalated_at=row["escalated_at"],
+        decision_doc=row["decision_doc"], signature=row["signature"], signer=row["signer"],
     )

@@ -37,6 +37,8 @@ from typing import Any, ClassVar, Literal, Self
 
 import aiosqlite
 
+from aiotflow.files import private_db
+
 __all__ = [
     "Database",
     "DatabaseError",
@@ -239,7 +241,7 @@ class SqliteDatabase(Database):
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_db(self.path)  # 0600, its journals too, whatever the umask
         # isolation_level=None: transactions only where a unit begins one (BEGIN IMMEDIATE)
         self._db = await aiosqlite.connect(self.path, timeout=30, isolation_level=None)
         await self._db.execute("PRAGMA journal_mode=WAL")

@@ -16,22 +16,27 @@ read exactly what runs on its own, what needs whose approval, and what never run
     [[engine.policy.operators]]
     name = "ana"
     roles = ["supervisor"]
-    pin_hash = "pbkdf2_sha256$200000$…"   # aiotflow operator hash-pin
+    public_key = "ed25519:…"     # aiotflow operator keygen ana
 
-The tool layer enforces it (:class:`~aiotflow.tools.registry.ToolExecutor`), whatever a workflow's
-state says; the console enforces who may decide.
+The tool layer enforces it (:class:`~aiotflow.tools.registry.ToolExecutor`) on decisions
+signed with the operators' keys (:mod:`aiotflow.tools.decisions`), whatever a workflow's
+state or the database says; the console asks for the operator's PIN (it opens their key)
+and locks an operator out after ``pin_attempts`` wrong ones.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["TIERS", "OperatorSpec", "Policy", "RiskTier", "TierRule", "hash_pin", "verify_pin"]
+from aiotflow.keys import KeyFileError, parse_public_key
+
+__all__ = ["MIN_PIN_DIGITS", "TIERS", "OperatorSpec", "Policy", "RiskTier", "TierRule",
+           "check_pin"]
+
+#: the shortest PIN an operator key may have
+MIN_PIN_DIGITS = 6
 
 RiskTier = Literal["low", "medium", "high", "critical"]
 TIERS: tuple[RiskTier, ...] = ("low", "medium", "high", "critical")
@@ -53,7 +58,26 @@ class OperatorSpec(BaseModel):
 
     name: str = Field(min_length=1)
     roles: list[str] = Field(default_factory=list)
-    pin_hash: str | None = Field(None, description="From `aiotflow operator hash-pin`.")
+    public_key: str = Field(description="The public half of the operator's key, from "
+                                        "`aiotflow operator keygen NAME`: their decisions "
+                                        "are signed with it.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_pin_hash(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "pin_hash" in data:
+            raise ValueError("pin_hash is replaced by public_key: run `aiotflow operator "
+                             "keygen NAME` and put the key it prints here")
+        return data
+
+    @field_validator("public_key")
+    @classmethod
+    def _check_key(cls, v: str) -> str:
+        try:
+            parse_public_key(v)
+        except KeyFileError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
 
 def _default_tiers() -> dict[RiskTier, TierRule]:
@@ -75,7 +99,14 @@ class Policy(BaseModel):
                                        description="Tier overrides by tool name.")
     operators: list[OperatorSpec] = Field(
         default_factory=list,
-        description="People who may approve. Empty: anyone at the console (names recorded).")
+        description="People who may approve, each with their key. Empty: the engine's "
+                    "local console (whoever can read its state dir) decides, signed with "
+                    "the engine's key.")
+    pin_attempts: int = Field(5, ge=1, description="Wrong PINs in a row before an operator "
+                                                   "is locked out.")
+    lockout_s: float = Field(900.0, gt=0, description="How long a lock-out lasts.")
+    pin_backoff_s: float = Field(2.0, ge=0, description="After a wrong PIN the next try "
+                                                        "waits this long, doubled each time.")
 
     def rule(self, tier: RiskTier) -> TierRule:
         return self.tiers.get(tier) or _default_tiers()[tier]
@@ -105,19 +136,10 @@ class Policy(BaseModel):
         return True, ""
 
 
-def hash_pin(pin: str, *, iterations: int = 200_000) -> str:
-    """A salted PBKDF2 hash of a PIN or token, for ``pin_hash`` in the configuration."""
-    salt = os.urandom(16)
-    digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, iterations)
-    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
-
-
-def verify_pin(pin: str, stored: str) -> bool:
-    try:
-        scheme, iterations, salt, digest = stored.split("$")
-        if scheme != "pbkdf2_sha256":
-            return False
-        got = hashlib.pbkdf2_hmac("sha256", pin.encode(), bytes.fromhex(salt), int(iterations))
-    except ValueError:
-        return False
-    return hmac.compare_digest(got.hex(), digest)
+def check_pin(pin: str) -> None:
+    """``ValueError`` unless ``pin`` is at least :data:`MIN_PIN_DIGITS` digits, or a
+    passphrase of 12 characters or more."""
+    if len(pin) >= 12 or (pin.isdigit() and len(pin) >= MIN_PIN_DIGITS):
+        return
+    raise ValueError(f"a PIN is at least {MIN_PIN_DIGITS} digits (or use a passphrase of "
+                     "12 characters or more)")

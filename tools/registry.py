@@ -1,13 +1,15 @@
 """Typed tools: registration by decorator, and an executor that guards every call.
 
 A call goes through, in order: input validation -> permission (the caller's scopes,
-sites and assets) -> policy (the tool's risk tier runs automatically, needs a recorded
-human approval of this exact action in this workflow run by someone allowed to give it,
-or is forbidden) -> idempotency (a recorded effect is returned, never repeated) ->
-circuit breaker (open: refused at once) -> rate limit -> the tool, each attempt under a
-timeout, retried with tenacity on transient failures (:class:`ToolUnavailable`, which a
-timeout becomes) -> effect record -> audit. Permanent failures (:class:`ToolFailed`) are
-never retried and do not trip the breaker: the service answered.
+sites and assets) -> policy (the tool's risk tier runs automatically, needs a human
+decision the executor verifies itself - signed by someone the policy allows, for this
+exact action with exactly these arguments in this workflow run, spent once - or is
+forbidden; see :mod:`aiotflow.tools.decisions`) -> idempotency (a recorded effect is
+returned, never repeated) -> circuit breaker (open: refused at once) -> rate limit -> the
+tool, each attempt under a timeout, retried with tenacity on transient failures
+(:class:`ToolUnavailable`, which a timeout becomes) -> effect record -> audit. Permanent
+failures (:class:`ToolFailed`) are never retried and do not trip the breaker: the service
+answered.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from .control import ControlStore
+from .control import ApprovalRecord, ControlStore
+from .decisions import DecisionVerifier, ForgedDecision, filled_fields
 from .errors import (
     ApprovalRequired,
     PermissionDenied,
@@ -208,11 +211,14 @@ class ToolExecutor:
     """Runs registered tools for callers, enforcing permissions, approvals and idempotency."""
 
     def __init__(self, registry: ToolRegistry, control: ControlStore, *,
-                 policy: Policy | None = None,
+                 policy: Policy | None = None, engine_key: str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """``engine_key``: the public key of the engine's local console, whose signed
+        decisions count when the policy names no operators."""
         self.registry = registry
         self.control = control
         self.policy = policy or Policy()
+        self.verifier = DecisionVerifier(self.policy, engine_key=engine_key)
         self.clock = clock
         self.calls = 0
         self.cost = 0.0
@@ -266,16 +272,14 @@ class ToolExecutor:
             await self.control.audit("tool.forbidden", actor=actor, thread_id=ctx.thread_id,
                                      tool=name, tier=tier)
             raise PermissionDenied(f"{tier}-risk tool {name} is forbidden by policy", tool=name)
+        key = ctx.idempotency_key or _idempotency_key(name, ctx.thread_id, parsed)
         if rule.mode == "approval":
             try:
-                await self.control.check_grant(ctx.approval_id, tool=name,
-                                               thread_id=ctx.thread_id, args=payload,
-                                               tier=tier, policy=self.policy)
+                await self._check_grant(tool, ctx, payload, tier, key)
             except ApprovalRequired as exc:
                 await self.control.audit("tool.blocked", actor=actor, thread_id=ctx.thread_id,
                                          tool=name, tier=tier, reason=str(exc))
                 raise
-        key = ctx.idempotency_key or _idempotency_key(name, ctx.thread_id, parsed)
         # a tool the policy raised to high risk has its effects recorded like one declared so
         records = tool.records_effect or tier in ("high", "critical")
         if records:
@@ -353,6 +357,61 @@ class ToolExecutor:
         log.info("tool.ok", tool=name, thread_id=ctx.thread_id, attempts=attempts)
         failpoint(f"tool.recorded:{name}")
         return out
+
+
+    async def _check_grant(self, tool: Tool, ctx: CallContext, payload: dict[str, Any],
+                           tier: RiskTier, key: str) -> ApprovalRecord:
+        """The approval that authorises this exact call, or :class:`ApprovalRequired`.
+
+        Its decision must verify (:class:`DecisionVerifier`: signed by someone the policy
+        allows to approve ``tier``, every field matching the record); it must belong to
+        this workflow run and propose this tool with exactly these arguments (after the
+        tool's own validation: a plan edited after the decision does not match); and that
+        proposed action must not have been spent on another call. A decision that does not
+        verify is also audited as ``approval.forgery``."""
+        name = tool.name
+        if not ctx.approval_id:
+            raise ApprovalRequired("high-stakes tool called without an approval", tool=name)
+        rec = await self.control.approval(ctx.approval_id)
+        aid = ctx.approval_id
+        if rec is None:
+            raise ApprovalRequired(f"approval {aid} does not exist", tool=name)
+        if rec.status != "approved":
+            raise ApprovalRequired(f"approval {aid} is {rec.status}", tool=name)
+        if ctx.thread_id is not None and rec.thread_id != ctx.thread_id:
+            raise ApprovalRequired(f"approval {aid} belongs to another workflow run", tool=name)
+        if name not in rec.tools:
+            raise ApprovalRequired(f"approval {aid} does not cover this tool", tool=name)
+        try:
+            self.verifier.verify(rec, tier=tier)
+        except ForgedDecision as exc:
+            await self.control.audit("approval.forgery", actor="tool-layer",
+                                     thread_id=ctx.thread_id, approval_id=aid, tool=name,
+                                     claimed_by=rec.decided_by, reason=exc.reason)
+            raise ApprovalRequired(f"approval {aid}: {exc.reason}", tool=name) from None
+        # the proposed arguments, with only the fields the tool leaves to execution taken
+        # from the call, must validate to exactly the call: every other field is bound
+        filled = {k: payload[k] for k in filled_fields(tool.input_model) if k in payload}
+        matches = []
+        for i, action in enumerate(rec.actions):
+            proposed = action.get("args") or {}
+            if action.get("tool") != name or not isinstance(proposed, dict):
+                continue
+            try:
+                candidate = tool.input_model.model_validate(filled | proposed)
+            except ValidationError:
+                continue
+            if candidate.model_dump(mode="json") == payload:
+                matches.append(i)
+        if not matches:
+            proposed_args = [a.get("args") for a in rec.actions if a.get("tool") == name]
+            raise ApprovalRequired(f"approval {aid} was given for {name} with "
+                                   f"{proposed_args}, not for this call", tool=name)
+        for i in matches:
+            if await self.control.use_grant(aid, i, tool=name, call_key=key):
+                return rec
+        raise ApprovalRequired(f"approval {aid} for {name} was already used by another call",
+                               tool=name)
 
 
 class _Stop(Exception):

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import sys
 import textwrap
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from aiotflow.keys import KeyFileError, SigningKey, WrongPassphrase, load_key
 from aiotflow.terminal import printable
 from aiotflow.tools.control import ApprovalRecord, ControlStore, Decision
-from aiotflow.tools.policy import Policy, verify_pin
+from aiotflow.tools.policy import Policy
 
 __all__ = [
     "IdentityError",
@@ -25,6 +29,7 @@ __all__ = [
     "check_identity",
     "decide",
     "format_pending",
+    "operator_key_path",
     "pending_rows",
     "refusal",
     "render_request",
@@ -33,27 +38,73 @@ __all__ = [
 
 
 class IdentityError(Exception):
-    """The person at the console is not who may decide (unknown, wrong PIN)."""
+    """The person at the console is not who may decide (unknown, wrong PIN, locked out,
+    no key to sign with)."""
+
+
+def operator_key_path(name: str) -> Path:
+    """Where operator ``name``'s key file is looked for: ``$AIOTFLOW_OPERATOR_KEYS/NAME.key``,
+    default ``~/.config/aiotflow/operators/NAME.key``."""
+    root = os.environ.get("AIOTFLOW_OPERATOR_KEYS")
+    base = Path(root) if root else Path.home() / ".config" / "aiotflow" / "operators"
+    return base / f"{name}.key"
 
 
 async def check_identity(control: ControlStore, policy: Policy, user: str,
-                         pin_fn: Callable[[str], str]) -> None:
-    """With operators configured: ``user`` must be one, and give their PIN if they have
-    one. Every refusal is audited."""
-    if not policy.operators:
-        return
-    op = policy.operator(user)
-    if op is None:
-        await control.audit("console.refused", actor=user, reason="not a configured operator")
-        raise IdentityError(f"{user!r} is not a configured operator (see [engine.policy])")
-    if op.pin_hash:
-        try:
-            pin = pin_fn(f"PIN for {user}: ")
-        except (EOFError, KeyboardInterrupt):
-            pin = ""
-        if not verify_pin(pin, op.pin_hash):
-            await control.audit("console.refused", actor=user, reason="wrong PIN")
-            raise IdentityError(f"wrong PIN for {user}")
+                         pin_fn: Callable[[str], str], *, key_path: str | Path | None = None,
+                         local_key: SigningKey | None = None) -> SigningKey:
+    """The key that signs ``user``'s decisions, once they proved who they are.
+
+    With operators in ``policy``: ``user`` must be one, not locked out, and open their key
+    file with their PIN; a wrong PIN is audited and counted, and ``policy.pin_attempts``
+    in a row lock them out for ``policy.lockout_s`` (the engine announces it). Each wrong
+    PIN also makes the next try wait (``pin_backoff_s``, doubled each time). Without
+    operators: ``local_key`` (the engine's own, for whoever can read its state dir), else
+    ``user``'s key file. Every refusal is audited."""
+    async def refuse(reason: str) -> IdentityError:
+        await control.audit("console.refused", actor=user, reason=reason)
+        return IdentityError(reason)
+
+    op = policy.operator(user) if policy.operators else None
+    if policy.operators and op is None:
+        raise await refuse(f"{user!r} is not a configured operator (see [engine.policy])")
+    if op is None and local_key is not None and key_path is None:
+        return SigningKey(user, local_key.private)
+    path = Path(key_path) if key_path is not None else operator_key_path(user)
+    if not path.exists():
+        raise await refuse(f"no key for {user} at {path}: run `aiotflow operator keygen "
+                           f"{user}` (or give --key)")
+    failures, locked, last = await control.operator_guard(user)
+    now = time.time()
+    if locked is not None and locked > now:
+        raise await refuse(f"{user} is locked out after wrong PINs until "
+                           f"{_when(locked)}")
+    if failures:
+        wait = min(policy.pin_backoff_s * 2 ** (failures - 1), 300.0)
+        if last is not None and now < last + wait:
+            raise await refuse(f"wrong PIN for {user} just before: try again in "
+                               f"{last + wait - now:.0f} s")
+    try:
+        pin = pin_fn(f"PIN for {user}: ")
+    except (EOFError, KeyboardInterrupt):
+        pin = ""
+    try:
+        key = await asyncio.to_thread(load_key, path, passphrase=pin)
+    except WrongPassphrase:
+        failures, locked = await control.pin_failed(
+            user, attempts=policy.pin_attempts, lockout_s=policy.lockout_s,
+            reason="wrong PIN")
+        if locked:
+            raise IdentityError(f"wrong PIN for {user}: locked out until {_when(locked)}"
+                                ) from None
+        left = policy.pin_attempts - failures
+        raise IdentityError(f"wrong PIN for {user} ({left} more before a lock-out)") from None
+    except KeyFileError as exc:
+        raise await refuse(str(exc)) from None
+    if op is not None and key.public_key != op.public_key:
+        raise await refuse(f"{path} is not the key the policy has for {user}")
+    await control.pin_ok(user)
+    return SigningKey(user, key.private)
 
 _CHOICES: dict[str, Decision | None] = {
     "a": "approved", "approve": "approved", "y": "approved", "yes": "approved",
@@ -191,20 +242,22 @@ async def refusal(control: ControlStore, policy: Policy, user: str,
 
 async def decide(control: ControlStore, policy: Policy, approval_id: str, decision: Decision,
                  *, user: str, comment: str | None = None,
-                 pin_fn: Callable[[str], str]) -> ApprovalRecord:
-    """Record ``user``'s ``decision`` on one approval without asking (``approve
+                 pin_fn: Callable[[str], str], key_path: str | Path | None = None,
+                 local_key: SigningKey | None = None) -> ApprovalRecord:
+    """Record ``user``'s signed ``decision`` on one approval without asking (``approve
     --decision``): the same identity and role checks as the console, refusals audited.
 
     Raises :class:`IdentityError` when it is not theirs to decide or someone decided
     first, :class:`KeyError` when there is no such approval."""
-    await check_identity(control, policy, user, pin_fn)
+    key = await check_identity(control, policy, user, pin_fn, key_path=key_path,
+                               local_key=local_key)
     rec = await control.approval(approval_id)
     if rec is None:
         raise KeyError(f"no approval {approval_id}")
     why = await refusal(control, policy, user, rec)
     if why is not None:
         raise IdentityError(f"not yours to decide: {why}")
-    after = await control.decide(approval_id, decision, by=user, comment=comment)
+    after = await control.decide(approval_id, decision, by=user, comment=comment, signer=key)
     if after.decided_by != user or after.status != decision:
         raise IdentityError(f"already {after.status} by {after.decided_by}")
     return after
@@ -219,17 +272,21 @@ async def review_pending(
     input_fn: Callable[[str], str] = input,
     pin_fn: Callable[[str], str] | None = None,
     output: Callable[[str], Any] = print,
+    key_path: str | Path | None = None,
+    local_key: SigningKey | None = None,
 ) -> dict[str, int]:
     """Ask about each pending approval (or just ``approval_id``); returns counts.
 
-    With a ``policy`` that lists operators, ``user`` must be one (and give their PIN), and
-    only approvals whose risk tier their roles cover are offered; the others are listed as
-    not theirs to decide.
+    Each decision is signed (see :func:`check_identity` for whose key). With a ``policy``
+    that lists operators, ``user`` must be one (and give their PIN), and only approvals
+    whose risk tier their roles cover are offered; the others are listed as not theirs
+    to decide.
     """
     import getpass
 
     policy = policy or Policy()
-    await check_identity(control, policy, user, pin_fn or getpass.getpass)
+    key = await check_identity(control, policy, user, pin_fn or getpass.getpass,
+                               key_path=key_path, local_key=local_key)
     counts = {"approved": 0, "rejected": 0, "skipped": 0, "left_pending": 0, "not_allowed": 0}
     if approval_id is not None:
         rec = await control.approval(approval_id)
@@ -258,7 +315,7 @@ async def review_pending(
             counts["skipped"] += 1
             continue
         decision, comment = answer
-        after = await control.decide(rec.id, decision, by=user, comment=comment)
+        after = await control.decide(rec.id, decision, by=user, comment=comment, signer=key)
         if after.decided_by == user and after.status == decision:
             counts[decision] += 1
             output(f"{decision.upper()}: {printable(rec.title)}")

@@ -44,9 +44,12 @@ from pydantic import ValidationError
 
 from aiotflow.contracts.mqtt import reconnecting
 from aiotflow.contracts.schema import Alert
+from aiotflow.files import private_db, private_dir
+from aiotflow.keys import load_or_create_key
 from aiotflow.tools.builtin import register_builtin_tools
 from aiotflow.tools.control import ApprovalRecord, ControlStore
 from aiotflow.tools.database import is_transient
+from aiotflow.tools.decisions import ForgedDecision
 from aiotflow.tools.failpoints import failpoint
 from aiotflow.tools.failsafe import BreakerSettings
 from aiotflow.tools.ops import OpsDatabase
@@ -82,6 +85,7 @@ class EngineStats:
     runs_failed: int = 0
     waiting_approval: int = 0
     resumed: int = 0
+    forgeries: int = 0
     #: runs and recorded alerts of dead workers (or of a crash) this worker took over
     taken_over: int = 0
     #: times this worker could not reach the database for a lease and let its work go
@@ -172,7 +176,9 @@ class Engine:
         if self._stack is not None:
             raise RuntimeError("Engine is not re-entrant")
         s = self.settings
-        s.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(s.state_dir)
+        #: signs audit checkpoints and, with no operators, the local console's decisions
+        self.key = load_or_create_key(s.engine_key_file, s.engine_id)
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -193,7 +199,7 @@ class Engine:
                 breaker=BreakerSettings(failures=s.breaker_failures, reset_s=s.breaker_reset_s),
                 timeout_s=s.tool_timeout_s)
             self.executor = ToolExecutor(registry.update(self.app.tools), self.control,
-                                         policy=s.policy)
+                                         policy=s.policy, engine_key=self.key.public_key)
             self.runs = RunLedger(self.control)
             self._incarnation = await self.runs.register(self.worker_id)
             stack.push_async_callback(self._deregister)  # after the runs drained
@@ -488,6 +494,18 @@ class Engine:
         """Escalate and expire approvals by the policy, and tell people."""
         for rec, what in await self.control.sweep(self.settings.policy):
             await self._announce(rec, what)
+        for name, until in await self.control.lockouts_to_announce():
+            when = time.strftime("%H:%M:%S", time.localtime(until))
+            try:
+                await self.ops.notify(
+                    recipient="security", priority="high",
+                    subject=f"Operator {name} locked out after wrong PINs",
+                    message=f"{self.settings.policy.pin_attempts} wrong PINs in a row for "
+                            f"{name} at the approval console; locked until {when}. If it "
+                            "was not them, someone is guessing.",
+                    key=f"lockout/{name}/{until}")
+            except Exception:
+                log.exception("engine.announce_failed", operator=name)
 
     async def resume_decided(self) -> list[str]:
         """Start resuming, as background tasks under the same limits as new runs, every
@@ -560,6 +578,15 @@ class Engine:
             return None  # the run is still on its way to the interrupt: next poll
         if run.status != "waiting_approval":
             await self.control.mark_resumed(rec.id)  # finished meanwhile: nothing to resume
+            return None
+        try:
+            self.executor.verifier.verify(rec)
+        except ForgedDecision as exc:
+            # a row written into the database, a console without the engine's policy, a
+            # decision copied from elsewhere: refused, audited, and the approval asked again
+            log.error("approval.forgery", approval_id=rec.id, reason=exc.reason)
+            self.stats.forgeries += 1
+            await self.control.refuse_forgery(rec, exc.reason, actor=self.worker_id)
             return None
         decision = {"approval_id": rec.id, "status": rec.status, "by": rec.decided_by or "",
                     "comment": rec.comment}
@@ -719,7 +746,7 @@ def _checkpointer(s: EngineSettings) -> contextlib.AbstractAsyncContextManager[A
     """The LangGraph checkpointer beside the state: SQLite in the state dir, or
     PostgreSQL at ``state_url`` (its tables made by ``aiotflow db upgrade``)."""
     if s.state_url is None:
-        return AsyncSqliteSaver.from_conn_string(str(s.checkpoint_db))
+        return AsyncSqliteSaver.from_conn_string(str(private_db(s.checkpoint_db)))
     return _postgres_saver(s.state_url)
 
 

@@ -60,6 +60,11 @@ class EngineSettings(FileSettings):
     scheduling_url: str | None = Field(
         None, description="Customer scheduling REST service; the built-in roster when unset."
     )
+    key_file: Path | None = Field(
+        None, description="The engine's own Ed25519 key (default state_dir/keys/engine.key, "
+                          "made on first start, 0600): it signs the audit chain's "
+                          "checkpoints and, with no operators in the policy, the decisions "
+                          "of the local console. Workers of one deployment share it.")
     policy: Policy = Field(
         default_factory=Policy,
         description="Tool risk tiers, who may approve what, operators ([engine.policy]).")
@@ -86,6 +91,10 @@ class EngineSettings(FileSettings):
     @property
     def ops_target(self) -> str | Path:
         return self.state_url or self.ops_db
+
+    @property
+    def engine_key_file(self) -> Path:
+        return self.key_file or self.state_dir / "keys" / "engine.key"
 
     @property
     def control_db(self) -> Path:

@@ -107,7 +107,7 @@ async def test_outside_business_hours_the_booking_waits_for_the_opening(
         opening = closed.next_opening(req.requested_at)
         assert opening is not None and book["args"]["not_before"] == opening
         assert any("booking starts at the next opening" in e for e in req.request["evidence"])
-        await engine.control.decide(req.id, "approved", by="erin")
+        await engine.control.decide(req.id, "approved", by="erin", signer=engine.key)
         await wait_for(lambda: engine.stats.runs_completed == 1)
         [booking] = await engine.ops.bookings()
         assert booking.start >= opening

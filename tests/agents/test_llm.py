@@ -61,7 +61,8 @@ async def test_work_order_narrative_from_llm(
             await seed(engine, incidents)
             [outcome] = await engine.submit(make_alert(bundle))
             assert outcome.status == "waiting_approval"
-            await engine.control.decide(outcome.approval_id or "", "approved", by="fay")
+            await engine.control.decide(outcome.approval_id or "", "approved", by="fay",
+                                        signer=engine.key)
             await wait_for(lambda: engine.stats.runs_completed == 1)
             [wo] = await engine.ops.work_orders()
             assert wo.description.startswith("LLM: coolant pump failing")
@@ -195,7 +196,8 @@ async def test_over_budget_the_work_order_says_its_summary_is_deterministic(
         async with Engine(app, settings_for(tmp_path / "s", mosquitto.url)) as engine:
             await seed(engine, incidents)
             [outcome] = await engine.submit(make_alert(bundle))
-            await engine.control.decide(outcome.approval_id or "", "approved", by="fay")
+            await engine.control.decide(outcome.approval_id or "", "approved", by="fay",
+                                        signer=engine.key)
             await wait_for(lambda: engine.stats.runs_completed == 1)
             [wo] = await engine.ops.work_orders()
             assert "(Deterministic summary: budget exhausted.)" in wo.description

@@ -2,11 +2,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from aiotflow.demo.seed import seed_maintenance, seed_roster
+from aiotflow.keys import generate_key
 from aiotflow.tools import (
     ApprovalRequired,
     CallContext,
@@ -29,6 +31,8 @@ from ..fakes import SchedulingService
 ALL = frozenset({"maintenance:read", "schedule:read", "schedule:write", "workorders:write",
                  "notify:send"})
 FAST = RetrySettings(attempts=3, initial_s=0.01, max_s=0.02)
+#: the engine's local console key: with no operators configured it signs decisions
+CONSOLE = generate_key("engine")
 
 
 @pytest.fixture
@@ -46,7 +50,7 @@ async def open_all(  # type: ignore[no-untyped-def]
     await seed_maintenance(ops, ["gen-001", "gen-002"], stale=["gen-002"])
     reg = register_builtin_tools(ToolRegistry(), ops, scheduling=scheduling,  # type: ignore[arg-type]
                                  retry=FAST)
-    return control, ops, ToolExecutor(reg, control)
+    return control, ops, ToolExecutor(reg, control, engine_key=CONSOLE.public_key)
 
 
 def ctx(scopes: frozenset[str] = ALL, **kw: object) -> CallContext:
@@ -55,16 +59,21 @@ def ctx(scopes: frozenset[str] = ALL, **kw: object) -> CallContext:
 
 ORDER = {"asset": "gen-002", "site": "plant-1", "title": "Replace coolant pump",
          "description": "evidence...", "priority": "high"}
+BOOK = {"skill": "cooling", "asset": "gen-002", "site": "plant-1", "reason": "r"}
 
 
 async def approve(control: ControlStore, tools: list[str], thread: str = "t-1",
-                  decision: str = "approved", args: dict[str, dict[str, object]] | None = None
-                  ) -> str:
-    """An approval of ``tools``; ``args`` binds the approved arguments of each."""
-    actions = [{"tool": t, "summary": t, "args": (args or {}).get(t, {})} for t in tools]
+                  decision: str = "approved", args: dict[str, Any] | None = None) -> str:
+    """An approval of ``tools``; ``args`` binds the approved arguments of each (a list:
+    one proposed action per item)."""
+    actions = []
+    for t in tools:
+        given = (args or {}).get(t, {})
+        for a in given if isinstance(given, list) else [given]:
+            actions.append({"tool": t, "summary": t, "args": a})
     rec = await control.request_approval(thread_id=thread, workflow="wf", title="x",
                                          request={"actions": actions}, tools=tools)
-    await control.decide(rec.id, decision, by="alice")  # type: ignore[arg-type]
+    await control.decide(rec.id, decision, by="alice", signer=CONSOLE)  # type: ignore[arg-type]
     return rec.id
 
 
@@ -100,9 +109,13 @@ async def test_high_stakes_tools_need_a_matching_approval(
     with pytest.raises(ApprovalRequired, match="does not exist"):
         await ex.call("create_work_order", ORDER, ctx(approval_id="forged"))
     assert await ops.work_orders() == []
-    # approved for one exact action: a call that differs (an edited plan) is refused
-    bound = await approve(control, ["create_work_order"],
-                          args={"create_work_order": {"asset": "gen-002", "priority": "high"}})
+    # approved for one exact action: a call that differs (an edited plan, or one that adds
+    # an argument the approval did not name) is refused
+    partial = await approve(control, ["create_work_order"],
+                            args={"create_work_order": {"asset": "gen-002", "priority": "high"}})
+    with pytest.raises(ApprovalRequired, match="not for this call"):
+        await ex.call("create_work_order", ORDER, ctx(approval_id=partial))
+    bound = await approve(control, ["create_work_order"], args={"create_work_order": ORDER})
     with pytest.raises(ApprovalRequired, match="not for this call"):
         await ex.call("create_work_order", ORDER | {"asset": "gen-001"},
                       ctx(approval_id=bound))
@@ -113,12 +126,13 @@ async def test_high_stakes_tools_need_a_matching_approval(
     wo = await ex.call("create_work_order", ORDER, ctx(approval_id=bound))
     assert wo.id == "WO-000001" and wo.asset == "gen-002"
     kinds = [r.kind for r in await control.audit_records()]
-    assert kinds.count("tool.blocked") == 8 and kinds.count("tool.ok") == 1
+    assert kinds.count("tool.blocked") == 9 and kinds.count("tool.ok") == 1
 
 
 async def test_effects_are_never_repeated(tmp_path: Path, stack: AsyncExitStack) -> None:
     control, ops, ex = await open_all(tmp_path, stack)
-    aid = await approve(control, ["create_work_order", "book_technician"])
+    aid = await approve(control, ["create_work_order", "book_technician"],
+                        args={"create_work_order": ORDER, "book_technician": BOOK})
     first = await ex.call("create_work_order", ORDER, ctx(approval_id=aid))
     again = await ex.call("create_work_order", ORDER, ctx(approval_id=aid))
     assert first == again and len(await ops.work_orders()) == 1
@@ -139,7 +153,8 @@ async def test_effects_are_never_repeated(tmp_path: Path, stack: AsyncExitStack)
 
 async def test_booking_skips_busy_technicians(tmp_path: Path, stack: AsyncExitStack) -> None:
     control, _ops, ex = await open_all(tmp_path, stack)
-    aid = await approve(control, ["book_technician"])
+    aid = await approve(control, ["book_technician"], args={"book_technician": [
+        BOOK | {"asset": "gen-001", "site": "p"}, BOOK | {"asset": "gen-002", "site": "p"}]})
     names = set()
     for asset in ("gen-001", "gen-002"):
         b = await ex.call("book_technician", {"skill": "cooling", "asset": asset,
@@ -153,8 +168,9 @@ async def test_http_scheduling_retries_then_reports_unavailable(
 ) -> None:
     http = HttpScheduling(scheduling_service.url, timeout=2)
     control, _ops, ex = await open_all(tmp_path, stack, scheduling=http)
-    aid = await approve(control, ["book_technician"])
     args = {"skill": "cooling", "asset": "gen-002", "site": "p", "reason": "r"}
+    aid = await approve(control, ["book_technician"],
+                        args={"book_technician": [args, args | {"asset": "gen-001"}]})
     booking = await ex.call("book_technician", args, ctx(approval_id=aid))
     assert booking.technician_id == "EXT-7" and booking.id == "EXT-BK-1"
     scheduling_service.status = 503

@@ -231,7 +231,8 @@ async def test_migrations_run_once_when_many_start_together(state_target: Target
         assert sorted(v for a in applied for v in a) == [m.version for m in MIGRATIONS]
         if isinstance(target, str):  # PostgreSQL: a store refuses an older schema
             async with dbs[0].unit() as tx:
-                await tx.execute("DELETE FROM aiotflow_schema WHERE version = 2")
+                await tx.execute("DELETE FROM aiotflow_schema WHERE version = ?",
+                                 (MIGRATIONS[-1].version,))
             with pytest.raises(SchemaError, match="aiotflow db upgrade"):
                 async with ControlStore(target):
                     pass
@@ -281,4 +282,4 @@ async def test_a_control_database_of_an_earlier_release_is_upgraded_in_place(
         async with control.read() as db:
             versions = [r[0] for r in await db.all(
                 "SELECT version FROM aiotflow_schema WHERE component = 'control'")]
-        assert versions == [1, 2]
+        assert versions == [m.version for m in MIGRATIONS]

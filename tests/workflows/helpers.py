@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -67,11 +68,14 @@ async def wait_for(predicate: Callable[[], Any], seconds: float = 20.0) -> Any:
     raise AssertionError("condition not met in time")
 
 
-async def cli(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-    """Run ``python -m aiotflow ARGS`` in a second process."""
+async def cli(*args: str, stdin: bytes | None = None,
+              env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``python -m aiotflow ARGS`` in a second process (no terminal: PINs are read
+    from ``stdin``), with ``env`` added to the environment."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aiotflow", *args, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=os.environ | (env or {}), start_new_session=True)
     out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()

@@ -13,6 +13,7 @@ import aiomqtt
 import pytest
 
 from aiotflow.edge.bundle import ModelBundle
+from aiotflow.keys import load_key
 from aiotflow.tools.control import ControlStore
 from aiotflow.tools.ops import OpsDatabase
 from aiotflow.vectorstore.models import Incident
@@ -53,9 +54,10 @@ async def start_engine(state: Path, broker: str, failpoint: str | None
 
 
 async def approve_pending(state: Path) -> None:
+    key = load_key(state / "keys" / "engine.key")  # the local console's (no operators)
     async with ControlStore(state / "control.db") as control:
         for rec in await control.approvals(status="pending"):
-            await control.decide(rec.id, "approved", by="ops-lead")
+            await control.decide(rec.id, "approved", by="ops-lead", signer=key)
 
 
 async def counts(state: Path) -> tuple[int, int, int]:

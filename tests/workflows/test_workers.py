@@ -20,6 +20,7 @@ import pytest
 from aiotflow.contracts.schema import Alert
 from aiotflow.demo.seed import seed_maintenance, seed_roster
 from aiotflow.edge.bundle import ModelBundle
+from aiotflow.keys import load_key
 from aiotflow.tools.control import ControlStore
 from aiotflow.tools.ops import OpsDatabase
 from aiotflow.vectorstore.models import Incident
@@ -45,7 +46,10 @@ class Worker:
         self.name, self.url, self.broker, self.failpoint = name, url, broker, failpoint
         self.state = root / name  # its own embedded incident history
         self.config = root / f"{name}.toml"
-        self.config.write_text(f"[engine]\nlease_s = {LEASE_S}\napproval_poll_s = 0.1\n")
+        # the workers of one deployment share the engine key (it signs the decisions of
+        # the local console here: no operators configured)
+        self.config.write_text(f"[engine]\nlease_s = {LEASE_S}\napproval_poll_s = 0.1\n"
+                               f"key_file = \"{root / 'engine.key'}\"\n")
         self.proc: asyncio.subprocess.Process | None = None
         self.log = bytearray()  # what it wrote to stderr (its log)
 
@@ -99,10 +103,11 @@ async def pending(url: str) -> list[str]:
         return [r.id for r in await control.approvals(status="pending")]
 
 
-async def approve_all(url: str) -> None:
+async def approve_all(url: str, root: Path) -> None:
+    key = load_key(root / "engine.key")
     async with ControlStore(url) as control:
         for rec in await control.approvals(status="pending"):
-            await control.decide(rec.id, "approved", by="ops-lead")
+            await control.decide(rec.id, "approved", by="ops-lead", signer=key)
 
 
 async def effects(url: str) -> tuple[int, int]:
@@ -151,7 +156,7 @@ async def test_a_worker_killed_while_its_run_waits_for_approval_the_other_resume
         [victim] = [w for w in workers if w.name == owner]
         [survivor] = [w for w in workers if w is not victim]
         victim.kill()  # kill -9 while the run is paused for approval
-        await approve_all(pg_url)
+        await approve_all(pg_url, tmp_path)
         await wait_for(lambda: _effects_at_least(pg_url, 1), 60)
         await wait_for(lambda: _status_is(pg_url, tid, "completed"), 30)
         assert (await run_of(pg_url, tid))[1] == survivor.name
@@ -175,7 +180,7 @@ async def test_a_worker_killed_between_two_tool_calls_its_run_finishes_on_the_ot
         tid = f"maintenance/{alert.id}"
         await send(mosquitto, alert)
         await wait_for(lambda: pending(pg_url), 60)
-        await approve_all(pg_url)
+        await approve_all(pg_url, tmp_path)
         assert w1.proc is not None
         await asyncio.wait_for(w1.proc.wait(), 60)
         assert w1.proc.returncode == -signal.SIGKILL
@@ -202,7 +207,7 @@ async def test_a_decision_taken_while_both_workers_run_is_resumed_once(
         for a in alerts:
             await send(mosquitto, a)
         await wait_for(lambda: _count_at_least(pending(pg_url), 2), 60)
-        await approve_all(pg_url)  # both workers poll; each decision must resume once
+        await approve_all(pg_url, tmp_path)  # both workers poll; each decision must resume once
         for a in alerts:
             await wait_for(lambda a=a: _status_is(pg_url, f"maintenance/{a.id}", "completed"),
                            60)
@@ -244,7 +249,7 @@ async def test_a_worker_that_loses_the_database_pauses_and_finishes_once_it_is_b
             pg.start()
             await send(mosquitto, second)  # the edge re-sends what was not acknowledged
             await wait_for(lambda: _count_at_least(pending(url), 2), 60)
-            await approve_all(url)
+            await approve_all(url, tmp_path)
             for a in (first, second):
                 await wait_for(lambda a=a: _status_is(url, f"maintenance/{a.id}", "completed"),
                                60)
@@ -308,7 +313,7 @@ async def test_db_status_and_upgrade_on_a_new_database(postgres: Postgres) -> No
     assert code == 2 and "aiotflow db upgrade" in err and "Traceback" not in err
     assert (await cli("db", "upgrade", "--state-url", url))[0] == 0
     code, out, _ = await cli("db", "status", "--json", "--state-url", url)
-    assert code == 0 and '"expected": 2' in out
+    assert code == 0 and '"version": 3, "expected": 3' in out
     assert (await cli("db", "upgrade", "--state-url", url))[0] == 0  # again: nothing to do
     code, out, _ = await cli("approvals", "--state-url", url)
     assert code == 0
