@@ -111,11 +111,41 @@ def _alerts(n: int, tag: str) -> list[Any]:
                   model_version="1") for i in range(n)]
 
 
+def _edge_key() -> Any:
+    """The benchmark's edge: it signs every alert, the engines trust it (as a real
+    deployment does; the bare baseline only strips the signature)."""
+    global _EDGE
+    if _EDGE is None:
+        from aiotflow.keys import generate_key
+
+        _EDGE = generate_key("bench-edge")
+    return _EDGE
+
+
+_EDGE: Any = None
+
+
+def _trust() -> Any:
+    from aiotflow.contracts.signing import AlertTrust, TrustedEdge
+
+    return AlertTrust(edges=[TrustedEdge(name="bench-edge", public_key=_edge_key().public_key,
+                                         sites=[f"site-{i}" for i in range(SITES)])])
+
+
+def _trust_toml() -> str:
+    sites = ", ".join(f'"site-{i}"' for i in range(SITES))
+    return (f'[[engine.trust.edges]]\nname = "bench-edge"\nsites = [{sites}]\n'
+            f'public_key = "{_edge_key().public_key}"\n')
+
+
 def _lines(alerts: list[Any], path: Path) -> Path:
+    from aiotflow.contracts.signing import sign_alert
+
     with path.open("wb") as f:
         for a in alerts:
-            f.write(f"aiotflow/alerts/{a.site}/{a.asset} ".encode() + a.model_dump_json().encode()
-                    + b"\n")
+            topic = f"aiotflow/alerts/{a.site}/{a.asset}"
+            f.write(topic.encode() + b" " + sign_alert(_edge_key(), topic,
+                                                       a.model_dump_json().encode()) + b"\n")
     return path
 
 
@@ -132,6 +162,7 @@ async def bare_run(port: int, alerts: list[Any], work: Path) -> float:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     from aiotflow.contracts.schema import Alert
+    from aiotflow.contracts.signing import open_alert
     from aiotflow.tools.ops import OpsDatabase
 
     done = asyncio.Event()
@@ -158,7 +189,7 @@ async def bare_run(port: int, alerts: list[Any], work: Path) -> float:
 
         async def run(payload: bytes) -> None:
             nonlocal finished
-            alert = Alert.model_validate_json(payload)
+            alert = Alert.model_validate_json(open_alert(payload).body)
             async with slots:
                 await graph.ainvoke({"alert": alert.model_dump(mode="json")},
                                     {"configurable": {"thread_id": f"auto/{alert.id}"}})
@@ -199,7 +230,7 @@ async def engine_run(url: str, port: int, alerts: list[Any], work: Path) -> floa
                 done.set()
 
     s = EngineSettings(state_dir=work / "state", mqtt={"url": url},
-                       engine_id=f"bench-{work.name}")
+                       engine_id=f"bench-{work.name}", trust=_trust())
     async with Engine(app, s) as engine:
         engine.add_listener(on)
         await engine.subscribed.wait()
@@ -229,7 +260,7 @@ class Workers:
         self.config = work / "worker.toml"
         # a share group per phase: no member of an earlier phase is still in it
         self.config.write_text(f"[engine]\nlease_s = {lease_s}\nsession_expiry_s = 2\n"
-                               f'share_group = "{work.name}"\n')
+                               f'share_group = "{work.name}"\n' + _trust_toml())
         self.procs: dict[str, asyncio.subprocess.Process] = {}
 
     async def start(self) -> None:
@@ -365,7 +396,10 @@ async def failover(pg: Any, broker: Any, bundle_dir: Path, n: int, work: Path
     workers = Workers(url, broker.url, work, 2, lease_s=lease)
     await workers.start()
     alerts = _alerts(n, "fo")
+    from aiotflow.keys import save_key
+
     es = EdgeSettings(model=model, mqtt={"url": broker.url}, outbox=work / "outbox.db",
+                      key_file=save_key(_edge_key(), work / "edge.key"),
                       ack={"timeout_s": 1.0, "max_interval_s": 2.0})
     async with Outbox(es.outbox) as ob:
         await ob.put_many([(a.id, f"aiotflow/alerts/{a.site}/{a.asset}",

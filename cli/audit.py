@@ -69,11 +69,14 @@ async def _audit(a: argparse.Namespace) -> int:
         return 2
     async with ControlStore(s.control_target) as control:
         if a.action == "verify":
-            report = await control.verify_audit()
+            public, anchor, notes = _verify_inputs(a, s)
+            report = await control.verify_audit(public_key=public, anchor=anchor)
             print(json.dumps(report.model_dump(), indent=2) if a.json else
                   f"audit chain {'intact' if report.ok else 'BROKEN'}: {report.records} "
-                  f"records, head {report.head[:16] or '-'}"
-                  + "".join(f"\n  - {p}" for p in report.problems))
+                  f"records, head {report.head[:16] or '-'}, {report.checkpoints} signed "
+                  f"checkpoints, {report.unsigned_tail} records since the last"
+                  + "".join(f"\n  - {p}" for p in report.problems)
+                  + "".join(f"\n  note: {n}" for n in notes))
             return 0 if report.ok else 1
         records = await control.alert_story(a.alert_id)
     if a.json:
@@ -81,6 +84,32 @@ async def _audit(a: argparse.Namespace) -> int:
     else:
         print(format_story(a.alert_id, records), end="")
     return 0 if records else 1
+
+
+def _verify_inputs(a: argparse.Namespace, s: Any) -> tuple[str | None, Any, list[str]]:
+    """The engine's public key and the anchor to verify against, and what is missing."""
+    from pathlib import Path
+
+    from aiotflow.keys import KeyFileError, load_key, parse_public_key
+    from aiotflow.tools.control import AuditCheckpoint
+
+    notes: list[str] = []
+    public = a.public_key
+    if public is not None:
+        parse_public_key(public)
+    else:
+        try:
+            public = load_key(s.engine_key_file).public_key
+        except (KeyFileError, OSError):
+            notes.append(f"no engine key at {s.engine_key_file} (--public-key): checkpoint "
+                         "signatures not checked")
+    path = Path(a.anchor) if a.anchor else s.audit_anchor_file
+    anchor = None
+    if path.exists():
+        anchor = AuditCheckpoint.model_validate_json(path.read_text())
+    else:
+        notes.append(f"no anchor at {path}: a tail cut off with its checkpoints is not seen")
+    return public, anchor, notes
 
 
 async def _costs(a: argparse.Namespace) -> int:
@@ -104,8 +133,14 @@ async def _costs(a: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     au = sub.add_parser("audit", help="verify the audit chain, or show one alert's story")
     aus = au.add_subparsers(dest="action", required=True)
-    auv = aus.add_parser("verify", help="recompute every hash; exit 1 if the chain is broken")
+    auv = aus.add_parser("verify", help="recompute every hash, check the engine's signed "
+                                        "checkpoints and the anchor; exit 1 if the chain "
+                                        "was edited, re-hashed or cut short")
     auv.add_argument("--json", action="store_true")
+    auv.add_argument("--public-key", help="the engine's ed25519:... key (default: read from "
+                                          "its key file)")
+    auv.add_argument("--anchor", help="the last checkpoint kept outside the database "
+                                      "(default: the engine's audit_anchor)")
     ash = aus.add_parser("show", help="from sensor evidence to work order, for one alert")
     ash.add_argument("alert_id")
     ash.add_argument("--json", action="store_true")

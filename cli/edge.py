@@ -16,11 +16,33 @@ async def _edge(a: argparse.Namespace) -> int:
     from aiotflow.edge.config import EdgeSettings
     from aiotflow.edge.runtime import EdgeRuntime
 
+    if a.action == "keygen":
+        return _keygen(a)
+    if not a.config:
+        print("error: aiotflow edge needs --config", file=sys.stderr)
+        return 2
     settings = EdgeSettings.load(a.config)
     runtime = EdgeRuntime(settings, stats_file=a.stats_file)
     stats = await runtime.run_until(stop_event())
     print(json.dumps({k: v for k, v in stats.as_dict().items() if k != "invalid_reasons"}),
           file=sys.stderr)
+    return 0
+
+
+def _keygen(a: argparse.Namespace) -> int:
+    """The edge's key (its file, 0600) and the engine's trust-list entry for it."""
+    from pathlib import Path
+
+    from aiotflow.keys import load_or_create_key
+
+    path = Path(a.out)
+    existed = path.exists()
+    key = load_or_create_key(path, a.name or a.site or "edge")
+    print(f"# {'the existing' if existed else 'a new'} key in {path}; for the engine:",
+          file=sys.stderr)
+    site = a.site or "SITE"
+    print(f'[[engine.trust.edges]]\nname = "{key.name}"\nsites = ["{site}"]\n'
+          f'public_key = "{key.public_key}"')
     return 0
 
 
@@ -39,8 +61,13 @@ async def _simulate(a: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    e = sub.add_parser("edge", help="run the edge runtime (what a gateway runs)")
-    e.add_argument("--config", required=True, help="TOML file (see README)")
+    e = sub.add_parser("edge", help="run the edge runtime (what a gateway runs); "
+                                    "`edge keygen` makes its signing key")
+    e.add_argument("action", nargs="?", choices=["run", "keygen"], default="run")
+    e.add_argument("--config", help="TOML file (see README); needed to run")
+    e.add_argument("--out", default="edge.key", help="keygen: the key file (default edge.key)")
+    e.add_argument("--site", help="keygen: the site this edge speaks for")
+    e.add_argument("--name", help="keygen: the edge's name (default: the site)")
     e.add_argument("--stats-file", help="write a JSON summary here (periodically and at exit)")
     command(e, _edge)
 

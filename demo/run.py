@@ -21,11 +21,13 @@ from typing import Any
 
 from aiotflow.agents.maintenance import register_maintenance_agent
 from aiotflow.contracts.mqtt import MqttSettings
+from aiotflow.contracts.signing import AlertTrust, TrustedEdge
 from aiotflow.demo.broker import DemoBroker
 from aiotflow.edge.bundle import ModelBundle
 from aiotflow.edge.config import EdgeSettings
 from aiotflow.edge.policy import PolicySettings
 from aiotflow.edge.runtime import EdgeRuntime
+from aiotflow.keys import load_or_create_key
 from aiotflow.simulator.fleet import Fleet, parse_fault, publish_fleet
 from aiotflow.tools.control import Decision
 from aiotflow.tools.scheduling import HttpScheduling
@@ -134,8 +136,13 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             broker = await stack.enter_async_context(DemoBroker())
             mqtt = MqttSettings(url=broker.url)
             say(f"demo MQTT broker (amqtt) on {broker.url}")
+        # the demo's edge signs its alerts with its own key; the engine trusts it for the
+        # demo fleet's site only
+        edge_key = load_or_create_key(state / "keys" / "edge.key", "demo-edge")
+        trust = AlertTrust(edges=[TrustedEdge(name="demo-edge", public_key=edge_key.public_key,
+                                              sites=["plant-1"])])  # the fleet's site
         settings = EngineSettings(state_dir=state, mqtt=mqtt, approval_poll_s=0.2,
-                                  engine_id=f"aiotflow-demo-{state.name}")
+                                  engine_id=f"aiotflow-demo-{state.name}", trust=trust)
         scheduling = HttpScheduling("http://127.0.0.1:9", timeout=1.0) \
             if opts.scheduling_down else None
         if scheduling is not None:
@@ -151,6 +158,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             "past incidents")
         edge_settings = EdgeSettings(
             model=model_path, mqtt=mqtt, outbox=state / "edge-outbox.db",
+            key_file=state / "keys" / "edge.key",
             policy=PolicySettings(k=3, cooldown_s=600), drain_timeout_s=2.0)
         edge = EdgeRuntime(edge_settings, bundle=bundle, stats_file=state / "edge-stats.json")
         await stack.enter_async_context(edge)

@@ -77,6 +77,11 @@ class EdgeSettings(FileSettings):
         "aiotflow/deadletter", description="Rejected payloads go to PREFIX/{site}/{asset}."
     )
     outbox: Path = Field(Path("edge-outbox.db"), description="SQLite store-and-forward outbox.")
+    key_file: Path | None = Field(
+        None, description="This edge's Ed25519 key (default: edge.key beside the outbox; "
+                          "made on first start, 0600): it signs every alert, and the "
+                          "engine's trust list has its public half (`aiotflow edge keygen` "
+                          "prints the entry).")
     outbox_max: int = Field(
         100_000, ge=1, description="Messages the outbox holds; when full, lower severities "
                                    "(dead letters first) make room for higher ones.")
@@ -99,3 +104,7 @@ class EdgeSettings(FileSettings):
         if self.mqtt.client_id is None:
             return self.mqtt
         return self.mqtt.model_copy(update={"client_id": f"{self.mqtt.client_id}-uplink"})
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.key_file or self.outbox.with_name("edge.key")

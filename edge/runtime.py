@@ -41,6 +41,8 @@ import structlog
 
 from aiotflow.contracts.mqtt import LinkState, reconnecting, sink_queue, wait_event
 from aiotflow.contracts.schema import Alert, alert_id_for, decode_readings
+from aiotflow.contracts.signing import sign_alert
+from aiotflow.keys import load_or_create_key
 
 from .baseline import OperatingPoint
 from .bundle import ModelBundle
@@ -151,6 +153,7 @@ class EdgeRuntime:
     async def __aenter__(self) -> EdgeRuntime:
         if self._tg is not None:
             raise RuntimeError("EdgeRuntime is not re-entrant")
+        self.key = load_or_create_key(self.settings.signing_key_file, self.settings.site or "edge")
         await self._outbox.__aenter__()
         self.stats.outbox_depth = await self._outbox.depth()
         self._tg = asyncio.TaskGroup()
@@ -393,6 +396,7 @@ class EdgeRuntime:
         ack = self.settings.ack
         site = self.settings.site
         ack_topic = f"{ack.prefix}/{site}/#" if site else f"{ack.prefix}/#"
+        alerts = self.settings.alert_prefix + "/"
 
         def on_ack(message: aiomqtt.Message) -> None:  # in the socket callback: no I/O
             try:
@@ -424,8 +428,12 @@ class EdgeRuntime:
                     wait = 1.0 if due is None else min(1.0, max(due - time.time(), 0.01))
                     await wait_event(self._wake_publisher, wait)
                     continue
+                # alerts are signed as they are sent: a fresh time each try, so one kept
+                # through a long outage is not taken for a replay
                 results = await asyncio.gather(
-                    *(client.publish(m.topic, m.payload, qos=1, timeout=10) for m in batch),
+                    *(client.publish(m.topic, sign_alert(self.key, m.topic, m.payload)
+                                     if m.topic.startswith(alerts) else m.payload,
+                                     qos=1, timeout=10) for m in batch),
                     return_exceptions=True)
                 delivered, retries, now = [], [], time.time()
                 for m, r in zip(batch, results, strict=True):

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiomqtt
 
 from aiotflow.contracts.schema import Alert
+from aiotflow.contracts.signing import open_alert
 from aiotflow.edge.bundle import ModelBundle
 
 from .conftest import Mosquitto
@@ -56,7 +57,7 @@ async def test_edge_and_simulate_with_malformed_payloads(
             try:
                 async with asyncio.timeout(3):
                     async for m in sub.messages:
-                        alerts.append(Alert.model_validate_json(m.payload))  # type: ignore[arg-type]
+                        alerts.append(Alert.model_validate_json(open_alert(m.payload).body))  # type: ignore[arg-type]
             except TimeoutError:
                 pass
             await wait_for(lambda: len(acked) >= 2 and json.loads(stats_file.read_text())
@@ -119,16 +120,19 @@ async def test_run_app_with_approval_from_another_terminal(
     """`aiotflow run` in one process, `aiotflow approvals/approve` in others."""
     import sqlite3
 
-    from .workflows.helpers import cli, make_alert, wait_for
+    from .workflows.helpers import cli, make_alert, signed, trust_toml, wait_for
 
     state = str(tmp_path / "state")
+    trusting = tmp_path / "engine.toml"
+    trusting.write_text("[engine]\n" + trust_toml())
     code, out, err = await cli("seed", "--model", str(bundle_path), "--incidents", "30",
                                "--state-dir", state)
     assert code == 0, err
     assert json.loads(out)["incidents_added"] == 30
     run = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aiotflow", "run", "examples.generator_fleet:app",
-        "--state-dir", state, "--broker", mosquitto.url, stderr=asyncio.subprocess.PIPE)
+        "--config", str(trusting), "--state-dir", state, "--broker", mosquitto.url,
+        stderr=asyncio.subprocess.PIPE)
     try:
         assert run.stderr is not None
         async with asyncio.timeout(60):  # start-up: open stores, compile, subscribe
@@ -136,8 +140,7 @@ async def test_run_app_with_approval_from_another_terminal(
                 pass
         alert = make_alert(bundle)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
-            await c.publish(f"aiotflow/alerts/plant-1/{alert.asset}", alert.model_dump_json(),
-                            qos=1)
+            await c.publish(*signed(alert), qos=1)
 
         async def waiting() -> list[dict]:  # type: ignore[type-arg]
             _, listing, _ = await cli("approvals", "--json", "--state-dir", state)

@@ -16,6 +16,7 @@ import aiomqtt
 import pytest
 
 from aiotflow.contracts import Alert
+from aiotflow.contracts.signing import open_alert
 
 from .conftest import Mosquitto
 from .workflows.helpers import wait_for
@@ -107,7 +108,7 @@ async def test_gateway_scores_telemetry_into_alerts(
                 stderr=asyncio.subprocess.PIPE, cwd=tmp_path)
             async with asyncio.timeout(60):
                 msg = await anext(aiter(sub.messages))
-            alert = Alert.model_validate_json(msg.payload)  # type: ignore[arg-type]
+            alert = Alert.model_validate_json(open_alert(msg.payload).body)
             _, sim_err = await asyncio.wait_for(sim.communicate(), 60)
             assert sim.returncode == 0, sim_err.decode()
     finally:

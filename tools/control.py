@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiotflow.keys import SigningKey
+from aiotflow.keys import SigningKey, verify_signature
 
 from .database import Migration, Store, Tx, select
 from .decisions import decision_document, sign_decision
@@ -25,6 +25,7 @@ from .policy import Policy, RiskTier
 
 __all__ = [
     "ApprovalRecord",
+    "AuditCheckpoint",
     "AuditEntry",
     "AuditRecord",
     "ChainReport",
@@ -215,6 +216,28 @@ class ChainReport(BaseModel):
     records: int
     head: str
     problems: list[str]
+    checkpoints: int = Field(0, description="Signed checkpoints verified.")
+    unsigned_tail: int = Field(0, description="Records after the last checkpoint: covered "
+                                              "by the hash chain only, until the next one.")
+
+
+class AuditCheckpoint(BaseModel):
+    """The engine's signature over the audit chain's head at record ``seq``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    hash: str
+    ts: float
+    signer: str
+    signature: str
+
+    def signed_bytes(self) -> bytes:
+        return f"aiotflow-audit-v1\n{self.seq}\n{self.hash}\n{self.ts!r}".encode()
+
+
+def _stamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 class ApprovalRecord(BaseModel):
@@ -270,10 +293,36 @@ class ControlStore(Store):
         async with self.unit() as db:
             await _append(db, kind, actor=actor, thread_id=thread_id, detail=detail)
 
-    async def verify_audit(self) -> ChainReport:
-        """Walk the audit chain: every hash recomputed, every link and the head checked."""
+    async def checkpoint_audit(self, key: SigningKey, *, every: int = 1) -> AuditCheckpoint | None:
+        """Sign the chain's head with ``key`` (the engine's, kept outside the database) if
+        it moved ``every`` records or more since the last checkpoint; returns the new
+        checkpoint (``None``: nothing new). A re-hashed chain no longer matches a signed
+        checkpoint, and a cut-off tail no longer reaches one (or the anchor outside)."""
+        async with self.unit() as db:
+            head = await db.one("SELECT seq, hash FROM audit_head WHERE id = 1" + db.for_update)
+            last = await db.one("SELECT MAX(seq) FROM audit_checkpoints")
+            seq, h = (int(head[0]), str(head[1])) if head else (0, "")
+            if seq == 0 or seq - int((last[0] if last else None) or 0) < every:
+                return None
+            cp = AuditCheckpoint(seq=seq, hash=h, ts=time.time(), signer=key.key_id,
+                                 signature="")
+            cp = cp.model_copy(update={"signature": key.sign(cp.signed_bytes())})
+            await db.execute(
+                "INSERT INTO audit_checkpoints(seq, hash, ts, signer, signature)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (cp.seq, cp.hash, cp.ts, cp.signer, cp.signature))
+        return cp
+
+    async def verify_audit(self, *, public_key: str | None = None,
+                           anchor: AuditCheckpoint | None = None) -> ChainReport:
+        """Walk the audit chain: every hash recomputed, every link and the head checked;
+        with the engine's ``public_key``, every signed checkpoint verified and matched
+        against the chain (a re-hashed chain, a forged checkpoint); with an ``anchor`` (the
+        last checkpoint as kept outside the database), a tail cut off with its
+        checkpoints is found too."""
         problems: list[str] = []
         prev, last_seq, n = "", 0, 0
+        hashes: dict[int, str] = {}
         async with self.read() as db:
             for r in await db.all("SELECT * FROM audit ORDER BY seq"):
                 n += 1
@@ -290,7 +339,11 @@ class ControlStore(Store):
                     problems.append(f"record {seq} ({r['kind']}): content does not match "
                                     "its hash (edited)")
                 prev, last_seq = r["hash"], seq
+                hashes[seq] = r["hash"]
             head = await db.one("SELECT seq, hash FROM audit_head WHERE id = 1")
+            cps = [AuditCheckpoint(seq=c["seq"], hash=c["hash"], ts=c["ts"], signer=c["signer"],
+                                   signature=c["signature"])
+                   for c in await db.all("SELECT * FROM audit_checkpoints ORDER BY seq")]
         if head is not None and head["seq"] == 0 and not head["hash"]:
             head = None  # the empty chain's head, made by the schema
         if head is None and n:
@@ -298,7 +351,26 @@ class ControlStore(Store):
         elif head is not None and (head["seq"] != last_seq or head["hash"] != prev):
             problems.append(f"the chain ends at record {last_seq}, its head says "
                             f"{head['seq']}: records were removed from the end")
-        return ChainReport(ok=not problems, records=n, head=prev, problems=problems)
+        signed = 0
+        if public_key is not None:
+            for cp in [*cps, *([anchor] if anchor is not None else [])]:
+                where = "the anchor" if cp is anchor else f"checkpoint {cp.seq}"
+                if not verify_signature(public_key, cp.signed_bytes(), cp.signature):
+                    problems.append(f"{where}: its signature is not the engine's (forged "
+                                    "checkpoint)")
+                    continue
+                signed += cp is not anchor
+                if cp.seq > last_seq:
+                    problems.append(f"{where} was signed at record {cp.seq}, the chain ends "
+                                    f"at {last_seq}: records {last_seq + 1}..{cp.seq} were "
+                                    "cut off (truncated)")
+                elif hashes.get(cp.seq) != cp.hash:
+                    problems.append(f"{where}: record {cp.seq} is not the record signed "
+                                    f"{_stamp(cp.ts)}: records up to {cp.seq} were rewritten "
+                                    "and the chain re-hashed")
+        return ChainReport(ok=not problems, records=n, head=prev, problems=problems,
+                           checkpoints=signed,
+                           unsigned_tail=last_seq - max((c.seq for c in cps), default=0))
 
     async def audit_records(
         self, *, thread_id: str | None = None, kind: str | None = None

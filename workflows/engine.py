@@ -44,7 +44,8 @@ from pydantic import ValidationError
 
 from aiotflow.contracts.mqtt import reconnecting
 from aiotflow.contracts.schema import Alert
-from aiotflow.files import private_db, private_dir
+from aiotflow.contracts.signing import Untrusted
+from aiotflow.files import private_db, private_dir, write_private
 from aiotflow.keys import load_or_create_key
 from aiotflow.tools.builtin import register_builtin_tools
 from aiotflow.tools.control import ApprovalRecord, ControlStore
@@ -86,6 +87,9 @@ class EngineStats:
     waiting_approval: int = 0
     resumed: int = 0
     forgeries: int = 0
+    #: messages on the alert topics dropped unread: unsigned, unknown or bad signature,
+    #: replayed, out of the signer's scope (by reason in the audit's alerts.dropped)
+    alerts_dropped: int = 0
     #: runs and recorded alerts of dead workers (or of a crash) this worker took over
     taken_over: int = 0
     #: times this worker could not reach the database for a lease and let its work go
@@ -153,6 +157,10 @@ class Engine:
         self._lease: asyncio.Task[None]
         self._leaked_slots: list[tuple[str, int, str]] = []
         self._site_slots: dict[str, asyncio.Semaphore] = {}
+        #: alerts dropped unread since the last audit summary: reason -> count
+        self._drops: dict[str, int] = {}
+        self._drop_samples: list[str] = []
+        self._checkpointed = time.monotonic()
         self.control: ControlStore
         self.ops: OpsDatabase
         self.history: HistoryStore
@@ -221,7 +229,14 @@ class Engine:
         if self.consume_alerts:
             self._loops.append(self._tg.create_task(self._consume(), name="engine-consume"))
         log.info("engine.started", app=self.app.name, workflows=list(self._graphs),
-                 state=self.control.database.name, worker=self.worker_id)
+                 state=self.control.database.name, worker=self.worker_id,
+                 trusted_edges=[e.name for e in s.trust.edges])
+        if s.trust.allow_unsigned:
+            log.warning("engine.unsigned_alerts_accepted",
+                        why="trust.allow_unsigned: anyone on the broker can start workflows")
+        elif self.consume_alerts and not s.trust.edges:
+            log.warning("engine.no_trusted_edges",
+                        why="no [[engine.trust.edges]]: every alert from the broker is dropped")
         return self
 
     async def __aexit__(
@@ -236,6 +251,12 @@ class Engine:
                 await asyncio.wait(list(self._inflight))
         finally:
             self._lease.cancel()
+        with contextlib.suppress(Exception):  # what was dropped since the last poll
+            await self._report_drops()
+        try:  # the chain's head as it is now, signed
+            await self._checkpoint_audit(final=True)
+        except Exception:
+            log.exception("engine.audit_checkpoint_failed")
         try:
             await self._stack.__aexit__(t, e, tb)
         finally:
@@ -300,11 +321,20 @@ class Engine:
         nothing and acknowledges nothing: the edge sends the alert again."""
         if self.paused:
             return None
-        raw = payload if isinstance(payload, (bytes, bytearray, str)) else str(payload)
-        text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
+        raw = bytes(payload) if isinstance(payload, (bytes, bytearray)) else (
+            payload.encode() if isinstance(payload, str) else str(payload).encode())
         try:
-            alert = Alert.model_validate_json(raw)
+            body, edge = self.settings.trust.verify(raw, topic)
+        except Untrusted as exc:
+            self._drop(exc, topic)
+            return None
+        text = body.decode("utf-8", "replace")
+        try:
+            alert = Alert.model_validate_json(body)
         except ValidationError as exc:
+            if edge is None:  # anyone's junk (unsigned accepted): counted, not audited
+                self._drop(Untrusted("invalid", str(exc.errors()[0]["msg"])), topic)
+                return None
             self.stats.alerts_invalid += 1
             named = _named_alert(text)
             await self.control.audit("alert.invalid", actor="engine", topic=topic,
@@ -313,6 +343,12 @@ class Engine:
             log.warning("engine.alert_invalid", topic=topic)
             # alert topics end with {site}/{asset}, like the acknowledgement's
             return ("/".join(topic.split("/")[-2:]), named) if named else None
+        try:
+            self.settings.trust.check_scope(edge, alert.site, alert.asset, topic,
+                                            drift=alert.kind == "model_drift")
+        except Untrusted as exc:
+            self._drop(exc, topic)
+            return None
         failpoint("engine.receiving")  # validated, not yet recorded
         mine = alert.id not in self._submitting
         # reserved before the record commits, so that a take-over pass that sees the new
@@ -332,6 +368,41 @@ class Engine:
         elif mine:
             self._submitting.discard(alert.id)
         return alert.topic_suffix, alert.id
+
+    def _drop(self, exc: Untrusted, topic: str) -> None:
+        """Count a message dropped unread (no record, no ack): memory stays bounded, the
+        audit gets one summary per poll (:meth:`_report_drops`), the log one line per
+        reason per summary."""
+        self.stats.alerts_dropped += 1
+        first = exc.reason not in self._drops
+        self._drops[exc.reason] = self._drops.get(exc.reason, 0) + 1
+        if len(self._drop_samples) < 3:
+            self._drop_samples.append(f"{exc.reason} on {topic[:120]}: {exc.detail[:120]}")
+        if first:
+            log.warning("engine.alert_dropped", reason=exc.reason, topic=topic[:120],
+                        detail=exc.detail[:120])
+
+    async def _checkpoint_audit(self, *, final: bool = False) -> None:
+        """Sign the audit chain's head (every ``audit_checkpoint_every`` records, every
+        ``audit_checkpoint_s`` when it moved, and at shutdown) and anchor it in a file
+        outside the database."""
+        s = self.settings
+        due = final or time.monotonic() - self._checkpointed >= s.audit_checkpoint_s
+        cp = await self.control.checkpoint_audit(
+            self.key, every=1 if due else s.audit_checkpoint_every)
+        if due:
+            self._checkpointed = time.monotonic()
+        if cp is not None:
+            write_private(s.audit_anchor_file, (cp.model_dump_json() + "\n").encode())
+
+    async def _report_drops(self) -> None:
+        """One audit record for everything dropped since the last one."""
+        if not self._drops:
+            return
+        counts, samples = self._drops, self._drop_samples
+        self._drops, self._drop_samples = {}, []
+        await self.control.audit("alerts.dropped", actor=self.worker_id, counts=counts,
+                                 samples=samples, total=sum(counts.values()))
 
     def _spawn_submit(self, alert: Alert) -> None:
         self._submitting.add(alert.id)
@@ -483,7 +554,8 @@ class Engine:
         database hiccup) is logged and audited and never holds up the others; resumes
         run as tasks, so one slow workflow does not stop sweeps, expiry or other resumes."""
         while True:
-            for step in (self._sweep, self.apply_history_queue, self.resume_decided):
+            for step in (self._sweep, self.apply_history_queue, self.resume_decided,
+                         self._report_drops, self._checkpoint_audit):
                 try:
                     await step()
                 except Exception as exc:

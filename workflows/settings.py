@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from aiotflow.contracts.mqtt import MqttSettings
 from aiotflow.contracts.settings import FileSettings
+from aiotflow.contracts.signing import AlertTrust
 from aiotflow.tools.policy import Policy
 from aiotflow.vectorstore.store import HistorySettings
 
@@ -65,6 +66,22 @@ class EngineSettings(FileSettings):
                           "made on first start, 0600): it signs the audit chain's "
                           "checkpoints and, with no operators in the policy, the decisions "
                           "of the local console. Workers of one deployment share it.")
+    audit_checkpoint_every: int = Field(
+        100, ge=1, description="The engine signs the audit chain's head every this many "
+                               "records ...")
+    audit_checkpoint_s: float = Field(
+        10.0, gt=0, description="... or this often when it moved, and at shutdown: records "
+                                "after the last checkpoint are covered by the hash chain only.")
+    audit_anchor: Path | None = Field(
+        None, description="Where the last signed checkpoint is also written, outside the "
+                          "database (default state_dir/audit.anchor; keep it on other "
+                          "storage or ship it off the host): `aiotflow audit verify` finds a "
+                          "tail cut off with its checkpoints against it.")
+    trust: AlertTrust = Field(
+        default_factory=AlertTrust,
+        description="The edges whose signed alerts count, each limited to its sites and "
+                    "assets ([[engine.trust.edges]]); anything else on the alert topics is "
+                    "dropped and counted.")
     policy: Policy = Field(
         default_factory=Policy,
         description="Tool risk tiers, who may approve what, operators ([engine.policy]).")
@@ -95,6 +112,10 @@ class EngineSettings(FileSettings):
     @property
     def engine_key_file(self) -> Path:
         return self.key_file or self.state_dir / "keys" / "engine.key"
+
+    @property
+    def audit_anchor_file(self) -> Path:
+        return self.audit_anchor or self.state_dir / "audit.anchor"
 
     @property
     def control_db(self) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiomqtt
 
 from aiotflow.contracts.schema import Alert
+from aiotflow.contracts.signing import open_alert
 from aiotflow.edge.bundle import ModelBundle
 from aiotflow.edge.config import EdgeSettings
 from aiotflow.edge.runtime import EdgeRuntime
@@ -138,7 +139,7 @@ async def test_edge_killed_with_minus_9_keeps_its_outbox(
             got: list[Alert] = []
             async with asyncio.timeout(15):
                 async for m in sub.messages:
-                    got.append(Alert.model_validate_json(m.payload))  # type: ignore[arg-type]
+                    got.append(Alert.model_validate_json(open_alert(m.payload).body))  # type: ignore[arg-type]
                     if len(got) == 2:
                         break
             assert [a.id for a in got] == [k for k, _ in rows]

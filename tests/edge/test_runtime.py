@@ -5,6 +5,7 @@ from pathlib import Path
 import aiomqtt
 
 from aiotflow.contracts.schema import Alert
+from aiotflow.contracts.signing import open_alert
 from aiotflow.edge.bundle import ModelBundle
 from aiotflow.edge.config import EdgeSettings
 from aiotflow.edge.runtime import EdgeRuntime
@@ -52,7 +53,7 @@ async def test_faulted_asset_alerts_and_bad_payloads_are_dead_lettered(
 
             got = await collect(sub, done)
             await wait_for(lambda: rt.stats.acks_received == 1, 10)
-    alerts = [Alert.model_validate_json(m.payload) for m in got  # type: ignore[arg-type]
+    alerts = [Alert.model_validate_json(open_alert(m.payload).body) for m in got  # type: ignore[arg-type]
               if str(m.topic).startswith("aiotflow/alerts/")]
     letters = [json.loads(m.payload) for m in got  # type: ignore[arg-type]
                if str(m.topic).startswith("aiotflow/deadletter/")]
@@ -124,7 +125,9 @@ async def test_alert_survives_uplink_outage(
         async with aiomqtt.Client("127.0.0.1", uplink.port, identifier="ops-console",
                                   clean_session=False) as sub:
             got = await collect(sub, lambda m: len(m) >= 1, 10)
-        assert {Alert.model_validate_json(m.payload).asset for m in got} == {"gen-001"}  # type: ignore[arg-type]
+        assets = {Alert.model_validate_json(open_alert(m.payload).body).asset  # type: ignore[arg-type]
+                  for m in got}
+        assert assets == {"gen-001"}
     finally:
         uplink.stop()
 

@@ -124,3 +124,98 @@ async def test_audit_cli_verify_and_show(tmp_path: Path, capsys: pytest.CaptureF
     assert "BROKEN" in out and "record 4 (approval.approved)" in out
     assert await asyncio.to_thread(main, ["audit", "verify", "--state-dir",
                                           str(tmp_path / "nope")]) == 2
+
+
+def rehash_from(db: Path, seq: int) -> None:
+    """What an attacker with the database file does after editing record ``seq``: every
+    hash from there on recomputed, the head moved, so the plain chain verifies again."""
+    from aiotflow.tools.control import audit_hash
+
+    con = sqlite3.connect(db)
+    prev = con.execute("SELECT hash FROM audit WHERE seq = ?", (seq - 1,)).fetchone()
+    prev = prev[0] if prev else ""
+    rows = con.execute("SELECT seq, ts, thread_id, kind, actor, detail FROM audit"
+                       " WHERE seq >= ? ORDER BY seq", (seq,)).fetchall()
+    for s, ts, tid, kind, actor, detail in rows:
+        h = audit_hash(prev, s, ts, tid, kind, actor, detail)
+        con.execute("UPDATE audit SET prev = ?, hash = ? WHERE seq = ?", (prev, h, s))
+        prev = h
+    con.execute("UPDATE audit_head SET hash = ? WHERE id = 1", (prev,))
+    con.commit()
+    con.close()
+
+
+async def test_signed_checkpoints_catch_a_rehashed_chain_and_a_cut_off_tail(
+    tmp_path: Path,
+) -> None:
+    from aiotflow.keys import generate_key
+
+    engine, mallory = generate_key("engine"), generate_key("engine")
+    db = tmp_path / "control.db"
+    await write_story(db)  # records 1..5
+    async with ControlStore(db) as c:
+        first = await c.checkpoint_audit(engine, every=100)
+        assert first is None  # fewer records than `every` since the last one
+        first = await c.checkpoint_audit(engine)
+        assert first is not None and first.seq == 5
+        await c.audit("tool.ok", actor="maintenance", tool="book_technician")
+        await c.audit("workflow.completed", actor="maintenance")
+        anchor = await c.checkpoint_audit(engine)
+        assert anchor is not None and anchor.seq == 7
+        report = await c.verify_audit(public_key=engine.public_key, anchor=anchor)
+        assert report.ok and report.checkpoints == 2 and report.unsigned_tail == 0
+
+    # 1. record 4 (ana's approval) rewritten to mallory, the chain re-hashed after it
+    tamper(db, "UPDATE audit SET actor = 'mallory' WHERE seq = 4")
+    rehash_from(db, 4)
+    async with ControlStore(db) as c:
+        assert (await c.verify_audit()).ok  # the plain chain is fooled ...
+        report = await c.verify_audit(public_key=engine.public_key, anchor=anchor)
+        assert not report.ok  # ... the signed checkpoints are not
+        assert any("record 5 is not the record signed" in p and "re-hashed" in p
+                   for p in report.problems), report.problems
+        # nor can the attacker sign checkpoints of their own
+        async with c.unit() as tx:
+            await tx.execute("DELETE FROM audit_checkpoints")
+        await c.checkpoint_audit(mallory)
+        report = await c.verify_audit(public_key=engine.public_key)
+        assert any("not the engine's (forged checkpoint)" in p for p in report.problems)
+
+    # 2. a clean copy, then the last records cut off together with their checkpoint
+    db2 = tmp_path / "c2.db"
+    await write_story(db2)
+    async with ControlStore(db2) as c:
+        await c.checkpoint_audit(engine)
+        await c.audit("tool.ok", actor="maintenance", tool="book_technician")
+        anchor = await c.checkpoint_audit(engine)
+    tamper(db2, "DELETE FROM audit WHERE seq > 5")
+    tamper(db2, "DELETE FROM audit_checkpoints WHERE seq > 5")
+    tamper(db2, "UPDATE audit_head SET seq = 5, hash = (SELECT hash FROM audit WHERE seq = 5)")
+    async with ControlStore(db2) as c:
+        assert (await c.verify_audit(public_key=engine.public_key)).ok  # the DB alone: fooled
+        report = await c.verify_audit(public_key=engine.public_key, anchor=anchor)
+        assert [p for p in report.problems if "cut off (truncated)" in p and "6..6" in p]
+
+
+async def test_the_engine_anchors_its_audit_and_the_cli_finds_a_cut_off_tail(
+    tmp_path: Path,
+) -> None:
+    from aiotflow.workflows import App, Engine, EngineSettings
+
+    from ..workflows.helpers import cli
+
+    state = tmp_path / "s"
+    settings = EngineSettings(state_dir=state, mqtt={"url": "mqtt://127.0.0.1:1"})
+    async with Engine(App("empty"), settings, consume_alerts=False) as engine:
+        for i in range(3):
+            await engine.control.audit("test.step", actor="t", step=i)
+    assert settings.audit_anchor_file.exists()  # signed at shutdown, kept outside the DB
+    code, out, err = await cli("audit", "verify", "--state-dir", str(state))
+    assert code == 0 and "intact" in out and "1 signed checkpoints" in out, out + err
+    db = state / "control.db"
+    tamper(db, "DELETE FROM audit WHERE seq >= (SELECT MAX(seq) FROM audit)")
+    tamper(db, "DELETE FROM audit_checkpoints")
+    tamper(db, "UPDATE audit_head SET seq = (SELECT MAX(seq) FROM audit),"
+               " hash = (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1)")
+    code, out, _ = await cli("audit", "verify", "--state-dir", str(state))
+    assert code == 1 and "BROKEN" in out and "the anchor was signed at record" in out, out

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from aiotflow.contracts.schema import Alert, alert_id_for
+from aiotflow.contracts.signing import AlertTrust, TrustedEdge, sign_alert
 from aiotflow.demo.seed import seed_maintenance, seed_roster
 from aiotflow.edge.bundle import ModelBundle
 from aiotflow.edge.features import make_windows
 from aiotflow.edge.policy import AlertPolicy, severity_for
+from aiotflow.keys import generate_key, save_key
 from aiotflow.simulator.fleet import CHANNELS, Fleet, parse_fault
 from aiotflow.vectorstore.models import Incident
 from aiotflow.workflows.engine import Engine
@@ -44,9 +46,32 @@ def make_alert(bundle: ModelBundle, mode: str = "coolant_pump", *, asset: str = 
     raise AssertionError("the simulated fault was not detected")
 
 
+#: the tests' edge: its alerts are signed with this key, which the engines trust for plant-1
+EDGE = generate_key("test-edge")
+TRUST = AlertTrust(edges=[TrustedEdge(name="test-edge", public_key=EDGE.public_key,
+                                      sites=["plant-1"])])
+
+
+def signed(alert: Alert, prefix: str = "aiotflow/alerts") -> tuple[str, bytes]:
+    """``(topic, payload)`` of ``alert`` as the tests' edge publishes it."""
+    topic = f"{prefix}/{alert.site}/{alert.asset}"
+    return topic, sign_alert(EDGE, topic, alert.model_dump_json().encode())
+
+
+def edge_key_file(directory: Path) -> Path:
+    """The tests' edge key as a file, for an EdgeRuntime (``key_file``)."""
+    return save_key(EDGE, directory / "edge.key")
+
+
+def trust_toml() -> str:
+    """The ``[engine.trust]`` entry of the tests' edge, for an engine config file."""
+    return (f'[[engine.trust.edges]]\nname = "test-edge"\nsites = ["plant-1"]\n'
+            f'public_key = "{EDGE.public_key}"\n')
+
+
 def settings_for(state: Path, broker_url: str) -> EngineSettings:
     return EngineSettings(state_dir=state, mqtt={"url": broker_url}, approval_poll_s=0.1,
-                          engine_id=f"engine-{state.name}")
+                          engine_id=f"engine-{state.name}", trust=TRUST)
 
 
 async def seed(engine: Engine, incidents: list[Incident]) -> None:

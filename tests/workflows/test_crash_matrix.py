@@ -20,7 +20,7 @@ from aiotflow.vectorstore.models import Incident
 from aiotflow.vectorstore.store import HistoryStore
 
 from ..conftest import Mosquitto
-from .helpers import make_alert, seed, wait_for
+from .helpers import edge_key_file, make_alert, seed, signed, trust_toml, wait_for
 
 POINTS = [
     "engine.receiving",                  # alert validated, not recorded: the edge resends
@@ -41,9 +41,11 @@ async def start_engine(state: Path, broker: str, failpoint: str | None
     env.pop("AIOTFLOW_FAILPOINTS", None)
     if failpoint:
         env["AIOTFLOW_FAILPOINTS"] = failpoint
+    config = state.parent / "engine.toml"
+    config.write_text("[engine]\n" + trust_toml())
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aiotflow", "run", "examples.generator_fleet:app",
-        "--state-dir", str(state), "--broker", broker, env=env,
+        "--config", str(config), "--state-dir", str(state), "--broker", broker, env=env,
         stderr=asyncio.subprocess.PIPE)
     assert proc.stderr is not None
     async with asyncio.timeout(60):
@@ -96,8 +98,7 @@ async def test_kill_9_at_every_step_then_finish_exactly_once(
     listener = asyncio.create_task(listen())
 
     async def send() -> None:
-        await edge.publish(f"aiotflow/alerts/{alert.site}/{alert.asset}",
-                           alert.model_dump_json(), qos=1)
+        await edge.publish(*signed(alert), qos=1)
 
     await send()
     async with asyncio.timeout(60):
@@ -156,7 +157,7 @@ async def test_engine_killed_at_random_while_300_alerts_arrive_runs_each_once(
     alerts = [base.model_copy(update={"id": f"A-{i:03d}", "asset": f"pump-{i:03d}",
                                       "severity": "major"}) for i in range(300)]
     edge_settings = EdgeSettings(model=bundle.path, mqtt={"url": mosquitto.url},
-                                 outbox=tmp_path / "outbox.db",
+                                 outbox=tmp_path / "outbox.db", key_file=edge_key_file(tmp_path),
                                  ack={"timeout_s": 1.0, "max_interval_s": 2.0})
     async with Outbox(edge_settings.outbox) as ob:
         await ob.put_many([(a.id, f"aiotflow/alerts/{a.site}/{a.asset}",
@@ -165,10 +166,12 @@ async def test_engine_killed_at_random_while_300_alerts_arrive_runs_each_once(
 
     async def engine(point: str | None = None) -> asyncio.subprocess.Process:
         env = {k: v for k, v in os.environ.items() if k != "AIOTFLOW_FAILPOINTS"}
+        config = tmp_path / "engine.toml"
+        config.write_text("[engine]\n" + trust_toml())
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "aiotflow", "run", "examples.custom_workflow:app",
-            "--state-dir", str(state), "--broker", mosquitto.url, env=env,
-            stderr=asyncio.subprocess.PIPE)
+            "--config", str(config), "--state-dir", str(state), "--broker", mosquitto.url,
+            env=env, stderr=asyncio.subprocess.PIPE)
         assert proc.stderr is not None
         async with asyncio.timeout(60):
             while b"engine.subscribed" not in (line := await proc.stderr.readline()):
@@ -179,6 +182,12 @@ async def test_engine_killed_at_random_while_300_alerts_arrive_runs_each_once(
     async def notified() -> int:
         async with OpsDatabase(state / "ops.db") as ops:
             return len(await ops.notifications())
+
+    async def completed() -> int:
+        async with ControlStore(state / "control.db") as control:
+            async with control.read() as db:
+                row = await db.one("SELECT count(*) FROM runs WHERE status = 'completed'")
+        return int(row[0]) if row else 0
 
     rt = EdgeRuntime(edge_settings, bundle=bundle)
     async with rt:
@@ -191,6 +200,9 @@ async def test_engine_killed_at_random_while_300_alerts_arrive_runs_each_once(
         try:
             await wait_for(lambda: rt.stats.outbox_depth == 0, 120)
             await wait_for(lambda: _at_least(notified, 300), 60)
+            # a notification sent by an engine killed before it recorded the run's end
+            # counts above; the run itself finishes on the engine that took it over
+            await wait_for(lambda: _at_least(completed, 300), 60)
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)

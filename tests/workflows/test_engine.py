@@ -8,6 +8,7 @@ import aiomqtt
 
 from aiotflow.agents import register_maintenance_agent
 from aiotflow.contracts.schema import Alert
+from aiotflow.contracts.signing import sign_alert
 from aiotflow.edge.bundle import ModelBundle
 from aiotflow.edge.config import EdgeSettings
 from aiotflow.edge.runtime import EdgeRuntime
@@ -19,7 +20,16 @@ from aiotflow.workflows import App, Engine
 from ..conftest import Mosquitto
 from ..edge.helpers import publish_simulated
 from ..fakes import SchedulingService
-from .helpers import cli, make_alert, seed, settings_for, wait_for
+from .helpers import (
+    EDGE,
+    cli,
+    edge_key_file,
+    make_alert,
+    seed,
+    settings_for,
+    signed,
+    wait_for,
+)
 
 
 def maintenance_app() -> App:
@@ -30,8 +40,7 @@ def maintenance_app() -> App:
 
 async def publish_alert(port: int, alert: Alert) -> None:
     async with aiomqtt.Client("127.0.0.1", port) as c:
-        await c.publish(f"aiotflow/alerts/{alert.site}/{alert.asset}",
-                        alert.model_dump_json(), qos=1)
+        await c.publish(*signed(alert), qos=1)
 
 
 async def pending(engine: Engine) -> list:  # type: ignore[type-arg]
@@ -43,7 +52,7 @@ async def test_fault_to_work_order_with_approval_from_a_second_process(
 ) -> None:
     state = tmp_path / "state"
     edge_settings = EdgeSettings(model=bundle.path, mqtt={"url": mosquitto.url},
-                                 outbox=tmp_path / "outbox.db")
+                                 outbox=tmp_path / "outbox.db", key_file=edge_key_file(tmp_path))
     async with Engine(maintenance_app(), settings_for(state, mosquitto.url)) as engine:
         await seed(engine, incidents)
         async with EdgeRuntime(edge_settings, bundle=bundle) as edge:
@@ -246,7 +255,8 @@ async def test_invalid_alert_is_audited_not_fatal(
     async with Engine(maintenance_app(), settings_for(tmp_path / "s", mosquitto.url)) as engine:
         await wait_for(engine.subscribed.is_set)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
-            await c.publish("aiotflow/alerts/x/y", b"{broken", qos=1)
+            await c.publish("aiotflow/alerts/x/y",
+                            sign_alert(EDGE, "aiotflow/alerts/x/y", b"{broken"), qos=1)
         await wait_for(lambda: engine.stats.alerts_invalid == 1)
         await publish_alert(mosquitto.port, make_alert(bundle))
         await wait_for(lambda: engine.stats.runs_started == 1)
@@ -275,15 +285,17 @@ async def test_run_cut_off_by_a_crash_is_continued_at_start(
 async def test_alert_that_names_itself_but_does_not_validate_is_audited_and_acknowledged(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    """A schema-mismatched alert is not run, but recorded with its error and acknowledged,
-    so its edge does not send it for ever; unnamed garbage gets no acknowledgement."""
+    """A schema-mismatched alert from a trusted edge is not run, but recorded with its
+    error and acknowledged, so its edge does not send it for ever; unnamed garbage gets
+    no acknowledgement."""
     async with Engine(maintenance_app(), settings_for(tmp_path / "s", mosquitto.url)) as engine:
         await wait_for(engine.subscribed.is_set)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as edge:
             await edge.subscribe("aiotflow/acks/#", qos=1)
-            await edge.publish("aiotflow/alerts/plant-1/gen-001", b"not json at all", qos=1)
-            await edge.publish("aiotflow/alerts/plant-1/gen-001",
-                               json.dumps({"id": "A-bad", "site": "plant-1"}), qos=1)
+            topic = "aiotflow/alerts/plant-1/gen-001"
+            await edge.publish(topic, sign_alert(EDGE, topic, b"not json at all"), qos=1)
+            await edge.publish(topic, sign_alert(EDGE, topic, json.dumps(
+                {"id": "A-bad", "site": "plant-1"}).encode()), qos=1)
             async with asyncio.timeout(20):
                 m = await anext(aiter(edge.messages))
         assert str(m.topic) == "aiotflow/acks/plant-1/gen-001"

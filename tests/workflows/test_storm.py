@@ -13,7 +13,7 @@ from aiotflow.vectorstore.models import Incident
 from aiotflow.workflows import App, Engine, WorkflowContext
 
 from ..conftest import Mosquitto
-from .helpers import make_alert, seed, settings_for, wait_for
+from .helpers import make_alert, seed, settings_for, signed, wait_for
 from .test_engine import maintenance_app
 
 
@@ -28,8 +28,7 @@ async def test_storm_of_500_alerts_for_one_asset_runs_one_workflow(
         await wait_for(engine.subscribed.is_set)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
             for a in storm:
-                await c.publish(f"aiotflow/alerts/{a.site}/{a.asset}", a.model_dump_json(),
-                                qos=1)
+                await c.publish(*signed(a), qos=1)
         await wait_for(lambda: engine.stats.runs_started + engine.stats.coalesced == 500, 60)
         assert engine.stats.runs_started == 1 and engine.stats.coalesced == 499
         [req] = await engine.control.approvals(status="pending")  # one question, not 500

@@ -29,7 +29,7 @@ from aiotflow.workflows.runs import RunLedger
 
 from ..conftest import Mosquitto
 from ..postgres import Postgres
-from .helpers import make_alert, wait_for
+from .helpers import make_alert, signed, trust_toml, wait_for
 
 LEASE_S = 2.0
 
@@ -49,7 +49,7 @@ class Worker:
         # the workers of one deployment share the engine key (it signs the decisions of
         # the local console here: no operators configured)
         self.config.write_text(f"[engine]\nlease_s = {LEASE_S}\napproval_poll_s = 0.1\n"
-                               f"key_file = \"{root / 'engine.key'}\"\n")
+                               f"key_file = \"{root / 'engine.key'}\"\n" + trust_toml())
         self.proc: asyncio.subprocess.Process | None = None
         self.log = bytearray()  # what it wrote to stderr (its log)
 
@@ -94,8 +94,7 @@ async def prepare(url: str, root: Path, incidents: list[Incident], names: list[s
 
 async def send(broker: Mosquitto, alert: Alert) -> None:
     async with aiomqtt.Client("127.0.0.1", broker.port) as c:
-        await c.publish(f"aiotflow/alerts/{alert.site}/{alert.asset}", alert.model_dump_json(),
-                        qos=1)
+        await c.publish(*signed(alert), qos=1)
 
 
 async def pending(url: str) -> list[str]:
