@@ -62,6 +62,7 @@ def _errors() -> tuple[type[BaseException], ...]:
                          ("aiotflow.edge.errors", "EdgeError"),
                          ("aiotflow.tools.errors", "ToolError"),
                          ("aiotflow.tools.database", "DatabaseError"),
+                         ("aiotflow.keys", "KeyFileError"),
                          ("aiotflow.vectorstore.errors", "HistoryError"),
                          ("aiotflow.workflows.errors", "WorkflowError")):
         if module in sys.modules:
@@ -94,8 +95,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        if isinstance(exc, _errors()):
-            print(f"aiotflow {args.command}: error: {exc}", file=sys.stderr)
+        known = _errors()
+        if "pydantic" in sys.modules:  # settings built from flags: name the bad field
+            from pydantic import ValidationError
+
+            from aiotflow.contracts.settings import config_error
+
+            if isinstance(exc, ValidationError):
+                print(f"aiotflow {args.command}: error: {config_error(exc)}", file=sys.stderr)
+                return 2
+        # a task group's failure: reported the same way when it is one of ours
+        inner = exc.exceptions if isinstance(exc, ExceptionGroup) else (exc,)
+        if inner and all(isinstance(e, known) for e in inner):
+            for e in inner:
+                print(f"aiotflow {args.command}: error: {e}", file=sys.stderr)
             return 2
         raise
 

@@ -53,7 +53,7 @@ async def _simulate(a: argparse.Namespace) -> int:
     mqtt = MqttSettings(url=a.broker)
     faults = [parse_fault(f, ramp=a.ramp) for f in a.fault]
     fleet = Fleet(a.assets, site=a.site, seed=a.seed, faults=faults)
-    sent = await publish_fleet(fleet, hostname=mqtt.hostname, port=mqtt.port, rate_hz=a.rate,
+    sent = await publish_fleet(fleet, mqtt=mqtt, rate_hz=a.rate,
                                duration=a.duration, speed=a.speed, stop=stop_event())
     print(json.dumps({"published": sent, "assets": a.assets,
                       "faults": [f.__dict__ for f in faults]}), file=sys.stderr)

@@ -47,6 +47,12 @@ class MqttSettings(BaseModel):
         parts = urlsplit(v)
         if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
             raise ValueError("must look like mqtt://host:1883")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
+        if port == 0:
+            raise ValueError("the port must be a number from 1 to 65535")
         return v
 
     @property

@@ -52,7 +52,15 @@ class FileSettings(BaseSettings):
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"not valid TOML: {exc}", field=str(p)) from None
             if table is not None:
+                # a misspelt table ([engin]) or a key outside the table would otherwise be
+                # ignored, and the component start on defaults
+                for name in data:
+                    if name != table:
+                        raise ConfigError(f"unknown table or key: only [{table}] is read from "
+                                          f"this file", field=name)
                 data = data.get(table, {})
+                if not isinstance(data, dict):
+                    raise ConfigError(f"must be a table [{table}]", field=table)
         token = _FILE_DATA.set(data)
         try:
             return cls(**overrides)

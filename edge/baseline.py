@@ -35,6 +35,11 @@ class OperatingPoint:
         self._level: dict[str, npt.NDArray[np.float64]] = {}
         self._ts: dict[str, float] = {}
 
+    def forget(self, key: str) -> None:
+        """Let an evicted asset's level go."""
+        self._level.pop(key, None)
+        self._ts.pop(key, None)
+
     def update(self, key: str, ts: float, means: npt.ArrayLike) -> None:
         """Fold in one normal window's channel means (non-finite ones are skipped)."""
         m = np.asarray(means, dtype=np.float64)

@@ -85,6 +85,11 @@ class EdgeSettings(FileSettings):
     outbox_max: int = Field(
         100_000, ge=1, description="Messages the outbox holds; when full, lower severities "
                                    "(dead letters first) make room for higher ones.")
+    outbox_max_bytes: int = Field(
+        64 * 2**20, ge=1024, description="Payload bytes the outbox holds, the same way.")
+    deadletter_max_bytes: int = Field(
+        1024, ge=0, description="A dead letter keeps this much of the refused payload, "
+                                "with its size and sha256.")
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
@@ -92,6 +97,13 @@ class EdgeSettings(FileSettings):
     max_impute: int = Field(
         3, ge=0, description="Samples a missing channel is carried forward; beyond that "
                              "windows holding the gap are skipped, never scored.")
+    max_assets: int = Field(
+        10_000, ge=1, description="Assets this edge keeps windows for; asset names come from "
+                                  "topics and payloads, so the memory they take is bounded.")
+    asset_idle_s: float = Field(
+        3600.0, gt=0, description="When max_assets is reached, the least recently seen "
+                                  "asset is evicted if it sent nothing this long; otherwise "
+                                  "the new asset's readings are refused (both counted).")
     drain_timeout_s: float = Field(
         5.0, ge=0, description="On shutdown, how long to keep publishing the outbox."
     )

@@ -8,7 +8,8 @@ vector of a bundle with channels ``[a, b]`` and spec ``[mean, std]`` is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -62,8 +63,8 @@ def window_features(windows: F64 | F32, spec: Sequence[str]) -> F32:
 class Ring:
     """One asset's sliding window and bookkeeping (see :class:`WindowBuffer`)."""
 
-    __slots__ = ("blocked", "count", "data", "dirty", "last", "last_ts", "pos", "since",
-                 "stale", "unseen")
+    __slots__ = ("blocked", "count", "data", "dirty", "last", "last_ts", "pos", "seen",
+                 "since", "stale", "unseen")
 
     def __init__(self, length: int, channels: int) -> None:
         self.data: F64 = np.zeros((length, channels))
@@ -77,6 +78,7 @@ class Ring:
         self.unseen = channels
         self.dirty = True  # stale/unseen need attention (cleared by a complete sample)
         self.blocked = 0  # rows until a gap or placeholder has left the window
+        self.seen = 0.0  # monotonic time of the last message for this asset
 
 
 class WindowBuffer:
@@ -93,7 +95,14 @@ class WindowBuffer:
     gap has left the window.
     """
 
-    def __init__(self, channels: Sequence[str], length: int, hop: int, *, max_impute: int = 3):
+    def __init__(self, channels: Sequence[str], length: int, hop: int, *, max_impute: int = 3,
+                 max_assets: int | None = None, idle_s: float = 3600.0,
+                 on_evict: Callable[[str], None] | None = None):
+        """``max_assets``: at most this many rings (asset names come from topics and
+        payloads: anyone on the broker can invent them). When full, the least recently
+        seen asset is evicted if it has been idle ``idle_s`` (``on_evict(key)`` lets its
+        other state go too); otherwise the new asset is refused (:meth:`ring` returns
+        ``None``). Both are counted."""
         if length < 2:
             raise ValueError("window length must be at least 2 samples")
         if hop < 1:
@@ -102,7 +111,12 @@ class WindowBuffer:
         self.length = length
         self.hop = hop
         self.max_impute = max_impute
-        self._rings: dict[str, Ring] = {}
+        self._rings: dict[str, Ring] = {}  # least recently seen first
+        self.max_assets = max_assets
+        self.idle_s = idle_s
+        self.on_evict = on_evict
+        self.evicted = 0
+        self.refused = 0
         # row order of the window that ends just before write position p
         self._order = [np.roll(np.arange(length), -p) for p in range(length)]
         self.imputed = 0
@@ -111,11 +125,26 @@ class WindowBuffer:
     def __len__(self) -> int:
         return len(self._rings)
 
-    def ring(self, asset: str) -> Ring:
-        """The ring of ``asset``, created on first use."""
-        ring = self._rings.get(asset)
+    def ring(self, asset: str) -> Ring | None:
+        """The ring of ``asset``, created on first use; ``None`` when the buffer is full of
+        assets that are not idle (the new one is refused)."""
+        rings = self._rings
+        now = time.monotonic()
+        ring = rings.get(asset)
         if ring is None:
-            ring = self._rings[asset] = Ring(self.length, len(self.channels))
+            if self.max_assets is not None and len(rings) >= self.max_assets:
+                oldest = next(iter(rings))
+                if now - rings[oldest].seen < self.idle_s:
+                    self.refused += 1
+                    return None
+                del rings[oldest]
+                self.evicted += 1
+                if self.on_evict is not None:
+                    self.on_evict(oldest)
+            ring = rings[asset] = Ring(self.length, len(self.channels))
+        elif next(reversed(rings)) != asset:
+            rings[asset] = rings.pop(asset)  # most recently seen last: O(1)
+        ring.seen = now
         return ring
 
     def last_ts(self, asset: str) -> float | None:

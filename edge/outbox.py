@@ -8,7 +8,8 @@ Until then it is sent again when due, with exponential backoff. So delivery is a
 once across broker outages, engine crashes and restarts of the edge process (``kill -9``
 included: a committed row is in the WAL file); consumers deduplicate by key.
 
-When full (``max_messages``), the outbox keeps what matters most. Every message has a
+When full (``max_messages``, or ``max_bytes`` of payload), the outbox keeps what matters
+most. Every message has a
 priority (dead letter 0 < warning/drift 1 < major 2 < critical 3). A new message evicts
 the oldest message of the lowest priority present, provided that priority is not higher
 than its own; otherwise the new message is the one dropped. Evictions and drops are
@@ -66,13 +67,16 @@ class OutboxMessage:
 class Outbox:
     """Async context manager over one SQLite outbox file (WAL, one connection)."""
 
-    def __init__(self, path: str | Path, *, max_messages: int = 100_000) -> None:
-        if max_messages < 1:
-            raise ValueError("max_messages must be at least 1")
+    def __init__(self, path: str | Path, *, max_messages: int = 100_000,
+                 max_bytes: int = 64 * 2**20) -> None:
+        if max_messages < 1 or max_bytes < 1:
+            raise ValueError("max_messages and max_bytes must be at least 1")
         self.path = Path(path)
         self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self._db: aiosqlite.Connection | None = None
         self._depth = 0
+        self._bytes: int | None = None  # payload bytes stored; None: count again
         self.evicted = 0
         self.dropped = 0
 
@@ -118,25 +122,41 @@ class Outbox:
         now = time.time()
         db = self.db
         stored = 0
+        if self._bytes is None:
+            async with db.execute("SELECT COALESCE(SUM(length(payload)), 0) FROM outbox") as c:
+                row = await c.fetchone()
+            self._bytes = int(row[0]) if row else 0
         for key, topic, payload, priority in messages:
-            if self._depth >= self.max_messages:
+            if len(payload) > self.max_bytes:
+                self.dropped += 1
+                log.warning("outbox.too_large_dropped", key=key, bytes=len(payload))
+                continue
+            room = True
+            while self._depth >= self.max_messages or (
+                    self._bytes + len(payload) > self.max_bytes):
                 async with db.execute(
-                    "SELECT seq, priority FROM outbox ORDER BY priority, seq LIMIT 1") as cur:
+                    "SELECT seq, priority, length(payload) FROM outbox"
+                    " ORDER BY priority, seq LIMIT 1") as cur:
                     victim = await cur.fetchone()
                 if victim is None or victim[1] > priority:
-                    self.dropped += 1
-                    log.warning("outbox.full_dropped_new", key=key, priority=priority)
-                    continue
+                    room = False
+                    break
                 await db.execute("DELETE FROM outbox WHERE seq = ?", (victim[0],))
                 self._depth -= 1
+                self._bytes -= int(victim[2])
                 self.evicted += 1
                 log.warning("outbox.full_evicted", seq=victim[0], priority=victim[1])
+            if not room:
+                self.dropped += 1
+                log.warning("outbox.full_dropped_new", key=key, priority=priority)
+                continue
             cur = await db.execute(
                 "INSERT OR IGNORE INTO outbox(key, topic, payload, priority, created, await_ack)"
                 " VALUES (?, ?, ?, ?, ?, ?)", (key, topic, payload, priority, now, await_ack))
             if cur.rowcount:
                 stored += 1
                 self._depth += 1
+                self._bytes += len(payload)
         await db.commit()
         return stored
 
@@ -158,6 +178,7 @@ class Outbox:
                                             [(s,) for s in seqs])
             await self.db.commit()
             self._depth = max(0, self._depth - max(cur.rowcount, 0))
+            self._bytes = None
 
     async def sent(self, retries: list[tuple[int, float]]) -> None:
         """Messages awaiting confirmation went out: ``(seq, when to send again)``."""
@@ -177,6 +198,7 @@ class Outbox:
         await self.db.commit()
         n = max(cur.rowcount, 0)
         self._depth = max(0, self._depth - n)
+        self._bytes = None
         return n
 
     async def waiting(self) -> tuple[float | None, int]:
@@ -203,4 +225,5 @@ class Outbox:
     async def depth(self) -> int:
         """Messages waiting (exact, from the database)."""
         self._depth = await self._count()
+        self._bytes = None
         return self._depth

@@ -71,6 +71,10 @@ class AlertPolicy:
         self._assets: dict[str, _AssetState] = {}
         self.suppressed = 0
 
+    def forget(self, asset: str) -> None:
+        """Let an evicted asset's state go."""
+        self._assets.pop(asset, None)
+
     def episode_start(self, asset: str) -> float | None:
         """Time of the first anomalous window of the open episode (``None`` if none)."""
         st = self._assets.get(asset)

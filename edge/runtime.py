@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -85,6 +86,10 @@ class EdgeStats:
     imputed_values: int = 0
     windows_skipped: int = 0
     assets: int = 0
+    #: idle assets whose windows were let go at max_assets, and readings of new assets
+    #: refused because every kept one was live
+    assets_evicted: int = 0
+    assets_refused: int = 0
     connects: int = 0
     uplink_connects: int = 0
     telemetry_connected: bool = False
@@ -117,7 +122,9 @@ class EdgeRuntime:
         self.bundle = bundle or ModelBundle(settings.model)
         meta = self.bundle.meta
         self.buffer = WindowBuffer(meta.channels, meta.window, meta.hop,
-                                   max_impute=settings.max_impute)
+                                   max_impute=settings.max_impute,
+                                   max_assets=settings.max_assets,
+                                   idle_s=settings.asset_idle_s, on_evict=self._forget)
         self._routes: dict[str, tuple[str, str, PayloadError | None]] = {}
         self._max_batch = settings.scoring.max_batch
         # QoS 1 publishes in flight at once (aiomqtt warns past 10 pending)
@@ -138,7 +145,8 @@ class EdgeRuntime:
         self._wake_scorer = asyncio.Event()
         self._wake_publisher = asyncio.Event()
         self._outbox_empty = asyncio.Event()
-        self._outbox = Outbox(settings.outbox, max_messages=settings.outbox_max)
+        self._outbox = Outbox(settings.outbox, max_messages=settings.outbox_max,
+                              max_bytes=settings.outbox_max_bytes)
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
@@ -244,6 +252,11 @@ class EdgeRuntime:
             a = asset if r.asset is None else r.asset
             if ring is None or r.asset is not None:
                 ring = buffer.ring(f"{site}/{a}")
+                if ring is None:  # full of live assets: a new name is refused, counted
+                    st.invalid += 1
+                    st.invalid_reasons["too_many_assets"] = (
+                        st.invalid_reasons.get("too_many_assets", 0) + 1)
+                    continue
             if r.ts <= ring.last_ts:
                 self._reject(topic, site, a, msgspec.json.encode(r), PayloadError(
                     "out_of_order", f"ts {r.ts} is not after the last sample {ring.last_ts}"))
@@ -253,6 +266,11 @@ class EdgeRuntime:
                 pending.append((site, a, r.ts, buffer.window(ring)))
         if len(pending) >= self._max_batch:
             self._wake_scorer.set()
+
+    def _forget(self, key: str) -> None:
+        """An idle asset evicted from the windows: its alert state and level go too."""
+        self.policy.forget(key)
+        self.operating_point.forget(key)
 
     def _route(self, topic: str) -> tuple[str, str, PayloadError | None]:
         """``(site, asset, error)`` of a telemetry topic, cached."""
@@ -272,18 +290,23 @@ class EdgeRuntime:
         st = self.stats
         st.invalid += 1
         st.invalid_reasons[exc.reason] = st.invalid_reasons.get(exc.reason, 0) + 1
+        # a bounded prefix, the size and a hash: junk of any size makes a small letter
+        keep = raw[:self.settings.deadletter_max_bytes]
         try:
-            text: str | None = raw.decode("utf-8")
+            text: str | None = keep.decode("utf-8")
             encoded = None
         except UnicodeDecodeError:
-            text, encoded = None, base64.b64encode(raw).decode()
+            text, encoded = None, base64.b64encode(keep).decode()
         letter = {
-            "topic": topic,
+            "topic": topic[:1024],
             "reason": exc.reason,
-            "detail": exc.detail,
+            "detail": exc.detail[:1024],
             "received": time.time(),
             "payload": text,
             "payload_base64": encoded,
+            "size": len(raw),
+            "truncated": len(raw) > len(keep),
+            "sha256": hashlib.sha256(raw).hexdigest(),
         }
         dl_topic = f"{self.settings.deadletter_prefix}/{site or '_'}/{asset or '_'}"
         self._dead.append((f"dl-{uuid.uuid4()}", dl_topic, json.dumps(letter).encode(),
@@ -473,6 +496,7 @@ class EdgeRuntime:
         st.disconnects, st.uplink_disconnects = t.disconnects, u.disconnects
         st.last_error = u.last_error if not u.connected else t.last_error
         self.stats.imputed_values = self.buffer.imputed
+        st.assets_evicted, st.assets_refused = self.buffer.evicted, self.buffer.refused
         self.stats.windows_skipped = self.buffer.skipped
         self.stats.updated = time.time()
         if self.stats_file is None:

@@ -120,6 +120,7 @@ def stream(f: SkabFile, cfg: DetectorConfig, workdir: Path, *,
     meta = bundle.meta
     buf = WindowBuffer(meta.channels, meta.window, 1)
     ring = buf.ring("asset")
+    assert ring is not None  # no asset limit: always made
     due_rows, windows = [], []
     for i, row in enumerate(f.x):
         if buf.push(ring, float(f.times[i]), dict(zip(meta.channels, row.tolist(),

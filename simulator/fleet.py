@@ -24,11 +24,13 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
 
 from aiotflow.contracts.errors import ConfigError
+from aiotflow.contracts.mqtt import MqttSettings, reconnecting
 
 __all__ = [
     "CHANNELS",
@@ -194,28 +196,34 @@ class Fleet:
 async def publish_fleet(
     fleet: Fleet,
     *,
-    hostname: str,
-    port: int,
+    hostname: str = "127.0.0.1",
+    port: int = 1883,
     rate_hz: float,
     duration: float | None = None,
     speed: float = 1.0,
     topic_prefix: str = "aiotflow/telemetry",
     stop: asyncio.Event | None = None,
+    mqtt: MqttSettings | None = None,
 ) -> int:
     """Publish the fleet's telemetry live (QoS 0) until ``duration`` or ``stop``.
 
     ``speed`` > 1 runs simulated time faster than the wall clock (the ``ts`` field
-    advances by ``1 / rate_hz`` per step either way). Returns readings published.
+    advances by ``1 / rate_hz`` per step either way). ``mqtt`` (default: plain
+    ``hostname:port``) is the broker connection; a lost connection is reconnected with
+    backoff like every other link, and the simulation goes on where it was (readings of
+    the outage are skipped, as a real sensor's would be lost). Returns readings published.
     """
-    import aiomqtt
-
+    settings = mqtt or MqttSettings(url=f"mqtt://{hostname}:{port}")
     dt = 1.0 / rate_hz
     start_ts = time.time()
     sent = 0
     steps = None if duration is None else int(duration * rate_hz)
-    async with aiomqtt.Client(hostname, port, identifier=f"aiotflow-sim-{fleet.site}") as client:
-        k = 0
-        t0 = time.monotonic()
+    finished = asyncio.Event()
+    k = 0
+    t0 = time.monotonic()
+
+    async def body(client: Any) -> None:
+        nonlocal k, sent
         while steps is None or k < steps:
             if stop is not None and stop.is_set():
                 break
@@ -228,4 +236,18 @@ async def publish_fleet(
             delay = t0 + k * dt / speed - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+        finished.set()
+        await asyncio.Event().wait()  # parked until cancelled: the link stays up meanwhile
+
+    link = asyncio.create_task(reconnecting("simulator", settings, body,
+                                            client_id=f"aiotflow-sim-{fleet.site}"))
+    done = asyncio.create_task(finished.wait())
+    try:
+        await asyncio.wait([link, done], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (link, done):
+            t.cancel()
+        await asyncio.gather(link, done, return_exceptions=True)
+    if link.done() and not link.cancelled() and link.exception() is not None:
+        raise link.exception()  # type: ignore[misc]
     return sent

@@ -182,3 +182,65 @@ async def test_train_from_csv_uses_the_evaluated_detector(tmp_path: Path) -> Non
     code, _, err = await cli("train", "--out", str(tmp_path / "x.onnx"), "--csv", str(csv_file),
                              "--sep", ";", "--detector", "nope")
     assert code == 2 and "detector: must be one of" in err and "pca" in err
+
+
+async def test_bad_configs_are_refused_by_name_without_a_traceback(tmp_path: Path) -> None:
+    from .workflows.helpers import cli
+
+    misspelt = tmp_path / "engin.toml"
+    misspelt.write_text("[engin]\nmax_concurrent_runs = 2\n")
+    stray = tmp_path / "stray.toml"
+    stray.write_text("state_dir = \"/tmp/x\"\n[engine]\n")
+    bad_port = tmp_path / "edge.toml"
+    bad_port.write_text('[mqtt]\nurl = "mqtt://127.0.0.1:99999"\n')
+    cases = [
+        (("run", "examples.generator_fleet:app", "--config", str(misspelt),
+          "--state-dir", str(tmp_path / "s")), "engin", "only [engine]"),
+        (("run", "examples.generator_fleet:app", "--config", str(stray),
+          "--state-dir", str(tmp_path / "s")), "state_dir", "only [engine]"),
+        (("run", "examples.generator_fleet:app", "--broker", "mqtt://127.0.0.1:99999",
+          "--state-dir", str(tmp_path / "s")), "mqtt.url", "1 to 65535"),
+        (("edge", "--config", str(bad_port)), "mqtt.url", "1 to 65535"),
+        (("simulate", "--broker", "mqtt://127.0.0.1:99999", "--duration", "1"),
+         "url", "1 to 65535"),
+    ]
+    for args, field, words in cases:
+        code, _out, err = await cli(*args)
+        assert code == 2, (args, err)
+        assert "Traceback" not in err and field in err and words in err, (args, err)
+
+
+async def test_simulate_reconnects_when_the_broker_restarts(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    got: list[bytes] = []
+    sim = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiotflow", "simulate", "--broker", mosquitto.url,
+        "--assets", "1", "--rate", "20", "--duration", "12", stderr=asyncio.subprocess.PIPE)
+    try:
+        async def collect() -> None:
+            while True:
+                try:
+                    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+                        await sub.subscribe("aiotflow/telemetry/#")
+                        async for m in sub.messages:
+                            got.append(m.payload)  # type: ignore[arg-type]
+                except aiomqtt.MqttError:
+                    await asyncio.sleep(0.1)
+
+        reader = asyncio.create_task(collect())
+        from .workflows.helpers import wait_for
+
+        await wait_for(lambda: len(got) > 5, 20)
+        mosquitto.stop()  # the broker restarts under the simulator
+        await asyncio.sleep(1.0)
+        mosquitto.start()
+        before = len(got)
+        await wait_for(lambda: len(got) > before + 5, 20)  # it is back, publishing
+        reader.cancel()
+        _, err = await asyncio.wait_for(sim.communicate(), 60)
+        assert sim.returncode == 0, err.decode()
+        assert b"Traceback" not in err and b"mqtt.disconnected" in err
+    finally:
+        if sim.returncode is None:
+            sim.kill()

@@ -33,6 +33,7 @@ def full(i: int) -> dict[str, float]:
 def test_window_buffer_hop() -> None:
     buf = WindowBuffer(["a", "b"], length=3, hop=2)
     r = buf.ring("x")
+    assert r is not None
     due = [buf.push(r, float(i), full(i) | {"ignored": 1.0}) for i in range(7)]
     assert due == [False, False, True, False, True, False, True]
     np.testing.assert_array_equal(buf.window(r), [[4, -4], [5, -5], [6, -6]])
@@ -42,6 +43,7 @@ def test_window_buffer_hop() -> None:
 def test_short_gaps_are_carried_forward_long_gaps_skip_windows() -> None:
     buf = WindowBuffer(["a", "b"], length=4, hop=1, max_impute=2)
     r = buf.ring("x")
+    assert r is not None
     assert [buf.push(r, i, full(i)) for i in range(4)] == [False, False, False, True]
     assert buf.push(r, 4, {"a": 4.0}) and buf.push(r, 5, {"a": 5.0})  # within the limit
     np.testing.assert_array_equal(buf.window(r)[:, 1], [-2, -3, -3, -3])
@@ -54,6 +56,7 @@ def test_short_gaps_are_carried_forward_long_gaps_skip_windows() -> None:
 def test_channel_never_received_is_never_invented() -> None:
     buf = WindowBuffer(["a", "b"], length=3, hop=1)
     r = buf.ring("x")
+    assert r is not None
     assert not any(buf.push(r, i, {"a": float(i)}) for i in range(5))
     assert [buf.push(r, i, full(i)) for i in range(5, 8)] == [False, False, True]
     np.testing.assert_array_equal(buf.window(r), [[5, -5], [6, -6], [7, -7]])

@@ -173,3 +173,88 @@ def test_persistent_session_needs_a_client_id() -> None:
 
     with pytest.raises(ConfigError, match="client_id"):
         EdgeSettings.load(None, mqtt={"persistent_session": True})
+
+
+async def test_200k_invented_asset_names_leave_memory_bounded_and_real_assets_scored(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    import tracemalloc
+
+    meta = bundle.meta
+    rt = EdgeRuntime(settings(tmp_path, bundle, mosquitto.url, max_assets=1000,
+                              asset_idle_s=0.5), bundle=bundle)
+    fleet = Fleet(2, seed=4)
+    t = 1_700_000_000.0
+
+    def real(n: int) -> None:
+        nonlocal t
+        for _ in range(n):
+            t += 1.0 / meta.sample_rate_hz
+            for a in fleet.assets:
+                rt.handle(f"aiotflow/telemetry/plant-1/{a.name}",
+                          json.dumps({"ts": t, "values": a.step(1.0)}).encode())
+
+    async with rt:
+        real(meta.window)
+        tracemalloc.start()
+        base, _ = tracemalloc.get_traced_memory()
+        for i in range(200_000):  # a stranger invents a new asset name per message
+            rt.handle(f"aiotflow/telemetry/plant-1/x{i:06d}",
+                      b'{"ts": 1700000000.0, "values": {"rpm": 1.0}}')
+            if i % 1000 == 0:
+                real(1)  # the real generators keep talking
+        grown, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert len(rt.buffer) <= 1000
+        # each invented name was refused, or took the place of one idle for asset_idle_s
+        assert rt.buffer.refused + rt.buffer.evicted >= 199_000
+        assert rt.stats.invalid_reasons["too_many_assets"] == rt.buffer.refused > 0
+        # a route cache of 100k topics at most, 1000 rings of a few kB: bounded, not 200k
+        assert grown - base < 60_000_000, grown - base
+        await wait_for(lambda: rt.stats.windows_scored > 0, 10)  # real assets still scored
+        await asyncio.sleep(0.6)  # the invented ones go idle ...
+        real(1)
+        rt.handle("aiotflow/telemetry/plant-1/new-one",
+                  b'{"ts": 1700000000.0, "values": {"rpm": 1.0}}')
+        assert rt.buffer.evicted >= 1  # ... and are evicted for a new asset
+        rt.write_stats()
+        assert rt.stats.assets_evicted == rt.buffer.evicted
+        assert rt.stats.assets_refused == rt.buffer.refused
+
+
+async def test_large_junk_with_the_uplink_down_leaves_the_outbox_bounded_in_bytes(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
+) -> None:
+    import hashlib
+
+    from aiotflow.edge.outbox import Outbox
+
+    s = settings(tmp_path, bundle, mosquitto.url, uplink={"url": "mqtt://127.0.0.1:1"},
+                 outbox_max_bytes=256 * 1024)
+    junk = b'{"ts": 1, "values": {"x": "' + b"A" * (4 * 2**20) + b'"}}'
+    async with EdgeRuntime(s, bundle=bundle) as rt:
+        for i in range(100):
+            rt.handle(f"aiotflow/telemetry/plant-1/gen-{i % 3}", junk)
+        await wait_for(lambda: rt.stats.deadlettered == 100, 20)
+    assert (tmp_path / "outbox.db").stat().st_size < 4 * 2**20  # not 100 x 4 MB
+    async with Outbox(tmp_path / "outbox.db") as ob:
+        [letter, *_] = await ob.peek(1)
+    doc = json.loads(letter.payload)
+    assert doc["size"] == len(junk) and doc["truncated"] and len(doc["payload"]) <= 1024
+    assert doc["sha256"] == hashlib.sha256(junk).hexdigest()
+
+
+async def test_the_outbox_is_bounded_in_bytes_by_priority(tmp_path: Path) -> None:
+    from aiotflow.edge.outbox import Outbox
+
+    async with Outbox(tmp_path / "o.db", max_bytes=10_000) as ob:
+        await ob.put_many([(f"dl-{i}", "dl", b"x" * 1000, 0) for i in range(10)])
+        assert ob.size == 10
+        await ob.put_many([("crit", "a", b"y" * 3000, 3)])  # three dead letters make room
+        assert ob.size == 8 and ob.evicted == 3
+        await ob.put_many([("more-junk", "dl", b"z" * 1000, 0)])
+        assert ob.dropped == 0 and ob.evicted == 4  # the oldest junk goes, not the alert
+        await ob.put_many([("huge", "a", b"h" * 20_000, 3)])  # larger than the whole bound
+        assert ob.dropped == 1
+        keys = [m.key for m in await ob.peek(100)]
+        assert "crit" in keys and "huge" not in keys
