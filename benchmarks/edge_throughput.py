@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _mqtt import Broker, broker_dropped, start_paced_publisher, start_publisher
 
+from aiotflow.contracts.signing import open_alert
 from aiotflow.edge.config import EdgeSettings
 from aiotflow.edge.runtime import EdgeRuntime
 from aiotflow.logging import configure_logging
@@ -207,7 +208,7 @@ async def latency(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str,
                 seen: set[str] = set()
                 async for m in sub.messages:
                     t = time.time()
-                    a = json.loads(m.payload)  # type: ignore[arg-type]
+                    a = json.loads(open_alert(m.payload).body)  # type: ignore[arg-type]
                     if a["id"] not in seen:
                         seen.add(a["id"])
                         received.append((a["asset"], round(a["ts"], 3), t))

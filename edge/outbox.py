@@ -76,7 +76,8 @@ class Outbox:
         self.max_bytes = max_bytes
         self._db: aiosqlite.Connection | None = None
         self._depth = 0
-        self._bytes: int | None = None  # payload bytes stored; None: count again
+        self._bytes = 0  # payload bytes stored (an upper bound while _recount is set)
+        self._recount = True
         self.evicted = 0
         self.dropped = 0
 
@@ -122,7 +123,8 @@ class Outbox:
         now = time.time()
         db = self.db
         stored = 0
-        if self._bytes is None:
+        if self._recount:  # messages left since the last count: count again, once
+            self._recount = False
             async with db.execute("SELECT COALESCE(SUM(length(payload)), 0) FROM outbox") as c:
                 row = await c.fetchone()
             self._bytes = int(row[0]) if row else 0
@@ -178,7 +180,7 @@ class Outbox:
                                             [(s,) for s in seqs])
             await self.db.commit()
             self._depth = max(0, self._depth - max(cur.rowcount, 0))
-            self._bytes = None
+            self._recount = True
 
     async def sent(self, retries: list[tuple[int, float]]) -> None:
         """Messages awaiting confirmation went out: ``(seq, when to send again)``."""
@@ -198,7 +200,7 @@ class Outbox:
         await self.db.commit()
         n = max(cur.rowcount, 0)
         self._depth = max(0, self._depth - n)
-        self._bytes = None
+        self._recount = True
         return n
 
     async def waiting(self) -> tuple[float | None, int]:
@@ -225,5 +227,5 @@ class Outbox:
     async def depth(self) -> int:
         """Messages waiting (exact, from the database)."""
         self._depth = await self._count()
-        self._bytes = None
+        self._recount = True
         return self._depth

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiomqtt
 import orjson
 
+from aiotflow.contracts.signing import open_alert
 from aiotflow.simulator.fleet import Fleet
 
 
@@ -46,7 +47,7 @@ async def engine_acks(port: int, prefix: str = "aiotflow/acks") -> AsyncIterator
 
         async def run() -> None:
             async for m in client.messages:
-                alert = orjson.loads(m.payload)  # type: ignore[arg-type]
+                alert = orjson.loads(open_alert(m.payload).body)  # type: ignore[arg-type]
                 await client.publish(f"{prefix}/{alert['site']}/{alert['asset']}",
                                      orjson.dumps({"id": alert["id"]}), qos=1)
                 acked.append(alert["id"])

@@ -34,7 +34,7 @@ async def consume(port: int, got: list[str], stop: asyncio.Event) -> None:
                                       clean_session=False) as c:
                 await c.subscribe("aiotflow/alerts/#", qos=1)
                 async for m in c.messages:
-                    got.append(json.loads(m.payload)["id"])  # type: ignore[arg-type]
+                    got.append(json.loads(open_alert(m.payload).body)["id"])  # type: ignore[arg-type]
         except aiomqtt.MqttError:
             await asyncio.sleep(0.2)
 
@@ -169,7 +169,7 @@ async def test_alert_is_sent_again_until_the_engine_acknowledges_it(
 
         async def watch() -> None:
             async for m in sub.messages:
-                arrivals.append((loop.time(), json.loads(m.payload)["id"]))  # type: ignore[arg-type]
+                arrivals.append((loop.time(), json.loads(open_alert(m.payload).body)["id"]))  # type: ignore[arg-type]
 
         watcher = asyncio.create_task(watch())
         try:
