@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import structlog
-from pydantic import AliasChoices, BaseModel, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["LLMClient", "LLMResult", "LLMSettings", "LLMText"]
@@ -27,7 +27,7 @@ class LLMSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
-    api_key: str | None = Field(None, validation_alias="OPENAI_API_KEY")
+    api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
     model: str = Field("gpt-4o-mini", validation_alias="AIOTFLOW_LLM_MODEL")
     budget_usd: float = Field(1.0, ge=0, validation_alias="AIOTFLOW_LLM_BUDGET_USD")
@@ -88,7 +88,8 @@ class LLMClient:
         if self.enabled:
             from openai import AsyncOpenAI
 
-            self._client = AsyncOpenAI(api_key=self.settings.api_key,
+            self._client = AsyncOpenAI(api_key=self.settings.api_key.get_secret_value()
+                                       if self.settings.api_key else None,
                                        base_url=self.settings.base_url,
                                        timeout=self.settings.timeout_s, max_retries=1)
         return self

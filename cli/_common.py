@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["Command", "add_state_options", "command", "engine_settings", "state_overrides",
-           "stop_event"]
+__all__ = ["Command", "add_mqtt_options", "add_state_options", "command", "engine_settings",
+           "mqtt_overrides", "state_overrides", "stop_event"]
 
 #: one command: parsed arguments in, exit code out
 Command = Callable[[argparse.Namespace], Awaitable[int]]
@@ -30,6 +32,39 @@ def stop_event() -> asyncio.Event:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def add_mqtt_options(p: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """``--broker`` and how to authenticate to it: TLS files and credentials kept out of
+    the URL (a password on the command line shows in ``ps``: use ``--password-file`` or
+    ``AIOTFLOW_MQTT__PASSWORD``)."""
+    p.add_argument("--broker", default=default,
+                   help="mqtt://host:1883, or mqtts://host:8883 for TLS")
+    p.add_argument("--username", help="MQTT user name")
+    p.add_argument("--password-file", help="file holding the MQTT password")
+    p.add_argument("--ca-file", help="mqtts: CA certificates to verify the broker with")
+    p.add_argument("--cert-file", help="mqtts: this client's certificate (mutual TLS)")
+    p.add_argument("--key-file", help="mqtts: the certificate's private key")
+    p.add_argument("--tls-insecure", action="store_true",
+                   help="mqtts: do not check the broker's host name (tests only)")
+
+
+def mqtt_overrides(a: argparse.Namespace) -> dict[str, Any]:
+    """The MQTT settings given by flags (merged over the file's and environment's)."""
+    out: dict[str, Any] = {}
+    for flag, key in (("broker", "url"), ("username", "username"),
+                      ("password_file", "password_file"), ("ca_file", "ca_file"),
+                      ("cert_file", "cert_file"), ("key_file", "key_file")):
+        value = getattr(a, flag, None)
+        if value:
+            out[key] = value
+    if getattr(a, "tls_insecure", False):
+        out["tls_insecure"] = True
+    url = out.get("url")
+    if url and urlsplit(url).password is not None:
+        print("warning: a password in --broker shows in ps and shell history; use "
+              "--password-file or AIOTFLOW_MQTT__PASSWORD", file=sys.stderr)
+    return out
 
 
 def add_state_options(*parsers: argparse.ArgumentParser) -> None:
@@ -52,8 +87,9 @@ def state_overrides(a: argparse.Namespace) -> dict[str, Any]:
         out["state_url"] = a.state_url
     if getattr(a, "worker_id", None):
         out["worker_id"] = a.worker_id
-    if getattr(a, "broker", None):
-        out["mqtt"] = {"url": a.broker}
+    mqtt = mqtt_overrides(a)
+    if mqtt:
+        out["mqtt"] = mqtt
     return out
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ._common import command, stop_event
+from ._common import add_mqtt_options, command, mqtt_overrides, stop_event
 
 __all__ = ["register"]
 
@@ -50,7 +50,7 @@ async def _simulate(a: argparse.Namespace) -> int:
     from aiotflow.contracts.mqtt import MqttSettings
     from aiotflow.simulator import Fleet, parse_fault, publish_fleet
 
-    mqtt = MqttSettings(url=a.broker)
+    mqtt = MqttSettings(**mqtt_overrides(a))
     faults = [parse_fault(f, ramp=a.ramp) for f in a.fault]
     fleet = Fleet(a.assets, site=a.site, seed=a.seed, faults=faults)
     sent = await publish_fleet(fleet, mqtt=mqtt, rate_hz=a.rate,
@@ -72,7 +72,7 @@ def register(sub: Any) -> None:
     command(e, _edge)
 
     s = sub.add_parser("simulate", help="publish simulated generator telemetry")
-    s.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    add_mqtt_options(s, default="mqtt://127.0.0.1:1883")
     s.add_argument("--assets", type=int, default=3)
     s.add_argument("--rate", type=float, default=2.0, help="readings per second per asset")
     s.add_argument("--fault", action="append", default=[], metavar="ASSET:MODE@SECONDS")

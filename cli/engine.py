@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from ._common import add_state_options, command, engine_settings, stop_event
+from ._common import add_mqtt_options, add_state_options, command, engine_settings, stop_event
 
 __all__ = ["register"]
 
@@ -40,7 +40,7 @@ async def _run(a: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     r = sub.add_parser("run", help="run an app's workflows for alerts")
     r.add_argument("app", help="module:attribute, e.g. examples.generator_fleet:app")
-    r.add_argument("--broker")
+    add_mqtt_options(r)
     r.add_argument("--worker-id", help="this worker's name among several on one --state-url "
                                        "(default: generated from host and pid)")
     add_state_options(r)

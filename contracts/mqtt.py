@@ -6,27 +6,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 __all__ = ["LinkState", "MqttSettings", "reconnecting", "sink_queue", "wait_event"]
 
 log = structlog.get_logger("aiotflow.mqtt")
 
+_SCHEMES = ("mqtt", "tcp", "mqtts", "ssl")
+
 
 class MqttSettings(BaseModel):
-    """One MQTT broker connection."""
+    """One MQTT broker connection: plain (``mqtt://``) or TLS (``mqtts://``), with
+    credentials kept apart from the URL.
+
+    A password may come as ``password`` (from the environment, e.g.
+    ``AIOTFLOW_MQTT__PASSWORD``), from ``password_file``, or - discouraged, it shows in
+    ``ps`` when given by flag - in the URL; it is taken out of the URL at load, so that the
+    URL is safe to log, and it never appears in logs, stats, errors or ``repr``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://[user:pass@]host[:port]")
+    url: str = Field("mqtt://127.0.0.1:1883",
+                     description="mqtt://host[:1883] or mqtts://host[:8883] (TLS)")
+    username: str | None = Field(None, description="User name (or user@ in the URL).")
+    password: SecretStr | None = Field(None, description="Password; better from the "
+                                                         "environment or password_file.")
+    password_file: Path | None = Field(None, description="A file holding the password.")
+    ca_file: Path | None = Field(None, description="mqtts: CA certificates to verify the "
+                                                   "broker with (default: the system's).")
+    cert_file: Path | None = Field(None, description="mqtts: this client's certificate, for "
+                                                     "brokers that require one (mutual TLS).")
+    key_file: Path | None = Field(None, description="mqtts: the certificate's private key.")
+    tls_insecure: bool = Field(False, description="mqtts: do not check that the broker's "
+                                                  "certificate names its host (the chain "
+                                                  "is still verified). Tests only.")
     client_id: str | None = Field(None, description="Client id; generated when unset.")
     keepalive: int = Field(30, ge=5, description="Keep-alive interval in seconds.")
     reconnect_max_s: float = Field(10.0, gt=0, description="Longest pause between reconnects.")
@@ -35,18 +58,47 @@ class MqttSettings(BaseModel):
                            "QoS 1 messages sent while briefly disconnected are delivered "
                            "after. Needs a fixed client_id.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_url(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return data
+        parts = urlsplit(data["url"])
+        if parts.password is None and parts.username is None:
+            return data
+        data = dict(data)
+        if parts.password is not None:
+            if data.get("password") is not None or data.get("password_file") is not None:
+                raise ValueError("a password both in the URL and in password/password_file")
+            data["password"] = unquote(parts.password)
+        if parts.username is not None and data.get("username") is None:
+            data["username"] = unquote(parts.username)
+        # host[:port] as written (a bad port is still refused by name below)
+        data["url"] = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+        return data
+
     @model_validator(mode="after")
-    def _persistent_needs_id(self) -> MqttSettings:
+    def _check(self) -> MqttSettings:
         if self.persistent_session and not self.client_id:
             raise ValueError("persistent_session needs a fixed client_id")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if not self.tls and (self.ca_file or self.cert_file or self.tls_insecure):
+            raise ValueError("ca_file, cert_file and tls_insecure need an mqtts:// url")
+        for name in ("password_file", "ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: no such file {path}")
         return self
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
         parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:1883")
+        if parts.scheme not in _SCHEMES or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
         try:
             port = parts.port
         except ValueError:
@@ -56,32 +108,52 @@ class MqttSettings(BaseModel):
         return v
 
     @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme in ("mqtts", "ssl")
+
+    @property
     def hostname(self) -> str:
         return urlsplit(self.url).hostname or "127.0.0.1"
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 1883
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
-    @property
-    def username(self) -> str | None:
-        return urlsplit(self.url).username
+    def secret(self) -> str | None:
+        """The password (read from ``password_file`` each time: it may be rotated)."""
+        if self.password_file is not None:
+            return Path(self.password_file).read_text().rstrip("\r\n")
+        return self.password.get_secret_value() if self.password is not None else None
 
-    @property
-    def password(self) -> str | None:
-        return urlsplit(self.url).password
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of an ``mqtts://`` link (``None`` for plain MQTT)."""
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None and self.key_file is not None:
+            ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        if self.tls_insecure:
+            ctx.check_hostname = False
+        return ctx
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`aiomqtt.Client`."""
-        return {
+        kwargs: dict[str, Any] = {
             "hostname": self.hostname,
             "port": self.port,
             "username": self.username,
-            "password": self.password,
+            "password": self.secret(),
             "identifier": self.client_id,
             "keepalive": self.keepalive,
             "clean_session": not self.persistent_session,
         }
+        ctx = self.tls_context()
+        if ctx is not None:
+            kwargs["tls_context"] = ctx
+            kwargs["tls_insecure"] = self.tls_insecure
+        return kwargs
 
 
 

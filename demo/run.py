@@ -169,7 +169,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             f" failure {opts.fault_at:g} s in")
         stop_sim = asyncio.Event()
         sim = asyncio.create_task(publish_fleet(
-            fleet, hostname=mqtt.hostname, port=mqtt.port, rate_hz=bundle.meta.sample_rate_hz,
+            fleet, mqtt=mqtt, rate_hz=bundle.meta.sample_rate_hz,
             duration=opts.duration * opts.speed, speed=opts.speed, stop=stop_sim),
             name="demo-simulator")
 

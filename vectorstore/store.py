@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .backends import Backend, ClientBackend, EdgeBackend, Hit, Where
 from .context import ContextSettings, unit
@@ -45,7 +45,8 @@ class HistorySettings(BaseModel):
 
     path: Path | None = Field(None, description="Embedded store directory.")
     url: str | None = Field(None, description="Qdrant server URL (instead of a path).")
-    api_key: str | None = None
+    api_key: SecretStr | None = Field(None, description="Qdrant server API key (never "
+                                                       "logged).")
     engine: Literal["edge", "client"] = Field(
         "edge", description="Embedded engine: Qdrant Edge (fast) or qdrant-client local mode.")
     prefix: str = Field("aiotflow_", description="Collection name prefix on a server.")
@@ -78,7 +79,9 @@ class HistoryStore:
         clock: Any = time.monotonic,
     ) -> None:
         if settings is not None and path is None and url is None and location is None:
-            path, url, api_key, engine = (settings.path, settings.url, settings.api_key,
+            key = settings.api_key
+            path, url, api_key, engine = (settings.path, settings.url,
+                                          key.get_secret_value() if key else None,
                                           settings.engine)
         if sum(x is not None for x in (path, url, location)) != 1:
             raise HistoryError("give exactly one of path, url or location")

@@ -108,7 +108,9 @@ def test_exactly_one_location() -> None:
         HistoryStore()
     with pytest.raises(HistoryError):
         HistoryStore(path="x", url="http://y")
-    s = HistoryStore(settings=HistorySettings(url="http://qdrant:6333", api_key="k"))
+    hs = HistorySettings(url="http://qdrant:6333", api_key="qdrant-key-123")  # type: ignore[arg-type]
+    assert "qdrant-key-123" not in repr(hs) and "qdrant-key-123" not in hs.model_dump_json()
+    s = HistoryStore(settings=hs)
     assert s.engine == "qdrant-server"
     assert HistoryStore(settings=HistorySettings(path=Path("x"), engine="client")).engine == \
         "qdrant-client-local"
