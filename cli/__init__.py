@@ -73,6 +73,16 @@ def _errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code (2: bad input or a missing extra)."""
     args = _parser().parse_args(argv)
+    # state, outbox, keys, stats and history hold operators' names, comments, phone numbers
+    # and secrets: whatever creates a file here (SQLite, Qdrant Edge) creates it private
+    old_umask = os.umask(0o077)
+    try:
+        return _run(args)
+    finally:
+        os.umask(old_umask)
+
+
+def _run(args: argparse.Namespace) -> int:
     level = args.log_level
     if args.command in _QUIET and "AIOTFLOW_LOG_LEVEL" not in os.environ and level == "INFO":
         level = "ERROR"  # the demo and the console print their own progress

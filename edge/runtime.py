@@ -25,7 +25,6 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +42,7 @@ import structlog
 from aiotflow.contracts.mqtt import LinkState, reconnecting, sink_queue, wait_event
 from aiotflow.contracts.schema import Alert, alert_id_for, decode_readings
 from aiotflow.contracts.signing import sign_alert
+from aiotflow.files import write_private
 from aiotflow.keys import load_or_create_key
 
 from .baseline import OperatingPoint
@@ -501,6 +501,4 @@ class EdgeRuntime:
         self.stats.updated = time.time()
         if self.stats_file is None:
             return
-        tmp = self.stats_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.stats.as_dict(), indent=2))
-        os.replace(tmp, self.stats_file)
+        write_private(self.stats_file, json.dumps(self.stats.as_dict(), indent=2).encode())

@@ -244,3 +244,48 @@ async def test_simulate_reconnects_when_the_broker_restarts(
     finally:
         if sim.returncode is None:
             sim.kill()
+
+
+async def test_state_and_edge_files_are_private_under_umask_022(
+    mosquitto: Mosquitto, bundle_path: Path, tmp_path: Path
+) -> None:
+    import os
+    import stat
+
+    from .workflows.helpers import cli, wait_for
+
+    state, edge_dir = tmp_path / "state", tmp_path / "edge"
+    edge_dir.mkdir()
+    old = os.umask(0o022)  # what a shell gives: files 0644, directories 0755
+    try:
+        code, _, err = await cli("seed", "--model", str(bundle_path), "--incidents", "5",
+                                 "--state-dir", str(state))
+        assert code == 0, err
+        cfg = edge_dir / "edge.toml"
+        cfg.write_text(f'model = "{bundle_path}"\noutbox = "{edge_dir / "outbox.db"}"\n'
+                       f'stats_interval_s = 0.2\n[mqtt]\nurl = "{mosquitto.url}"\n')
+        procs = [await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aiotflow", *args, stderr=asyncio.subprocess.PIPE)
+            for args in (("run", "examples.generator_fleet:app", "--state-dir", str(state),
+                          "--broker", mosquitto.url),
+                         ("edge", "--config", str(cfg), "--stats-file",
+                          str(edge_dir / "stats.json")))]
+        await wait_for(lambda: (state / "checkpoints.db").exists()
+                       and (edge_dir / "stats.json").exists(), 60)
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(p.communicate(), 30)
+    finally:
+        os.umask(old)
+    seen = []
+    for root in (state, edge_dir):
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700, root
+        for p in root.rglob("*"):
+            if p == cfg:
+                continue  # the operator's own file
+            mode = stat.S_IMODE(p.stat().st_mode)
+            assert not mode & 0o077, f"{p} is {oct(mode)}"
+            seen.append(p.name)
+    for name in ("control.db", "ops.db", "checkpoints.db", "engine.key",
+                 "outbox.db", "edge.key", "stats.json"):
+        assert name in seen, name
