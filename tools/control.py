@@ -487,6 +487,19 @@ class ControlStore(Store):
                                   "reset": bool(undone)})
         return bool(undone)
 
+    async def redact_personal(self, before: float) -> int:
+        """Retention: the comments of decisions taken before ``before`` whose runs were
+        resumed are removed from the approvals (with the signed document that repeats
+        them: its purpose, verifying the action, is over; the signer's key id stays).
+        The audit keeps its records: they are the accountability the retention is
+        weighed against (``retention.redacted`` says what was removed, and when)."""
+        async with self.unit() as db:
+            n = await db.execute(
+                "UPDATE approvals SET comment = NULL, decision_doc = NULL, signature = NULL"
+                " WHERE decided_at < ? AND resumed_at IS NOT NULL AND (comment IS NOT NULL"
+                " OR decision_doc IS NOT NULL)", (before,))
+        return n
+
     async def use_grant(self, approval_id: str, action: int, *, tool: str,
                         call_key: str) -> bool:
         """Spend proposed action ``action`` of an approval on the call ``call_key``:

@@ -286,6 +286,23 @@ class OpsDatabase(Store):
         assert closed is not None
         return closed
 
+    async def redact_personal(self, before: float) -> dict[str, int]:
+        """Retention: the free text of work orders and notifications made before
+        ``before`` (descriptions naming who approved and why, resolutions, who closed,
+        messages) is replaced by a marker; asset, dates, priority, failure mode and the
+        evidence's ids stay, for the history and the statistics."""
+        mark = "[redacted: personal data retention]"
+        async with self.unit() as db:
+            wo = await db.execute(
+                "UPDATE work_orders SET description = ?, resolution = CASE WHEN resolution IS"
+                " NULL THEN NULL ELSE ? END, closed_by = CASE WHEN closed_by IS NULL THEN NULL"
+                " ELSE ? END WHERE created < ? AND description != ?",
+                (mark, mark, mark, before, mark))
+            notes = await db.execute(
+                "UPDATE notifications SET message = ? WHERE created < ? AND message != ?",
+                (mark, before, mark))
+        return {"work_orders": wo, "notifications": notes}
+
     async def work_orders(self, *, asset: str | None = None) -> list[WorkOrder]:
         sql, args = select("work_orders", "seq", asset=asset)
         async with self.read() as db:

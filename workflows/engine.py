@@ -161,6 +161,7 @@ class Engine:
         self._drops: dict[str, int] = {}
         self._drop_samples: list[str] = []
         self._checkpointed = time.monotonic()
+        self._retained = float("-inf")
         self.control: ControlStore
         self.ops: OpsDatabase
         self.history: HistoryStore
@@ -395,6 +396,21 @@ class Engine:
         if cp is not None:
             write_private(s.audit_anchor_file, (cp.model_dump_json() + "\n").encode())
 
+    async def _retention(self, *, now: float | None = None, force: bool = False) -> None:
+        """Redact personal data older than ``personal_data_days`` (at most hourly)."""
+        days = self.settings.personal_data_days
+        if days is None or (not force and time.monotonic() - self._retained < 3600):
+            return
+        self._retained = time.monotonic()
+        before = (time.time() if now is None else now) - days * 86400
+        ops = await self.ops.redact_personal(before)
+        approvals = await self.control.redact_personal(before)
+        if approvals or any(ops.values()):
+            await self.control.audit("retention.redacted", actor=self.worker_id,
+                                     before=before, approvals=approvals,
+                                     work_orders=ops["work_orders"],
+                                     notifications=ops["notifications"])
+
     async def _report_drops(self) -> None:
         """One audit record for everything dropped since the last one."""
         if not self._drops:
@@ -555,7 +571,7 @@ class Engine:
         run as tasks, so one slow workflow does not stop sweeps, expiry or other resumes."""
         while True:
             for step in (self._sweep, self.apply_history_queue, self.resume_decided,
-                         self._report_drops, self._checkpoint_audit):
+                         self._report_drops, self._checkpoint_audit, self._retention):
                 try:
                     await step()
                 except Exception as exc:

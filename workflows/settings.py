@@ -77,6 +77,11 @@ class EngineSettings(FileSettings):
                           "database (default state_dir/audit.anchor; keep it on other "
                           "storage or ship it off the host): `aiotflow audit verify` finds a "
                           "tail cut off with its checkpoints against it.")
+    personal_data_days: float | None = Field(
+        365.0, gt=0, description="Retention: after this many days the free text of work "
+                                 "orders and notifications and the comments of decisions "
+                                 "are redacted (once an hour); unset keeps them. The audit "
+                                 "chain keeps its records.")
     trust: AlertTrust = Field(
         default_factory=AlertTrust,
         description="The edges whose signed alerts count, each limited to its sites and "

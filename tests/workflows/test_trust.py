@@ -152,3 +152,30 @@ async def test_forged_and_replayed_decisions_run_nothing_and_are_audited(
 async def _completed(engine: Engine, tid: str) -> object:
     run = await engine.runs.get(tid)
     return run if run is not None and run.status == "completed" else None
+
+
+async def test_personal_data_is_redacted_after_the_retention_period(
+    mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident], tmp_path: Path
+) -> None:
+    async with Engine(maintenance_app(), settings_for(tmp_path / "s", mosquitto.url)) as engine:
+        await seed(engine, incidents)
+        await engine.submit(make_alert(bundle))
+        [req] = await pending(engine)
+        await engine.control.decide(req.id, "approved", by="erin", signer=engine.key,
+                                    comment="erin here, call me on 0151 2345678")
+        await wait_for(lambda: engine.stats.runs_completed == 1)
+        [wo] = await engine.ops.work_orders()
+        assert "erin here" in wo.description
+        await engine._retention(force=True)  # nothing is old enough yet
+        assert (await engine.ops.work_orders())[0].description == wo.description
+        year_on = time.time() + 366 * 86400
+        await engine._retention(now=year_on, force=True)
+        [after] = await engine.ops.work_orders()
+        assert "erin" not in after.description and after.asset == wo.asset
+        assert after.evidence == wo.evidence  # the history's ids and statistics stay
+        rec = await engine.control.approval(req.id)
+        assert rec is not None and rec.comment is None and rec.decision_doc is None
+        assert rec.signer == engine.key.key_id and rec.decided_by == "erin"
+        [done] = await engine.control.audit_records(kind="retention.redacted")
+        assert done.detail["approvals"] == 1 and done.detail["work_orders"] == 1
+        assert (await engine.control.verify_audit()).ok
