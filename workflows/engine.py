@@ -162,6 +162,7 @@ class Engine:
         self._drop_samples: list[str] = []
         self._checkpointed = time.monotonic()
         self._retained = float("-inf")
+        self._link: aiomqtt.Client | None = None  # the alert link, while connected
         self.control: ControlStore
         self.ops: OpsDatabase
         self.history: HistoryStore
@@ -271,6 +272,7 @@ class Engine:
 
         async def body(client: aiomqtt.Client) -> None:
             await client.subscribe(topic, qos=1)
+            self._link = client
             self.subscribed.set()
             log.info("engine.subscribed", topic=topic, worker=self.worker_id)
             try:
@@ -288,6 +290,7 @@ class Engine:
                                              json.dumps({"id": alert_id}), qos=1)
                         self.stats.acks_sent += 1
             finally:
+                self._link = None
                 self.subscribed.clear()
                 if s.workers:  # leave the share group now, or the broker keeps queueing
                     # this worker's share of alerts to its session (Mosquitto #1747)
@@ -393,8 +396,18 @@ class Engine:
             self.key, every=1 if due else s.audit_checkpoint_every)
         if due:
             self._checkpointed = time.monotonic()
-        if cp is not None:
-            write_private(s.audit_anchor_file, (cp.model_dump_json() + "\n").encode())
+        if cp is None:
+            return
+        doc = cp.model_dump_json()
+        write_private(s.audit_anchor_file, (doc + "\n").encode())
+        link = self._link
+        if link is not None and s.audit_anchor_topic:  # and off the host, retained
+            try:
+                async with asyncio.timeout(2):
+                    await link.publish(f"{s.audit_anchor_topic}/{s.engine_id}", doc, qos=1,
+                                       retain=True)
+            except (aiomqtt.MqttError, TimeoutError) as exc:  # the file still has it
+                log.warning("engine.anchor_not_published", error=str(exc))
 
     async def _retention(self, *, now: float | None = None, force: bool = False) -> None:
         """Redact personal data older than ``personal_data_days`` (at most hourly)."""

@@ -77,6 +77,11 @@ class EngineSettings(FileSettings):
                           "database (default state_dir/audit.anchor; keep it on other "
                           "storage or ship it off the host): `aiotflow audit verify` finds a "
                           "tail cut off with its checkpoints against it.")
+    audit_anchor_topic: str | None = Field(
+        "aiotflow/audit", description="Each checkpoint is also published, retained, on "
+                                      "TOPIC/ENGINE_ID: the anchor leaves the host (give "
+                                      "the broker a subscriber that keeps them, or read it "
+                                      "back at verification). Unset: the file only.")
     personal_data_days: float | None = Field(
         365.0, gt=0, description="Retention: after this many days the free text of work "
                                  "orders and notifications and the comments of decisions "

@@ -11,6 +11,8 @@ import pytest
 from aiotflow.cli import main
 from aiotflow.tools.control import ControlStore
 
+from ..conftest import Mosquitto
+
 
 async def write_story(db: Path) -> None:
     async with ControlStore(db) as c:
@@ -77,6 +79,7 @@ async def test_rewriting_a_record_with_a_fresh_hash_breaks_the_link(tmp_path: Pa
 APPEND = """
 import asyncio, sys
 from aiotflow.tools.control import ControlStore
+
 async def main():
     async with ControlStore(sys.argv[1]) as c:
         for i in range(150):
@@ -219,3 +222,32 @@ async def test_the_engine_anchors_its_audit_and_the_cli_finds_a_cut_off_tail(
                " hash = (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1)")
     code, out, _ = await cli("audit", "verify", "--state-dir", str(state))
     assert code == 1 and "BROKEN" in out and "the anchor was signed at record" in out, out
+
+
+async def test_the_engine_publishes_its_audit_anchor_retained_off_the_host(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    import aiomqtt
+
+    from aiotflow.keys import verify_signature
+    from aiotflow.tools.control import AuditCheckpoint
+    from aiotflow.workflows import App, Engine, EngineSettings
+
+    settings = EngineSettings(state_dir=tmp_path / "s", mqtt={"url": mosquitto.url},
+                              engine_id="anchored", audit_checkpoint_s=0.2,
+                              approval_poll_s=0.1)
+    from ..workflows.helpers import wait_for
+
+    async with Engine(App("empty"), settings) as engine:
+        await wait_for(engine.subscribed.is_set)
+        await engine.control.audit("test.step", actor="t")
+        public = engine.key.public_key
+        await wait_for(settings.audit_anchor_file.exists, 10)
+    # a subscriber that comes later (an auditor, another host) still gets the head
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+        await sub.subscribe("aiotflow/audit/anchored", qos=1)
+        async with asyncio.timeout(10):
+            msg = await anext(aiter(sub.messages))
+    assert msg.retain
+    cp = AuditCheckpoint.model_validate_json(msg.payload)  # type: ignore[arg-type]
+    assert cp.seq >= 1 and verify_signature(public, cp.signed_bytes(), cp.signature)
