@@ -17,6 +17,7 @@ from .errors import PayloadError
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MAX_READINGS_PER_MESSAGE",
+    "MAX_VALUE",
     "Alert",
     "ChannelSummary",
     "Reading",
@@ -27,6 +28,10 @@ __all__ = [
 ]
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+#: The largest magnitude a reading's value may have: beyond it window features overflow
+#: float32 and a score turns infinite (1e12: a terawatt-hour in Wh)
+MAX_VALUE = 1e12
+Value = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_VALUE, le=MAX_VALUE)]
 Severity = Literal["warning", "major", "critical"]
 
 #: Upper bound on readings in one batched message: a larger message is rejected whole
@@ -46,8 +51,8 @@ class Reading(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ts: FiniteFloat = Field(gt=0, description="Sample time, seconds since the Unix epoch.")
-    values: dict[str, FiniteFloat] = Field(
-        min_length=1, description="Channel name to numeric value."
+    values: dict[str, Value] = Field(
+        min_length=1, description="Channel name to numeric value (|value| <= 1e12)."
     )
     asset: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^/+#\x00]+$",
                               description="Asset of this reading, if not the topic's "
@@ -59,7 +64,8 @@ class WireReading(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     the hot path of the edge runtime; pydantic's model is the documented schema)."""
 
     ts: Annotated[float, msgspec.Meta(gt=0)]
-    values: Annotated[dict[str, float], msgspec.Meta(min_length=1)]
+    values: Annotated[dict[str, Annotated[float, msgspec.Meta(ge=-MAX_VALUE, le=MAX_VALUE)]],
+                      msgspec.Meta(min_length=1)]
     asset: Annotated[str, msgspec.Meta(min_length=1, max_length=128,
                                        pattern=r"^[^/+#\x00]+$")] | None = None
 

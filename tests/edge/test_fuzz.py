@@ -107,3 +107,20 @@ def test_batch_asset_names_must_be_one_topic_level(bundle: ModelBundle, tmp_path
         rt.handle("aiotflow/telemetry/plant-1/gen-001",
                   encode([{"ts": 10.0, "values": v, "asset": bad}]))
     assert rt.stats.invalid_reasons == {"invalid": 4} and rt.stats.readings_received == 0
+
+
+def test_values_too_large_to_score_are_refused_and_large_ones_score_finitely(
+    bundle: ModelBundle, tmp_path: Path
+) -> None:
+    """Hypothesis found it: a finite 1e30 overflowed float32 features into an infinite score."""
+    rt = runtime(bundle, tmp_path)
+    for k in range(40):
+        big = 1e12 if k % 2 else -1e12  # the largest allowed, swinging: the worst case
+        rt.handle("aiotflow/telemetry/plant-1/gen-001",
+                  encode({"ts": 1.0 + k, "values": {c: big for c in CH}}))
+    rt.handle("aiotflow/telemetry/plant-1/gen-001",
+              encode({"ts": 99.0, "values": {c: 1e30 for c in CH}}))
+    assert rt.stats.invalid_reasons == {"invalid": 1}
+    assert rt._pending
+    _, scores = bundle.score_windows(np.stack([w for *_, w in rt._pending]))
+    assert np.isfinite(scores).all()
