@@ -20,9 +20,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from aiotflow.keys import KeyFileError, SigningKey, key_id, parse_public_key, verify_signature
+from aiotflow.keys import PublicKey, SigningKey, key_id, verify_signature
 
 __all__ = ["AlertTrust", "OpenedAlert", "TrustedEdge", "Untrusted", "open_alert", "sign_alert"]
 
@@ -87,20 +87,11 @@ class TrustedEdge(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, description="Who this is, for the audit and logs.")
-    public_key: str = Field(description="ed25519:..., from `aiotflow edge keygen`.")
+    public_key: PublicKey = Field(description="ed25519:..., from `aiotflow edge keygen`.")
     sites: list[str] = Field(min_length=1, description="Sites it may send alerts for.")
     assets: list[str] = Field(default_factory=list,
                               description="Assets it may send alerts for; empty: all of "
                                           "its sites' assets.")
-
-    @field_validator("public_key")
-    @classmethod
-    def _check_key(cls, v: str) -> str:
-        try:
-            parse_public_key(v)
-        except KeyFileError as exc:
-            raise ValueError(str(exc)) from None
-        return v
 
     @property
     def key_id(self) -> str:

@@ -31,17 +31,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from .files import private_dir, write_private
 
 __all__ = [
     "KeyFileError",
+    "PublicKey",
     "SigningKey",
     "WrongPassphrase",
     "generate_key",
     "key_id",
-    "key_needs_passphrase",
     "load_key",
     "load_or_create_key",
     "parse_public_key",
@@ -82,6 +84,18 @@ def parse_public_key(text: str) -> Any:
         return Ed25519PublicKey.from_public_bytes(raw)
     except ValueError as exc:
         raise KeyFileError(f"not an Ed25519 public key: {exc}") from None
+
+
+def _valid_public_key(text: str) -> str:
+    try:
+        parse_public_key(text)
+    except KeyFileError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+#: a configuration field holding an ``ed25519:<base64>`` public key, checked at load
+PublicKey = Annotated[str, AfterValidator(_valid_public_key)]
 
 
 def key_id(public_key: str) -> str:
@@ -164,10 +178,6 @@ def save_key(key: SigningKey, path: str | Path, *, passphrase: str | None = None
         doc["nonce"] = _b64(nonce)
         doc["private"] = _b64(AESGCM(secret).encrypt(nonce, raw, key.public_key.encode()))
     return write_private(p, (json.dumps(doc, indent=2) + "\n").encode())
-
-
-def key_needs_passphrase(path: str | Path) -> bool:
-    return "kdf" in _read(Path(path))
 
 
 def _read(p: Path) -> dict[str, Any]:

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from aiotflow.keys import KeyFileError, parse_public_key
+from aiotflow.keys import PublicKey
 
 __all__ = ["MIN_PIN_DIGITS", "TIERS", "OperatorSpec", "Policy", "RiskTier", "TierRule",
            "check_pin"]
@@ -58,7 +58,7 @@ class OperatorSpec(BaseModel):
 
     name: str = Field(min_length=1)
     roles: list[str] = Field(default_factory=list)
-    public_key: str = Field(description="The public half of the operator's key, from "
+    public_key: PublicKey = Field(description="The public half of the operator's key, from "
                                         "`aiotflow operator keygen NAME`: their decisions "
                                         "are signed with it.")
 
@@ -69,15 +69,6 @@ class OperatorSpec(BaseModel):
             raise ValueError("pin_hash is replaced by public_key: run `aiotflow operator "
                              "keygen NAME` and put the key it prints here")
         return data
-
-    @field_validator("public_key")
-    @classmethod
-    def _check_key(cls, v: str) -> str:
-        try:
-            parse_public_key(v)
-        except KeyFileError as exc:
-            raise ValueError(str(exc)) from None
-        return v
 
 
 def _default_tiers() -> dict[RiskTier, TierRule]:
