@@ -270,11 +270,15 @@ async def test_state_and_edge_files_are_private_under_umask_022(
                           "--broker", mosquitto.url),
                          ("edge", "--config", str(cfg), "--stats-file",
                           str(edge_dir / "stats.json")))]
-        await wait_for(lambda: (state / "checkpoints.db").exists()
-                       and (edge_dir / "stats.json").exists(), 60)
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(p.communicate(), 30)
+        try:
+            await wait_for(lambda: (state / "checkpoints.db").exists()
+                           and (edge_dir / "stats.json").exists(), 90)
+        finally:
+            for p in procs:  # never left running for the tests after this one
+                if p.returncode is None:
+                    p.send_signal(signal.SIGTERM)
+            logs = [(await asyncio.wait_for(p.communicate(), 30))[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], logs
     finally:
         os.umask(old)
     seen = []
