@@ -52,16 +52,19 @@ def private_db(path: str | Path) -> Path:
     return p
 
 
-def write_private(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically, the file ``0600`` from its first byte."""
+def write_private(path: str | Path, data: bytes, *, durable: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically, the file ``0600`` from its first byte;
+    ``durable`` (a key, an anchor) syncs it to disk first, which a stats file rewritten
+    every second need not pay for."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -501,4 +501,5 @@ class EdgeRuntime:
         self.stats.updated = time.time()
         if self.stats_file is None:
             return
-        write_private(self.stats_file, json.dumps(self.stats.as_dict(), indent=2).encode())
+        write_private(self.stats_file, json.dumps(self.stats.as_dict(), indent=2).encode(),
+                      durable=False)

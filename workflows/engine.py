@@ -399,7 +399,8 @@ class Engine:
         if cp is None:
             return
         doc = cp.model_dump_json()
-        write_private(s.audit_anchor_file, (doc + "\n").encode())
+        # fsynced: off the event loop
+        await asyncio.to_thread(write_private, s.audit_anchor_file, (doc + "\n").encode())
         link = self._link
         if link is not None and s.audit_anchor_topic:  # and off the host, retained
             try:
