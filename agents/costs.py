@@ -7,21 +7,30 @@ from typing import Any, Literal
 
 from aiotflow.tools.control import AuditRecord
 
-__all__ = ["cost_report"]
+__all__ = ["LLM_KINDS", "By", "cost_report"]
 
 
-def cost_report(records: list[AuditRecord], by: Literal["alert", "site", "day"]
-                ) -> list[dict[str, Any]]:
+#: the audit records that carry one model call each
+LLM_KINDS = ("llm.narrative", "llm.call")
+
+By = Literal["alert", "site", "day", "model", "step"]
+
+
+def cost_report(records: list[AuditRecord], by: By) -> list[dict[str, Any]]:
     """LLM spend (tokens, USD, calls, calls answered without it) grouped ``by`` alert,
-    site or day (UTC), from the ``llm.*`` audit records."""
+    site, day (UTC), model, or step (``plan#1``, ``plan#2``, ..., ``narrative``: which
+    turn of which node), from the ``llm.*`` audit records."""
     groups: dict[str, dict[str, Any]] = {}
     for r in records:
-        if not r.kind.startswith("llm."):
+        if r.kind not in LLM_KINDS:
             continue
         d = r.detail
         key = {"alert": str(d.get("alert_id") or r.thread_id or "-"),
                "site": str(d.get("site") or "-"),
-               "day": dt.datetime.fromtimestamp(r.ts, dt.UTC).strftime("%Y-%m-%d")}[by]
+               "day": dt.datetime.fromtimestamp(r.ts, dt.UTC).strftime("%Y-%m-%d"),
+               "model": str(d.get("model") or "-"),
+               "step": str(d.get("step") or ("narrative" if r.kind == "llm.narrative"
+                                            else "-"))}[by]
         g = groups.setdefault(key, {by: key, "calls": 0, "tokens": 0, "usd": 0.0,
                                     "without_llm": 0})
         g["calls"] += 1

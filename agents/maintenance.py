@@ -1,18 +1,22 @@
-"""The maintenance agent of the reference scenario.
+"""The maintenance agent of the reference scenario (``aiotflow demo --scenario coolant``).
 
 alert -> similar past incidents (Qdrant) + maintenance log -> diagnosis with evidence
--> plan (optionally narrated by an LLM) -> guardrails -> human approval -> book the
-on-call technician with the right skill and open a work order with the evidence; if
-scheduling is down after retries, the work order is opened unassigned and an operator
-gets a high-priority notification instead.
+-> plan -> guardrails -> human approval -> book the on-call technician with the right
+skill and open a work order with the evidence; if scheduling is down after retries, the
+work order is opened unassigned and an operator gets a high-priority notification.
 
-Every decision is deterministic and made from evidence; the LLM only writes prose.
+The plan comes from the LLM planner (:mod:`aiotflow.agents.planner`) when an endpoint is
+configured - the model reads the evidence, may call read-only tools and proposes the
+actions - and from fixed code otherwise, or whenever the model gives no usable plan.
+Either plan passes the same guardrails, approvals and tool-layer checks; the diagnosis
+the guardrails judge is always the one made from evidence.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
@@ -20,14 +24,17 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aiotflow.tools.decisions import filled_fields
 from aiotflow.tools.errors import ToolFailed, ToolUnavailable
 from aiotflow.workflows.app import App
 from aiotflow.workflows.approval import ApprovalRequest, ProposedAction, approval_node
 from aiotflow.workflows.context import WorkflowContext
 from aiotflow.workflows.filters import AlertFilter
 
-from .knowledge import failure_mode
+from .evidence import EvidenceSettings, evidence_nodes
+from .knowledge import FAILURE_MODES, failure_mode
 from .llm import LLMClient
+from .planner import LLMPlanner, PlannerSettings, PlanResult
 
 __all__ = [
     "Guardrails",
@@ -84,19 +91,24 @@ class Guardrails(BaseModel):
         return day.timestamp()
 
 
-class MaintenanceSettings(BaseModel):
-    """How cautious the maintenance agent is."""
-
-    model_config = ConfigDict(frozen=True)
+class MaintenanceSettings(EvidenceSettings):
+    """How cautious the maintenance agent is, and what its planner may use."""
 
     guardrails: Guardrails = Field(default_factory=Guardrails)
+    planner: PlannerSettings | None = Field(
+        default_factory=PlannerSettings,
+        description="The LLM planner's limits; None: always plan in code.")
+    read_tools: tuple[str, ...] = Field(
+        ("maintenance_history", "recent_work_orders", "find_on_call_technician"),
+        description="Tools the model may run while it plans.")
+    action_tools: tuple[str, ...] = Field(
+        ("book_technician", "create_work_order", "notify_operator"),
+        description="Tools the model may propose.")
 
     min_confidence: float = Field(
         0.5, ge=0, le=1, description="Below this the agent asks an operator to inspect "
                                      "instead of dispatching a technician.")
     min_evidence: int = Field(3, ge=1, description="Similar incidents needed to dispatch.")
-    recent_maintenance_days: float = Field(90.0, gt=0)
-    history_days: float = Field(730.0, gt=0, description="Maintenance log look-back.")
 
 
 class WorkOrderSummary(BaseModel):
@@ -119,136 +131,21 @@ class MaintenanceState(TypedDict, total=False):
     result: dict[str, Any]
 
 
-def _sensor_evidence(ctx: WorkflowContext) -> list[str]:
-    """The channels that carry the anomaly, strongest first."""
-    out = []
-    ranked = sorted(ctx.alert.summary.items(), key=lambda kv: -kv[1].contribution)
-    for ch, s in ranked[:3]:
-        if s.contribution >= 0.1:
-            side = "higher" if s.deviation > 0 else "lower"
-            out.append(f"{ch} carries {s.contribution:.0%} of the anomaly: {s.last:g} now, "
-                       f"{side} than the load explains, trend {s.slope_per_min:+.2f}/min")
-    return out
-
-
-def _title(mode: str) -> str:
-    fm = failure_mode(mode)
-    return fm.title if fm else mode
-
-
-def _matches(summary: Any, sign: int) -> bool:
-    return bool(summary.contribution >= 0.1 and summary.deviation * sign > 0)
-
-
 def build_maintenance_graph(
     settings: MaintenanceSettings | None = None,
 ) -> StateGraph[Any, Any, Any, Any]:
     """The agent as an uncompiled LangGraph graph (the engine compiles it)."""
     cfg = settings or MaintenanceSettings()
+    gather_evidence, diagnose = evidence_nodes(cfg)
 
-    async def gather_evidence(state: MaintenanceState,
-                              runtime: Runtime[WorkflowContext]) -> MaintenanceState:
-        ctx = runtime.context
+    def deterministic(ctx: WorkflowContext, d: dict[str, Any]) -> dict[str, Any]:
         alert = ctx.alert
-        retrieval: dict[str, Any] | None = None
-        similar: list[dict[str, Any]] = []
-        if ctx.history is not None:
-            found = await ctx.history.diagnose(
-                alert.embedding, asset=alert.asset, asset_type=alert.asset_type,
-                before=alert.ts, context=alert.baseline or None)
-            similar = [{"id": h.incident.id, "asset": h.incident.asset, "ts": h.incident.ts,
-                        "failure_mode": h.incident.failure_mode, "outcome": h.incident.outcome,
-                        "maintenance_refs": h.incident.maintenance_refs,
-                        "similarity": round(h.similarity, 4)} for h in found.neighbours]
-            retrieval = found.model_dump(mode="json", exclude={"neighbours"})
-            retrieval["sentence"] = found.sentence()
-        log = await ctx.call_tool("maintenance_history",
-                                  {"asset": alert.asset, "days": cfg.history_days})
-        maintenance = [e.model_dump() for e in log.entries]
-        await ctx.audit("evidence.gathered", similar=[(s["id"], s["failure_mode"],
-                                                       s["similarity"]) for s in similar],
-                        retrieval=None if retrieval is None else {
-                            k: retrieval[k] for k in ("call", "failure_mode", "probability",
-                                                      "events", "reasons", "evidence_ids",
-                                                      "cached")},
-                        maintenance_entries=len(maintenance))
-        return {"similar": similar, "retrieval": retrieval, "maintenance": maintenance}
-
-    async def diagnose(state: MaintenanceState,
-                       runtime: Runtime[WorkflowContext]) -> MaintenanceState:
-        ctx = runtime.context
-        similar = state.get("similar", [])
-        found = state.get("retrieval") or {}
-        evidence = _sensor_evidence(ctx)
-        modes = found.get("modes", [])
-        top = modes[0] if modes else None
-        mode = top["failure_mode"] if top else None
-        confidence = float(top["probability"]) if top else 0.0
-        fm = failure_mode(mode)
-        if top is not None:
-            others = ", ".join(f"{m['events']} {_title(m['failure_mode'])}" for m in modes[1:])
-            title = fm.title if fm else mode
-            same = [i[:8] for i in top["incident_ids"]]
-            ids = ", ".join(same[:5]) + (f" and {len(same) - 5} more" if len(same) > 5 else "")
-            evidence.append(f"{top['events']} of {found['events']} similar past events ended in "
-                            f"{title}, {confidence:.2f} of the similarity weight"
-                            + (f" (others: {others})" if others else "")
-                            + f"; incidents {ids}")
-            if found.get("call") == "uncertain":
-                evidence.append("thin evidence: " + "; ".join(found.get("reasons", [])))
-        else:
-            evidence.append("no similar past events in the incident history")
-        if fm is not None and fm.signature:
-            matched = [ch for ch, sign in fm.signature.items()
-                       if ch in ctx.alert.summary and _matches(ctx.alert.summary[ch], sign)]
-            if matched:
-                evidence.append(f"sensor pattern consistent with {fm.title}: "
-                                + ", ".join(f"{c} {'up' if fm.signature[c] > 0 else 'down'}"
-                                            for c in matched))
-            else:
-                confidence *= 0.7
-                evidence.append(f"sensor pattern does not clearly show the signature of {fm.title}")
-        days_since = None
-        if fm is not None and fm.system != "none":
-            entries = [e for e in state.get("maintenance", []) if e["system"] == fm.system]
-            if entries:
-                last = max(entries, key=lambda e: e["ts"])
-                days_since = round((time.time() - last["ts"]) / 86400, 1)
-                when = f"last {fm.system} maintenance {days_since:g} days ago ({last['action']})"
-                if days_since > cfg.recent_maintenance_days:
-                    evidence.append(f"no {fm.system} maintenance in {cfg.recent_maintenance_days:g}"
-                                    f" days; {when}")
-                else:
-                    evidence.append(when)
-            else:
-                evidence.append(f"no {fm.system} maintenance on record in the last "
-                                f"{cfg.history_days:g} days")
-        diagnosis = {
-            "failure_mode": mode or "unknown",
-            "title": fm.title if fm else "unknown condition",
-            "system": fm.system if fm else "unknown",
-            "confidence": round(confidence, 3),
-            "call": found.get("call", "uncertain"),
-            "similar_total": len(similar),
-            "similar_top": top["events"] if top else 0,
-            "evidence_ids": list(top["incident_ids"]) if top else [],
-            "days_since_maintenance": days_since,
-            "evidence": evidence,
-        }
-        await ctx.audit("diagnosis", **{k: v for k, v in diagnosis.items()})
-        return {"diagnosis": diagnosis}
-
-    async def plan(state: MaintenanceState, runtime: Runtime[WorkflowContext]) -> MaintenanceState:
-        ctx = runtime.context
-        alert = ctx.alert
-        d = state["diagnosis"]
         fm = failure_mode(d["failure_mode"])
         priority = _PRIORITY[alert.severity]
         if fm is not None and fm.key != "none":
-            kind = "dispatch"
             headline = (f"{alert.asset}: suspected {fm.title} "
                         f"({d['confidence']:.0%} of similar-event weight)")
-            actions = [
+            return {"kind": "dispatch", "headline": headline, "actions": [
                 {"tool": "book_technician", "summary": f"book the next on-call {fm.skill} "
                  f"technician for {fm.hours:g} h at {alert.asset}",
                  "args": {"skill": fm.skill, "asset": alert.asset, "site": alert.site,
@@ -256,42 +153,59 @@ def build_maintenance_graph(
                 {"tool": "create_work_order", "summary": f"open a {priority}-priority work "
                  f"order: {fm.action}", "args": {"asset": alert.asset, "site": alert.site,
                                                  "priority": priority,
-                                                 "title": headline[:200]}},
-            ]
-        else:
-            kind = "inspect"
-            headline = f"{alert.asset}: anomaly without a known pattern"
-            actions = [{"tool": "notify_operator", "summary": "ask the operator on duty to "
-                        "inspect the asset", "args": {"priority": "high"}}]
+                                                 "title": headline[:200]}}]}
+        return {"kind": "inspect", "headline": f"{alert.asset}: anomaly without a known pattern",
+                "actions": [_INSPECT]}
+
+    async def plan(state: MaintenanceState, runtime: Runtime[WorkflowContext]) -> MaintenanceState:
+        ctx = runtime.context
+        alert = ctx.alert
+        d = state["diagnosis"]
+        fm = failure_mode(d["failure_mode"])
+        p = deterministic(ctx, d) | {"source": "code"}
+        result = await plan_with_llm(
+            ctx, cfg.planner, read_tools=cfg.read_tools, action_tools=cfg.action_tools,
+            task="Decide what to do about this alert: dispatch a technician with the right "
+                 "skill and open a work order, or ask the operator to inspect.",
+            evidence=d["evidence"],
+            data={"diagnosis": {k: d[k] for k in ("failure_mode", "title", "system",
+                                                  "confidence", "call")},
+                  "similar_incidents": [{k: i[k] for k in ("asset", "failure_mode", "outcome",
+                                                           "similarity")}
+                                        for i in state.get("similar", [])[:8]],
+                  "maintenance_log": [{k: e.get(k) for k in ("system", "action", "notes",
+                                                             "ts")}
+                                      for e in state.get("maintenance", [])[:12]]},
+            expected_mode=d["failure_mode"] if d.get("call") == "probable" else None)
+        if result is not None and result.ok and result.proposals:
+            actions = model_actions(result)
+            high = any(a["tier"] in ("high", "critical") for a in actions)
+            p = {"kind": "dispatch" if high else "inspect", "actions": actions,
+                 "headline": f"{alert.asset}: " + (result.summary.split(". ")[0][:160]
+                                                   or d["title"]),
+                 "source": "llm"}
         facts = "\n".join([f"Asset {alert.asset} at site {alert.site}, alert severity "
                            f"{alert.severity} (score {alert.score:.1f}, threshold "
                            f"{alert.threshold:.1f}).", f"Diagnosis: {d['title']}, confidence "
                            f"{d['confidence']:.0%}.", "Evidence:"] +
                           [f"- {e}" for e in d["evidence"]] +
-                          ["Planned actions:"] + [f"- {a['summary']}" for a in actions])
+                          ["Planned actions:"] + [f"- {a['summary']}" for a in p["actions"]])
         history = next((e for e in d["evidence"] if "similar past events" in e), "")
-        fallback = (f"{headline}. {history[:1].upper()}{history[1:]}."
+        fallback = (f"{p['headline']}. {history[:1].upper()}{history[1:]}."
                     + (f" Recommended: {fm.action}." if fm and fm.key != "none" else ""))
-        llm = ctx.services.get("llm")
-        text, source = fallback, "offline"
-        if isinstance(llm, LLMClient):
-            out = await llm.structured(
-                "You are a maintenance planner for diesel generators. Write a concise work-order"
-                " summary (at most 120 words) from the facts given. Do not invent facts.",
-                facts, WorkOrderSummary, fallback=WorkOrderSummary(summary=fallback),
-                site=alert.site, alert=alert.id)
-            text, source = out.value.summary, out.source
-            if out.source in ("offline", "refused") and out.reason != "no LLM configured":
-                text += f" (Deterministic summary: {out.reason}.)"
-            await ctx.audit("llm.narrative", source=out.source, tokens=out.tokens,
-                            cost_usd=round(out.cost_usd, 6), reason=out.reason,
-                            site=alert.site, alert_id=alert.id)
-        p = {"kind": kind, "headline": headline, "actions": actions, "priority": priority,
-             "narrative": text, "narrative_source": source,
-             "skill": fm.skill if fm else "general", "hours": fm.hours if fm else 0.0,
-             "recommended_action": fm.action if fm else "inspect"}
-        await ctx.audit("plan", kind=kind, headline=headline,
-                        actions=[a["summary"] for a in actions])
+        if result is None:  # no planner: the LLM (if any) only writes the summary
+            text, source = await narrate(ctx, facts, fallback)
+        elif p["source"] == "llm":
+            text, source = result.summary or fallback, "llm"
+        else:  # the model was asked and gave nothing usable: do not ask it again
+            why = result.reason or "every action the model proposed was refused"
+            text, source = f"{fallback} (Deterministic plan: {why}.)", "offline"
+        p |= {"priority": _PRIORITY[alert.severity], "narrative": text,
+              "narrative_source": source, "skill": fm.skill if fm else "general",
+              "recommended_action": fm.action if fm else "inspect",
+              "planner": result.public() if result is not None else None}
+        await ctx.audit("plan", kind=p["kind"], headline=p["headline"], source=p["source"],
+                        actions=[a["summary"] for a in p["actions"]])
         return {"plan": p}
 
     async def guardrails(state: MaintenanceState,
@@ -319,10 +233,12 @@ def build_maintenance_graph(
             limit = rules.max_work_orders_per_asset_per_day
             ok &= check("work_orders_per_asset_per_day", n < limit,
                         f"{n} work order(s) for {alert.asset} in the last 24 h (limit {limit})")
-            cost = rules.callout_fee + p["hours"] * rules.technician_rate_per_h
+            hours = sum(float(a["args"].get("hours", 4.0)) for a in p["actions"]
+                        if a["tool"] == "book_technician")
+            cost = rules.callout_fee + hours * rules.technician_rate_per_h
             ok &= check("cost_per_action", cost <= rules.max_cost_per_action,
                         f"estimated {cost:,.0f} (callout {rules.callout_fee:,.0f} + "
-                        f"{p['hours']:g} h x {rules.technician_rate_per_h:,.0f}) <= "
+                        f"{hours:g} h x {rules.technician_rate_per_h:,.0f}) <= "
                         f"{rules.max_cost_per_action:,.0f}")
             opening = rules.next_opening(time.time())
             actions = [dict(a) for a in p["actions"]]
@@ -343,8 +259,7 @@ def build_maintenance_graph(
                 failed = "; ".join(c["detail"] for c in checks if not c["passed"])
                 p.update(kind="inspect", headline=f"{alert.asset}: dispatch not proposed "
                          f"({d['title']}?): {failed}; operator inspection requested",
-                         actions=[{"tool": "notify_operator", "summary": "ask the operator on "
-                                   "duty to inspect the asset", "args": {"priority": "high"}}])
+                         actions=[_INSPECT])
         check("human_approval_for_dispatch", True,
               "booking and work orders are approved by a person")
         await ctx.audit("guardrails", checks=checks, plan=p["kind"])
@@ -358,9 +273,11 @@ def build_maintenance_graph(
         return ApprovalRequest(
             title=f"Dispatch to {state['alert']['asset']}: {d['title']}",
             summary=p["narrative"],
-            evidence=[*d["evidence"], *verdicts],
-            actions=[ProposedAction(**a) for a in p["actions"]],
-            details={"diagnosis": d, "alert_id": state["alert"]["id"]},
+            evidence=[*d["evidence"], *cited_reasons(p["actions"], d["evidence"]), *verdicts],
+            actions=[ProposedAction(tool=a["tool"], summary=a["summary"], args=a["args"])
+                     for a in p["actions"]],
+            details={"diagnosis": d, "alert_id": state["alert"]["id"],
+                     "plan_source": p.get("source", "code"), "planner": p.get("planner")},
         )
 
     async def execute(state: MaintenanceState,
@@ -374,9 +291,11 @@ def build_maintenance_graph(
         subject = f"[{alert.severity.upper()}] {p['headline']}"
         body = p["narrative"] + "\n\nEvidence:\n" + "\n".join(f"- {e}" for e in d["evidence"])
         if p["kind"] != "dispatch":
-            note = await ctx.call_tool("notify_operator", {
-                "subject": subject, "message": body, "priority": "high"})
-            return {"result": base | {"status": "notified", "notification": note.id}}
+            ran = await run_actions(ctx, p["actions"], None, fill={"notify_operator": {
+                "subject": subject, "message": body, "priority": "high"}})
+            note = ran.get("notify_operator")
+            return {"result": base | {"status": "notified",
+                                      "notification": note.id if note else None}}
         if not approval or approval["status"] != "approved":
             status = (approval or {}).get("status", "rejected")  # rejected or expired
             await ctx.audit("maintenance.not_dispatched", reason=f"approval {status}",
@@ -384,19 +303,22 @@ def build_maintenance_graph(
             return {"result": base | {"status": status,
                                       "approval_id": (approval or {}).get("approval_id")}}
         aid = approval["approval_id"]
-        approved = {a["tool"]: dict(a["args"]) for a in p["actions"]}
         booking, note, fallback = None, None, None
-        try:
-            # exactly the arguments the person approved; the tool layer checks them again
-            booking = await ctx.call_tool("book_technician", approved["book_technician"],
-                                          approval_id=aid)
-        except (ToolUnavailable, ToolFailed) as exc:
-            fallback = str(exc)
-            note = await ctx.call_tool("notify_operator", {
-                "subject": f"ACTION NEEDED - scheduling failed: {subject}",
-                "message": f"Booking a {p['skill']} technician failed ({exc}). Please dispatch "
-                           f"manually. Approved by {approval['by']}.\n\n{body}",
-                "priority": "critical" if p["priority"] == "critical" else "high"})
+        done: dict[str, Any] = {}
+        book = next((a for a in p["actions"] if a["tool"] == "book_technician"), None)
+        if book is not None:
+            try:
+                # exactly the arguments the person approved; the tool layer checks them again
+                booking = await ctx.call_tool("book_technician", book["args"], approval_id=aid)
+                done["book_technician"] = booking
+            except (ToolUnavailable, ToolFailed) as exc:
+                fallback = str(exc)
+                note = await ctx.call_tool("notify_operator", {
+                    "subject": f"ACTION NEEDED - scheduling failed: {subject}",
+                    "message": f"Booking a {book['args'].get('skill')} technician failed "
+                               f"({exc}). Please dispatch manually. Approved by "
+                               f"{approval['by']}.\n\n{body}",
+                    "priority": "critical" if p["priority"] == "critical" else "high"})
         tech = f"{booking.technician_name} ({booking.technician_id})" if booking else "unassigned"
         description = (
             f"{p['narrative']}\n\nEvidence:\n" + "\n".join(f"- {e}" for e in d["evidence"])
@@ -406,19 +328,26 @@ def build_maintenance_graph(
             + f"\nAlert {alert.id}, model {alert.model_name}@{alert.model_version}, score "
               f"{alert.score:.1f} (threshold {alert.threshold:.1f})."
         )
-        wo = await ctx.call_tool("create_work_order", approved["create_work_order"] | {
-            "description": description,
-            "evidence": {"alert_id": alert.id, "diagnosis": d["failure_mode"],
-                         "confidence": d["confidence"], "similar_incidents": d["evidence_ids"],
-                         "statements": d["evidence"], "approval_id": aid},
-            "technician_id": booking.technician_id if booking else None,
-            "booking_id": booking.id if booking else None}, approval_id=aid)
+        rest = [a for a in p["actions"] if a is not book]
+        done |= await run_actions(ctx, rest, aid, fill={
+            "create_work_order": {
+                "description": description,
+                "evidence": {"alert_id": alert.id, "diagnosis": d["failure_mode"],
+                             "confidence": d["confidence"],
+                             "similar_incidents": d["evidence_ids"],
+                             "statements": d["evidence"], "approval_id": aid,
+                             "plan_source": p.get("source", "code")},
+                "technician_id": booking.technician_id if booking else None,
+                "booking_id": booking.id if booking else None},
+            "notify_operator": {}})
+        wo = done.get("create_work_order")
         return {"result": base | {
-            "status": "work_order_created", "work_order": wo.id,
+            "status": "work_order_created" if wo else "dispatched",
+            "work_order": wo.id if wo else None,
             "booking": booking.id if booking else None,
             "technician": booking.technician_name if booking else None,
             "notification": note.id if note else None, "scheduling_error": fallback,
-            "approval_id": aid}}
+            "approval_id": aid, "actions_executed": sorted(done)}}
 
     def after_guardrails(state: MaintenanceState) -> str:
         return "approval" if state["plan"]["kind"] == "dispatch" else "execute"
@@ -440,6 +369,89 @@ def build_maintenance_graph(
     return g
 
 
+_INSPECT = {"tool": "notify_operator", "summary": "ask the operator on duty to inspect the "
+                                                  "asset", "args": {"priority": "high"},
+            "tier": "medium"}
+
+
+async def narrate(ctx: WorkflowContext, facts: str, fallback: str) -> tuple[str, str]:
+    """A work-order summary written by the LLM from ``facts`` (or ``fallback``), and its
+    source; audited as ``llm.narrative``."""
+    llm = ctx.services.get("llm")
+    if not isinstance(llm, LLMClient):
+        return fallback, "offline"
+    alert = ctx.alert
+    out = await llm.structured(
+        "You are a maintenance planner for diesel generators. Write a concise work-order"
+        " summary (at most 120 words) from the facts given. Do not invent facts.",
+        facts, WorkOrderSummary, fallback=WorkOrderSummary(summary=fallback),
+        site=alert.site, alert=alert.id)
+    text = out.value.summary
+    if out.source in ("offline", "refused") and out.reason != "no LLM configured":
+        text += f" (Deterministic summary: {out.reason}.)"
+    await ctx.audit("llm.narrative", step="narrative", model=llm.settings.model,
+                    source=out.source, tokens=out.tokens, cost_usd=round(out.cost_usd, 6),
+                    reason=out.reason, site=alert.site, alert_id=alert.id)
+    return text, out.source
+
+
+async def plan_with_llm(ctx: WorkflowContext, settings: PlannerSettings | None, *,
+                        read_tools: Sequence[str], action_tools: Sequence[str], task: str,
+                        evidence: Sequence[str], data: dict[str, Any],
+                        expected_mode: str | None = None) -> PlanResult | None:
+    """The LLM planner's result for this run, or ``None`` without an LLM (or planner)."""
+    llm = ctx.services.get("llm")
+    if settings is None or not isinstance(llm, LLMClient) or not llm.enabled:
+        return None
+    registry = ctx.executor.registry
+    planner = LLMPlanner(llm, read_tools=[t for t in read_tools if t in registry],
+                         action_tools=[t for t in action_tools if t in registry],
+                         modes=list(FAILURE_MODES), settings=settings)
+    return await planner.plan(ctx, task=task, evidence=evidence, data=data,
+                              expected_mode=expected_mode)
+
+
+def model_actions(result: PlanResult) -> list[dict[str, Any]]:
+    """The planner's proposals as plan actions, each summarised by the model's reason."""
+    return [{"tool": p["tool"], "args": p["args"], "tier": p["tier"],
+             "summary": f"{p['tool']}: {p['rationale']}"
+                        + (f" [cites {', '.join(p['cites'])}]" if p["cites"] else ""),
+             "rationale": p["rationale"], "cites": p["cites"]} for p in result.proposals]
+
+
+def cited_reasons(actions: Sequence[dict[str, Any]], evidence: Sequence[str]) -> list[str]:
+    """For the approver: each model-proposed action's reason next to what it cites."""
+    out = []
+    for a in actions:
+        if "rationale" not in a:
+            continue
+        refs = "; ".join(f"{c} = {evidence[int(c[1:]) - 1][:160]}" for c in a["cites"]
+                         if c[1:].isdigit() and 0 < int(c[1:]) <= len(evidence))
+        out.append(f"model's reason for {a['tool']}: {a['rationale']}"
+                   + (f" (cites {refs})" if refs else " (cites no evidence)"))
+    return out
+
+
+async def run_actions(ctx: WorkflowContext, actions: Sequence[dict[str, Any]],
+                      approval_id: str | None, *, fill: dict[str, dict[str, Any]]
+                      ) -> dict[str, Any]:
+    """Run ``actions`` in order with what the workflow adds (``fill[tool]``): the fields
+    the tool marks :data:`~aiotflow.tools.decisions.FILLED` are the workflow's to write,
+    the others only complete what the plan left out. Returns the outputs by tool.
+
+    Every call is keyed (thread, tool, arguments), so a re-run of the node returns the
+    recorded effects instead of repeating them.
+    """
+    done: dict[str, Any] = {}
+    for a in actions:
+        extra = fill.get(a["tool"], {})
+        ours = filled_fields(ctx.executor.registry.get(a["tool"]).input_model)
+        args = ({k: v for k, v in extra.items() if k not in ours} | dict(a["args"])
+                | {k: v for k, v in extra.items() if k in ours})
+        done[a["tool"]] = await ctx.call_tool(a["tool"], args, approval_id=approval_id)
+    return done
+
+
 def register_maintenance_agent(
     app: App,
     *,
@@ -457,5 +469,3 @@ def register_maintenance_agent(
         return build_maintenance_graph(settings)
 
     app.workflow(name, when=when or AlertFilter(asset_types=["generator"]))(maintenance)
-
-

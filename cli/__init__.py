@@ -12,7 +12,7 @@
     aiotflow history     import / export / query / correct the incident history   [engine]
     aiotflow workorder   list work orders, close one with its finding (learning loop) [engine]
     aiotflow audit       verify the hash-chained audit trail; show one alert's story [engine]
-    aiotflow costs       LLM spend per alert, site or day                         [engine]
+    aiotflow costs       LLM spend per alert, site, day, model or step            [engine]
     aiotflow operator    hash an operator's PIN for [engine.policy]               [engine]
     aiotflow demo        the whole product on embedded defaults                   [all]
     aiotflow seed        seed a state directory: roster, logs, incident history [engine, train]

@@ -113,12 +113,13 @@ def _verify_inputs(a: argparse.Namespace, s: Any) -> tuple[str | None, Any, list
 
 
 async def _costs(a: argparse.Namespace) -> int:
-    from aiotflow.agents.costs import cost_report
+    from aiotflow.agents.costs import LLM_KINDS, cost_report
     from aiotflow.tools import ControlStore
 
     s = engine_settings(a)
     async with ControlStore(s.control_target) as control:
-        rows = cost_report(await control.audit_records(kind="llm.narrative"), a.by)
+        records = [r for kind in LLM_KINDS for r in await control.audit_records(kind=kind)]
+        rows = cost_report(records, a.by)
     if a.json:
         print_json(rows)
         return 0
@@ -148,8 +149,8 @@ def register(sub: Any) -> None:
     command(auv, _audit, "engine")
     command(ash, _audit, "engine")
 
-    co = sub.add_parser("costs", help="LLM spend per alert, site or day")
-    co.add_argument("--by", choices=["alert", "site", "day"], default="site")
+    co = sub.add_parser("costs", help="LLM spend per alert, site, day, model or step")
+    co.add_argument("--by", choices=["alert", "site", "day", "model", "step"], default="site")
     co.add_argument("--json", action="store_true")
     add_state_options(co)
     command(co, _costs, "engine")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -74,10 +75,37 @@ class SchedulingService:
         self.server.server_close()
 
 
+#: a scripted model: request body -> assistant message
+Script = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def calls(*calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """An assistant message that calls these functions, ``(name, arguments)`` each."""
+    return {"tool_calls": [{"id": f"call_{i}_{name}", "type": "function", "function": {
+        "name": name, "arguments": json.dumps(args)}} for i, (name, args) in enumerate(calls)]}
+
+
+def turns(*script: dict[str, Any] | Script) -> Script:
+    """A model that answers its n-th turn in a conversation with ``script[n]`` (a message,
+    or a function of the request body); past the end it says it is done."""
+
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        n = sum(m["role"] == "assistant" for m in body["messages"])
+        if n >= len(script):
+            return {"content": "done"}
+        step = script[n]
+        return step(body) if callable(step) else step
+
+    return answer
+
+
 class ChatCompletionsService:
     """An OpenAI-compatible Chat Completions endpoint on loopback (``/v1``)."""
 
-    def __init__(self, answer: str = "Coolant pump likely failing; dispatch cooling tech.") -> None:
+    def __init__(self, answer: str | Script = "Coolant pump likely failing; dispatch cooling "
+                 "tech.") -> None:
+        """``answer``: the text of every answer, or a script: a function of the request
+        body that returns the assistant message (``content`` and/or ``tool_calls``)."""
         self.answer = answer
         self.status = 200  # 429, 500, ... to simulate failures
         self.delay_s = 0.0  # to simulate a slow endpoint (timeouts)
@@ -99,12 +127,15 @@ class ChatCompletionsService:
                     data = json.dumps({"error": {"message": "unavailable"}}).encode()
                 else:
                     code = 200
-                    prompt = sum(len(m["content"]) for m in body["messages"]) // 4
+                    prompt = len(json.dumps(body["messages"])) // 4
+                    message = ({"role": "assistant", "content": service.answer}
+                               if isinstance(service.answer, str) else
+                               {"role": "assistant", "content": None} | service.answer(body))
                     data = json.dumps({
                         "id": f"chatcmpl-{len(service.requests)}", "object": "chat.completion",
                         "created": 1700000000, "model": body["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                            "role": "assistant", "content": service.answer}}],
+                        "choices": [{"index": 0, "message": message, "finish_reason":
+                                     "tool_calls" if message.get("tool_calls") else "stop"}],
                         "usage": {"prompt_tokens": prompt, "completion_tokens": 20,
                                   "total_tokens": prompt + 20},
                     }).encode()

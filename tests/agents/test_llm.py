@@ -4,7 +4,12 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiotflow.agents import LLMClient, LLMSettings, register_maintenance_agent
+from aiotflow.agents import (
+    LLMClient,
+    LLMSettings,
+    MaintenanceSettings,
+    register_maintenance_agent,
+)
 from aiotflow.edge.bundle import ModelBundle
 from aiotflow.vectorstore.models import Incident
 from aiotflow.workflows import App, Engine
@@ -12,6 +17,9 @@ from aiotflow.workflows import App, Engine
 from ..conftest import Mosquitto
 from ..fakes import ChatCompletionsService
 from ..workflows.helpers import make_alert, seed, settings_for, wait_for
+
+#: the LLM only writes the work order's summary (the planner has its own tests)
+NARRATIVE_ONLY = MaintenanceSettings(planner=None)
 
 
 def llm_settings(url: str, **kw: object) -> LLMSettings:
@@ -56,7 +64,7 @@ async def test_work_order_narrative_from_llm(
     with ChatCompletionsService(answer) as svc:
         app = App("llm-fleet")
         app.service("llm")(lambda _s: LLMClient(llm_settings(svc.url)))
-        register_maintenance_agent(app)
+        register_maintenance_agent(app, settings=NARRATIVE_ONLY)
         async with Engine(app, settings_for(tmp_path / "s", mosquitto.url)) as engine:
             await seed(engine, incidents)
             [outcome] = await engine.submit(make_alert(bundle))
@@ -192,7 +200,7 @@ async def test_over_budget_the_work_order_says_its_summary_is_deterministic(
         app = App("llm-broke")
         app.service("llm")(lambda _s: LLMClient(llm_settings(
             svc.url, AIOTFLOW_LLM_BUDGET_USD=0.0)))
-        register_maintenance_agent(app)
+        register_maintenance_agent(app, settings=NARRATIVE_ONLY)
         async with Engine(app, settings_for(tmp_path / "s", mosquitto.url)) as engine:
             await seed(engine, incidents)
             [outcome] = await engine.submit(make_alert(bundle))
