@@ -59,7 +59,7 @@ def evidence_nodes(cfg: EvidenceSettings) -> tuple[Node, Node]:
     """``(gather_evidence, diagnose)``: the two nodes, configured by ``cfg``."""
 
     async def gather_evidence(state: dict[str, Any],
-                                  runtime: Runtime[WorkflowContext]) -> dict[str, Any]:
+                              runtime: Runtime[WorkflowContext]) -> dict[str, Any]:
         ctx = runtime.context
         alert = ctx.alert
         retrieval: dict[str, Any] | None = None
@@ -149,6 +149,5 @@ def evidence_nodes(cfg: EvidenceSettings) -> tuple[Node, Node]:
         }
         await ctx.audit("diagnosis", **{k: v for k, v in diagnosis.items()})
         return {"diagnosis": diagnosis}
-
 
     return gather_evidence, diagnose

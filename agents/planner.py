@@ -392,7 +392,7 @@ class LLMPlanner:
         denied = ctx.principal.refuses(args)
         if denied:
             return await self._refuse(ctx, r, name, args, denied)
-        tier = ctx.executor.tier(name)
+        tier = ctx.executor.tier(name, args)
         if ctx.executor.policy.rule(tier).mode == "forbidden":
             return await self._refuse(ctx, r, name, args,
                                       f"{tier}-risk tool {name} is forbidden by policy")

@@ -11,9 +11,13 @@ from typing import Any
 from ._common import add_state_options, command, engine_settings
 from .output import print_json, table
 
-__all__ = ["register"]
+__all__ = ["SCENARIO_NAMES", "register"]
 
-_SUMMARY = ("readings", "alerts", "alerts_by_asset", "workflows_started", "approvals_requested",
+#: aiotflow.demo.scenarios.SCENARIOS's names (not imported here: the CLI stays light)
+SCENARIO_NAMES = ["coolant", "line-stop", "bearing"]
+
+_SUMMARY = ("scenario", "actions_executed", "readings", "alerts", "alerts_by_asset",
+            "workflows_started", "approvals_requested",
             "approved", "rejected", "approvals_pending", "work_orders", "work_orders_by_asset",
             "work_order_ids", "bookings", "notifications", "audit_records", "state_dir")
 
@@ -21,8 +25,8 @@ _SUMMARY = ("readings", "alerts", "alerts_by_asset", "workflows_started", "appro
 async def _demo(a: argparse.Namespace) -> int:
     from aiotflow.demo import DemoOptions, run_demo
 
-    opts = DemoOptions(broker=a.broker, approve=a.approve, duration=a.duration, json=a.json,
-                       assets=a.assets, speed=a.speed,
+    opts = DemoOptions(broker=a.broker, approve=a.approve, scenario=a.scenario,
+                       duration=a.duration, json=a.json, assets=a.assets, speed=a.speed,
                        state_dir=Path(a.state_dir) if a.state_dir else None,
                        scheduling_down=a.scheduling_down, user=a.user)
     summary = await run_demo(opts)
@@ -30,7 +34,8 @@ async def _demo(a: argparse.Namespace) -> int:
         print_json(summary)
         return 0
     print()
-    table(("", ""), [[k, summary[k]] for k in _SUMMARY], title="Summary")
+    table(("", ""), [[k, ", ".join(summary[k]) if isinstance(summary[k], list) else summary[k]]
+                     for k in _SUMMARY], title="Summary")
     print(f"\nInspect: aiotflow approvals --state-dir {summary['state_dir']} --all")
     return 0
 
@@ -53,6 +58,10 @@ async def _seed(a: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     d = sub.add_parser("demo", help="run the end-to-end demo on embedded defaults")
+    d.add_argument("--scenario", choices=SCENARIO_NAMES, default="coolant",
+                   help="coolant: diagnosis, approval, on-call booking and work order; "
+                        "line-stop: derate on its own, a manager approves the stop; "
+                        "bearing: time to the alarm limit, spare part, planned downtime")
     d.add_argument("--broker", help="use this MQTT broker (mqtt://host:port) instead")
     d.add_argument("--approve", choices=["yes", "no"], help="answer approvals unattended")
     d.add_argument("--duration", type=float, default=110.0, help="upper bound, seconds")

@@ -1,9 +1,10 @@
 """``aiotflow demo``: the whole product on embedded defaults, in one process.
 
 An in-process MQTT broker (amqtt; or ``--broker``), a few simulated generators of which one
-develops a coolant pump failure, the edge runtime scoring them with an ONNX model, the
-workflow engine running the maintenance agent against a seeded incident history and
-roster, and a console prompt asking you to approve the dispatch.
+develops a fault (the scenario's: a coolant pump failure by default), the edge runtime
+scoring them with an ONNX model, the workflow engine running the scenario's agent against
+a seeded incident history, roster, parts stock and calendar, and a console prompt asking
+you to approve what the agent proposes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiotflow.agents.maintenance import register_maintenance_agent
+from aiotflow.contracts.errors import ConfigError
 from aiotflow.contracts.mqtt import MqttSettings
 from aiotflow.contracts.signing import AlertTrust, TrustedEdge
 from aiotflow.demo.broker import DemoBroker
@@ -37,6 +38,7 @@ from aiotflow.workflows.console import review_pending
 from aiotflow.workflows.engine import Engine
 from aiotflow.workflows.settings import EngineSettings
 
+from .scenarios import SCENARIOS, scenario_app
 from .seed import seed_all
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -50,7 +52,8 @@ class DemoOptions:
     json: bool = False
     assets: int = 3
     faulty: str = "gen-002"
-    fault_mode: str = "coolant_pump"
+    scenario: str = "coolant"
+    fault_mode: str | None = None  # the scenario's
     fault_at: float = 30.0
     ramp: float = 60.0
     speed: float = 4.0
@@ -60,11 +63,13 @@ class DemoOptions:
     input_fn: Callable[[str], str] = field(default=input)
 
 
-def demo_app() -> App:
-    """The generator fleet app: the maintenance agent for every generator alert."""
-    app = App("generator-fleet")
-    register_maintenance_agent(app)
-    return app
+def demo_app(scenario: str = "coolant") -> App:
+    """The generator fleet app of ``scenario``: its agent for every generator alert."""
+    return scenario_app(scenario)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 class _Progress:
@@ -79,10 +84,16 @@ class _Progress:
 async def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Run the demo and return its summary."""
     say = _Progress(opts.json)
+    if opts.scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {opts.scenario!r}; one of "
+                          f"{', '.join(SCENARIOS)}", field="scenario")
+    scenario = SCENARIOS[opts.scenario]
+    fault_mode = opts.fault_mode or scenario.fault_mode
     state = opts.state_dir or Path(tempfile.mkdtemp(prefix="aiotflow-demo-"))
     state.mkdir(parents=True, exist_ok=True)
+    say(f"scenario {scenario.name}: {scenario.shows}")
     say(f"state in {state}")
-    fault = parse_fault(f"{opts.faulty}:{opts.fault_mode}@{opts.fault_at}", ramp=opts.ramp)
+    fault = parse_fault(f"{opts.faulty}:{fault_mode}@{opts.fault_at}", ramp=opts.ramp)
     model_path = state / "model.onnx"
     if model_path.is_file():
         bundle = ModelBundle(model_path)
@@ -92,7 +103,7 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
     say(f"model {bundle.name}@{bundle.version}: {len(bundle.meta.channels)} channels, "
         f"window {bundle.meta.window} samples, threshold {bundle.meta.threshold:.2f}")
 
-    app = demo_app()
+    app = demo_app(scenario.name)
     approvals_q: asyncio.Queue[str] = asyncio.Queue()
     alerts_by_asset: dict[str, int] = {}
     terminal: set[str] = set()
@@ -118,6 +129,8 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
             terminal.add(data["thread_id"])
             r = data["values"].get("result", {})
             say(f"workflow finished: {r.get('status')}"
+                + (f", ran {', '.join(r['actions_executed'])}" if r.get("actions_executed")
+                   else "")
                 + (f", work order {r['work_order']}" if r.get("work_order") else "")
                 + (f", technician {r['technician']}" if r.get("technician") else "")
                 + (f", operator notified ({r['notification']})" if r.get("notification") else ""))
@@ -143,6 +156,8 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
                                               sites=["plant-1"])])  # the fleet's site
         settings = EngineSettings(state_dir=state, mqtt=mqtt, approval_poll_s=0.2,
                                   engine_id=f"aiotflow-demo-{state.name}", trust=trust)
+        if scenario.policy is not None:
+            settings = settings.model_copy(update={"policy": scenario.policy})
         scheduling = HttpScheduling("http://127.0.0.1:9", timeout=1.0) \
             if opts.scheduling_down else None
         if scheduling is not None:
@@ -153,7 +168,8 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
         fleet = Fleet(opts.assets, faults=[fault], seed=2024)
         names = [a.name for a in fleet.assets]
         n = await seed_all(engine.ops, engine.history, bundle, assets=names,
-                           stale=[opts.faulty])
+                           stale=[opts.faulty], rare_modes=scenario.rare_modes,
+                           wearing=[opts.faulty] if scenario.wearing else [])
         say(f"seeded roster, maintenance logs and {n or await engine.history.count()} "
             "past incidents")
         edge_settings = EdgeSettings(
@@ -165,8 +181,8 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
         async with asyncio.timeout(10):
             await asyncio.gather(edge.subscribed.wait(), engine.subscribed.wait())
         say(f"simulating {opts.assets} generators at {bundle.meta.sample_rate_hz:g} Hz "
-            f"(time x{opts.speed:g}); {opts.faulty} develops a {opts.fault_mode.replace('_', ' ')}"
-            f" failure {opts.fault_at:g} s in")
+            f"(time x{opts.speed:g}); {opts.faulty} develops {_article(fault_mode)} "
+            f"{fault_mode.replace('_', ' ')} failure {opts.fault_at:g} s in")
         stop_sim = asyncio.Event()
         sim = asyncio.create_task(publish_fleet(
             fleet, mqtt=mqtt, rate_hz=bundle.meta.sample_rate_hz,
@@ -221,7 +237,13 @@ async def _summary(engine: Engine, edge: EdgeRuntime, opts: DemoOptions,
     audit = await control.audit_records()
     orders = await engine.ops.work_orders()
     notes = await engine.ops.notifications()
+    executed = sorted({r.detail["tool"] for r in audit if r.kind == "tool.ok"
+                       and r.detail.get("tool") in engine.executor.registry
+                       and engine.executor.tier(r.detail["tool"], r.detail.get("input"))
+                       in ("high", "critical")})
     return {
+        "scenario": opts.scenario,
+        "actions_executed": executed,
         "readings": edge.stats.readings_received,
         "invalid_readings": edge.stats.invalid,
         "windows_scored": edge.stats.windows_scored,
@@ -240,6 +262,8 @@ async def _summary(engine: Engine, edge: EdgeRuntime, opts: DemoOptions,
                                  for o in orders},
         "work_order_ids": [o.id for o in orders],
         "bookings": len(await engine.ops.bookings()),
+        "part_orders": len(await engine.ops.part_orders()),
+        "asset_commands": [f"{c.command} {c.asset}" for c in await engine.ops.commands()],
         "notifications": len(notes),
         "audit_records": len(audit),
         "audit_rejections": sum(r.kind == "approval.rejected" for r in audit),

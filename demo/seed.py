@@ -16,11 +16,12 @@ from aiotflow.edge.bundle import ModelBundle
 from aiotflow.edge.policy import AlertPolicy, PolicySettings
 from aiotflow.simulator.fleet import CHANNELS, FaultSpec, GeneratorSim
 from aiotflow.tools.ops import MaintenanceEntry, OpsDatabase, Technician
+from aiotflow.tools.plant import ConditionReading, DowntimeWindow, Part
 from aiotflow.training.train import make_windows
 from aiotflow.vectorstore.models import Incident, MaintenanceRecord
 from aiotflow.vectorstore.store import HistoryStore
 
-__all__ = ["history_incidents", "seed_all", "seed_maintenance", "seed_roster"]
+__all__ = ["history_incidents", "seed_all", "seed_maintenance", "seed_plant", "seed_roster"]
 
 DAY = 86400.0
 
@@ -35,6 +36,9 @@ _OUTCOMES: dict[str, list[tuple[str, float, str]]] = {
     "injector": [("injector", 0.85, "injector on cylinder 3 replaced"),
                  ("none", 0.15, "fuel filter changed, no injector fault")],
     "sensor_dropout": [("sensor_dropout", 1.0, "oil pressure transmitter replaced")],
+    "oil_leak": [("oil_starvation", 0.85, "oil line fitting leaking; engine stopped in time, "
+                                          "fitting replaced, bearings inspected"),
+                 ("sensor_dropout", 0.15, "oil pressure transmitter drifting low, replaced")],
 }
 _MODE_WEIGHTS = {"coolant_pump": 0.3, "bearing_wear": 0.25, "injector": 0.25,
                  "sensor_dropout": 0.2}
@@ -43,22 +47,26 @@ _MODE_WEIGHTS = {"coolant_pump": 0.3, "bearing_wear": 0.25, "injector": 0.25,
 def history_incidents(
     bundle: ModelBundle, n: int = 60, *, seed: int = 42, now: float | None = None,
     sites: Sequence[str] = ("plant-1", "plant-2", "plant-3"),
+    modes: dict[str, float] | None = None,
 ) -> list[Incident]:
     """Simulate ``n`` past faults, detect each with ``bundle`` and the default alert
     policy, and record the embedding of the alerting window with what it turned out to be.
+    ``modes``: the simulated fault patterns and their weights (default: the four common
+    ones; ``oil_leak`` is rare and seeded on its own).
     """
     rng = np.random.default_rng(seed)
     now = now or time.time()
     meta = bundle.meta
     idx = [CHANNELS.index(c) for c in meta.channels]
-    modes = list(_MODE_WEIGHTS)
-    weights = np.array([_MODE_WEIGHTS[m] for m in modes])
+    mode_weights = modes or _MODE_WEIGHTS
+    modes_ = list(mode_weights)
+    weights = np.array([mode_weights[m] for m in modes_])
     out: list[Incident] = []
     seen: dict[str, int] = {}
     attempts = 0
     while len(out) < n and attempts < n * 3:
         attempts += 1
-        mode = modes[int(rng.choice(len(modes), p=weights / weights.sum()))]
+        mode = modes_[int(rng.choice(len(modes_), p=weights / weights.sum()))]
         asset = f"gen-{int(rng.integers(101, 140)):03d}"
         onset = 45.0
         sim = GeneratorSim(name=asset, seed=int(rng.integers(1 << 31)),
@@ -106,7 +114,8 @@ def history_incidents(
 
 def _system(mode: str) -> str:
     return {"coolant_pump": "cooling", "thermostat": "cooling", "bearing_wear": "mechanical",
-            "injector": "fuel", "sensor_dropout": "instrumentation"}.get(mode, "none")
+            "injector": "fuel", "sensor_dropout": "instrumentation",
+            "oil_starvation": "lubrication"}.get(mode, "none")
 
 
 async def seed_roster(ops: OpsDatabase, *, now: float | None = None, days: int = 14) -> None:
@@ -158,17 +167,68 @@ async def seed_maintenance(
     return entries
 
 
+#: the spare parts catalogue: (part, fits, unit cost, lead time in days)
+_PARTS = [
+    ("CP-4521", "coolant pump assembly", "coolant_pump", 2200.0, 5.0),
+    ("TH-82", "thermostat 82 C", "thermostat", 65.0, 2.0),
+    ("BRG-6316-KIT", "alternator drive-end bearing kit 6316-C3", "bearing_wear", 1450.0, 3.0),
+    ("INJ-2210", "fuel injector", "injector", 480.0, 4.0),
+    ("PT-0010", "oil pressure transmitter 0-10 bar", "sensor_dropout", 210.0, 2.0),
+    ("OL-KIT-12", "oil line fittings and seals kit", "oil_starvation", 85.0, 1.0),
+]
+
+
+async def seed_plant(
+    ops: OpsDatabase, assets: Sequence[str], *, wearing: Sequence[str] = (),
+    out_of_stock: Sequence[str] = ("BRG-6316-KIT",), now: float | None = None, seed: int = 11,
+) -> None:
+    """Spare parts, a planned downtime window per asset (about 6 and 34 days ahead, 06:00
+    UTC, 10 h), and monthly vibration surveys over half a year - rising slowly on the
+    ``wearing`` assets."""
+    now = now or time.time()
+    rng = np.random.default_rng(seed)
+    await ops.add_parts([Part(part_no=n, description=d, fits=[f], unit_cost=c,
+                              lead_time_days=lt, supplier="Nordic Bearings AB"
+                              if f == "bearing_wear" else "OEM parts",
+                              stock=0 if n in out_of_stock else 2)
+                         for n, d, f, c, lt in _PARTS])
+    day0 = (int(now // DAY) + 6) * DAY + 6 * 3600
+    await ops.add_downtime([
+        DowntimeWindow(id=f"DT-{asset}-{k}", asset=asset, site="plant-1",
+                       start=day0 + (k * 28 + i % 3) * DAY, end=day0 + (k * 28 + i % 3) * DAY
+                       + 10 * 3600, note="planned monthly stop")
+        for i, asset in enumerate(assets) for k in range(2)])
+    readings = []
+    rises = (0.0, 0.1, 0.3, 0.6, 1.0, 1.5)  # wear accelerates
+    for asset in assets:
+        base = float(rng.uniform(1.8, 2.0) if asset in wearing else rng.uniform(2.6, 3.0))
+        for m in range(6, 0, -1):
+            rise = rises[6 - m] if asset in wearing else 0.0
+            readings.append(ConditionReading(
+                asset=asset, channel="vibration_mm_s", ts=now - (m * 30 - 10) * DAY,
+                value=round(base + rise + float(rng.normal(0, 0.05)), 3)))
+    await ops.add_condition(readings)
+
+
 async def seed_all(
     ops: OpsDatabase, history: HistoryStore, bundle: ModelBundle, *, assets: Sequence[str],
-    stale: Sequence[str] = (), incidents: int = 60,
+    stale: Sequence[str] = (), incidents: int = 60, wearing: Sequence[str] = (),
+    rare_modes: dict[str, int] | None = None,
 ) -> int:
-    """Roster, maintenance logs and incident history; returns incidents stored."""
+    """Roster, maintenance logs, the plant's parts, calendar and surveys, and the incident
+    history (``incidents`` of the common patterns, plus ``rare_modes``: pattern -> how
+    many); returns incidents stored."""
     await seed_roster(ops)
+    await seed_plant(ops, assets, wearing=wearing)
     entries = await seed_maintenance(ops, assets, stale=stale)
     # the history keeps a copy of the maintenance log (the CMMS stays the record of truth)
     await history.add_maintenance([
         MaintenanceRecord(id=e.id, asset=e.asset, system=e.system, ts=e.ts, action=e.action,
                           technician=e.technician, notes=e.notes) for e in entries])
-    if await history.count() >= incidents:
+    rare = rare_modes or {}
+    if await history.count() >= incidents + sum(rare.values()):
         return 0
-    return await history.add(history_incidents(bundle, incidents))
+    made = history_incidents(bundle, incidents)
+    for i, (mode, n) in enumerate(sorted(rare.items())):
+        made += history_incidents(bundle, n, seed=1000 + i, modes={mode: 1.0})
+    return await history.add(made)

@@ -11,7 +11,9 @@ severity ``s`` from 0 to 1 over ``ramp`` seconds after it starts:
 * ``bearing_wear``: vibration RMS rises with growing impacts, friction draws current;
 * ``injector``: misfiring makes exhaust temperature and speed erratic, fuel rate rises;
 * ``sensor_dropout``: the oil pressure transmitter's loop opens, reading 0 bar ever
-  more often.
+  more often;
+* ``oil_leak``: lubricating oil is lost, oil pressure sinks towards 1 bar, friction
+  warms the coolant and raises vibration - run on, the engine seizes.
 
 The same code produces live MQTT telemetry (``aiotflow simulate``), training data and
 the synthetic incident history, so all three agree.
@@ -52,7 +54,8 @@ CHANNELS: tuple[str, ...] = (
     "rpm",
     "fuel_rate_lph",
 )
-FAULT_MODES: tuple[str, ...] = ("coolant_pump", "bearing_wear", "injector", "sensor_dropout")
+FAULT_MODES: tuple[str, ...] = ("coolant_pump", "bearing_wear", "injector", "sensor_dropout",
+                                "oil_leak")
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class GeneratorSim:
         s_bear = sev.get("bearing_wear", 0.0)
         s_inj = sev.get("injector", 0.0)
         s_drop = sev.get("sensor_dropout", 0.0)
+        s_oil = sev.get("oil_leak", 0.0)
 
         prev = self.load
         theta, sigma = 0.02, 0.02
@@ -116,14 +120,15 @@ class GeneratorSim:
         self.load = min(1.0, max(0.1, self.load))
         dl = (self.load - prev) / dt if dt > 0 else 0.0
 
-        cool_target = 78.0 + 12.0 * self.load + 28.0 * s_cool + 2.0 * s_bear
+        cool_target = 78.0 + 12.0 * self.load + 28.0 * s_cool + 2.0 * s_bear + 5.0 * s_oil
         self.coolant += (cool_target - self.coolant) * min(1.0, dt / 40.0)
         exh_target = 300.0 + 250.0 * self.load + 15.0 * s_cool + 25.0 * s_inj
         self.exhaust += (exh_target - self.exhaust) * min(1.0, dt / 15.0)
 
         misfire = s_inj * rng.normal(0.0, 40.0)
         vib_impacts = abs(rng.normal(0.0, 3.0 * s_bear)) if rng.random() < 0.2 * s_bear else 0.0
-        oil = 4.2 + 0.4 * self.load - 0.03 * (self.coolant - 85.0) + rng.normal(0.0, 0.04)
+        oil = (4.2 + 0.4 * self.load - 0.03 * (self.coolant - 85.0) - 3.2 * s_oil
+               + rng.normal(0.0, 0.04))
         if s_drop > 0 and rng.random() < s_drop:
             oil = 0.0
         return {
@@ -131,7 +136,8 @@ class GeneratorSim:
             "coolant_temp_c": round(self.coolant + rng.normal(0.0, 0.25), 3),
             "oil_pressure_bar": round(oil, 4),
             "vibration_mm_s": round(
-                abs(2.2 + 1.5 * self.load + 5.0 * s_bear + 1.2 * s_inj + rng.normal(0.0, 0.12))
+                abs(2.2 + 1.5 * self.load + 5.0 * s_bear + 1.2 * s_inj + 0.8 * s_oil
+                    + rng.normal(0.0, 0.12))
                 + vib_impacts, 4),
             "current_a": round(600.0 * self.load * (1.0 + 0.03 * s_bear)
                                + rng.normal(0.0, 4.0), 3),

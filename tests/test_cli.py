@@ -83,31 +83,30 @@ async def test_bad_config_names_the_field(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "policy.k" in err.decode()
 
 
-async def run_demo(tmp_path: Path, answer: str) -> dict:  # type: ignore[type-arg]
+async def test_demo_approve_yes(tmp_path: Path) -> None:
+    """The CLI path of `aiotflow demo` (its scenarios run in-process in tests/demo)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiotflow", "demo", "--approve", answer, "--json",
-        "--state-dir", str(tmp_path / answer), stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "aiotflow", "demo", "--scenario", "coolant", "--approve", "yes",
+        "--json", "--state-dir", str(tmp_path / "yes"), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 180)
     assert proc.returncode == 0, err.decode()[-3000:]
-    summary: dict = json.loads(out)  # type: ignore[type-arg]
+    s = json.loads(out)
     assert "approval requested" in err.decode()  # progress is shown while it runs
-    return summary
-
-
-async def test_demo_approve_yes(tmp_path: Path) -> None:
-    s = await run_demo(tmp_path, "yes")
+    assert s["scenario"] == "coolant"
+    assert s["actions_executed"] == ["book_technician", "create_work_order"]
     assert s["alerts"] >= 1 and set(s["alerts_by_asset"]) == set(s["faulty_assets"])
     assert s["work_orders"] >= 1 and set(s["work_orders_by_asset"]) == {"gen-002"}
     assert s["approved"] >= 1 and s["readings"] > 0 and s["audit_records"] > 0
     assert s["seconds"] < 120
 
 
-async def test_demo_approve_no(tmp_path: Path) -> None:
-    s = await run_demo(tmp_path, "no")
-    assert s["alerts"] >= 1 and set(s["alerts_by_asset"]) == {"gen-002"}
-    assert s["work_orders"] == 0 and s["bookings"] == 0
-    assert s["rejected"] >= 1 and s["audit_rejections"] == s["rejected"]
+async def test_demo_unknown_scenario_is_refused(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiotflow", "demo", "--scenario", "meltdown",
+        stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2 and "invalid choice: 'meltdown'" in err.decode()
 
 
 def test_bundle_fixture_is_real(bundle: ModelBundle) -> None:

@@ -1,5 +1,6 @@
 """The built-in tools: maintenance history, on-call roster, booking, work orders and
-operator notifications.
+operator notifications; and the plant's inventory, calendar and control tools
+(:mod:`aiotflow.tools.plant`).
 
 Scopes: ``maintenance:read``, ``schedule:read``, ``schedule:write``,
 ``workorders:write``, ``notify:send``. Booking a technician and opening a work order are
@@ -18,6 +19,7 @@ from .decisions import FILLED
 from .errors import ToolFailed
 from .failsafe import BreakerSettings
 from .ops import Booking, MaintenanceEntry, Notification, OpsDatabase, Technician, WorkOrder
+from .plant import register_plant_tools
 from .registry import RetrySettings, ToolRegistry
 from .scheduling import SchedulingBackend, SqliteScheduling
 
@@ -35,9 +37,10 @@ __all__ = [
     "register_builtin_tools",
 ]
 
+#: what a workflow may do by default (``control:write``, stopping machines, is not in it)
 BUILTIN_SCOPES = frozenset({
     "maintenance:read", "schedule:read", "schedule:write", "workorders:read",
-    "workorders:write", "notify:send",
+    "workorders:write", "notify:send", "inventory:read", "inventory:write", "calendar:read",
 })
 
 Priority = Literal["low", "medium", "high", "critical"]
@@ -184,4 +187,4 @@ def register_builtin_tools(
                                 subject=args.subject, message=args.message,
                                 key=args.idempotency_key)
 
-    return registry
+    return register_plant_tools(registry, ops)

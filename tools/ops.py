@@ -1,6 +1,8 @@
-"""The built-in operations database (SQLite): roster, bookings, work orders,
-notifications and the maintenance log. This is the default backend of the built-in
-tools; a deployment can point scheduling at the customer's REST service instead.
+"""The built-in operations database (SQLite or PostgreSQL): roster, bookings, work
+orders, notifications and the maintenance log; and the plant's inventory, maintenance
+calendar and control journal (:mod:`aiotflow.tools.plant`). This is the default backend
+of the built-in tools; a deployment can point scheduling at the customer's REST service
+instead.
 
 Every write carries the caller's idempotency key in a UNIQUE column, so a repeated
 call returns the row it created the first time, even if the tool layer's own record
@@ -17,8 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .database import Migration, Store, Tx, select
+from .database import Migration, Tx, select
 from .errors import ToolFailed
+from .plant import V2, PlantData
 
 __all__ = [
     "Booking",
@@ -64,6 +67,7 @@ MIGRATIONS = (
     Migration(1, "roster, bookings, work orders, notifications, maintenance log", _V1,
               sqlite_columns={"work_orders": {"failure_mode": "TEXT", "resolution": "TEXT",
                                               "closed_by": "TEXT", "closed": "REAL"}}),
+    V2,
 )
 
 
@@ -134,7 +138,7 @@ class MaintenanceEntry(BaseModel):
     notes: str = ""
 
 
-class OpsDatabase(Store):
+class OpsDatabase(PlantData):
     """``async with OpsDatabase(target) as ops:`` the built-in tools' data, in a SQLite
     file or a PostgreSQL database."""
 
@@ -246,18 +250,6 @@ class OpsDatabase(Store):
         return Notification(id=row["id"], recipient=row["recipient"], priority=row["priority"],
                             subject=row["subject"], message=row["message"], created=row["created"])
 
-    async def _insert_once(self, table: str, key: str, sql: str, params: tuple[Any, ...]) -> Any:
-        """The row of ``table`` with ``key``: inserted by ``sql`` unless already there (one
-        unit of work; the key is UNIQUE, so a concurrent call with the same key, in this
-        process or another, finds the row instead of inserting a second)."""
-        async with self.unit() as db:
-            row = await _by_key(db, table, key)
-            if row is None:
-                await db.execute(sql + " ON CONFLICT DO NOTHING", params)
-                row = await _by_key(db, table, key)
-        assert row is not None
-        return row
-
     async def work_order(self, wo_id: str) -> WorkOrder | None:
         seq = _seq(wo_id)
         async with self.read() as db:
@@ -321,10 +313,6 @@ class OpsDatabase(Store):
         return [Booking(id=r["id"], technician_id=r["technician_id"], asset=r["asset"],
                         site=r["site"], start=r["start"], end=r["end"], reason=r["reason"])
                 for r in rows]
-
-
-async def _by_key(db: Tx, table: str, key: str) -> Any:
-    return await db.one(f"SELECT * FROM {table} WHERE key = ?", (key,))
 
 
 async def _busy(db: Tx, technician_id: str, at: float) -> bool:

@@ -13,6 +13,9 @@ read exactly what runs on its own, what needs whose approval, and what never run
     [engine.policy.tools]
     book_technician = "high"     # override a tool's declared tier
 
+    [engine.policy]
+    spend_limit_usd = 1000       # a part order above this needs approval (high)
+
     [[engine.policy.operators]]
     name = "ana"
     roles = ["supervisor"]
@@ -93,6 +96,10 @@ class Policy(BaseModel):
         description="People who may approve, each with their key. Empty: the engine's "
                     "local console (whoever can read its state dir) decides, signed with "
                     "the engine's key.")
+    spend_limit_usd: float = Field(
+        1000.0, ge=0, description="A tool that spends money (its amount field, e.g. "
+                                  "order_part's max_total_usd) runs on its own up to this "
+                                  "much per call; above it the call is high-risk.")
     pin_attempts: int = Field(5, ge=1, description="Wrong PINs in a row before an operator "
                                                    "is locked out.")
     lockout_s: float = Field(900.0, gt=0, description="How long a lock-out lasts.")

@@ -44,7 +44,7 @@ from .errors import (
 )
 from .failpoints import failpoint
 from .failsafe import BreakerSettings, CircuitBreaker, RateLimit, RateLimitSettings
-from .policy import Policy, RiskTier
+from .policy import TIERS, Policy, RiskTier
 
 __all__ = ["CallContext", "Principal", "RetrySettings", "Tool", "ToolExecutor", "ToolRegistry"]
 
@@ -113,6 +113,8 @@ class Tool:
     timeout_s: float | None = 30.0
     breaker: BreakerSettings | None = field(default_factory=BreakerSettings)
     rate_limit: RateLimitSettings | None = None
+    #: the input field with the money a call spends (its tier rises above the spend limit)
+    amount_field: str | None = None
 
     @property
     def records_effect(self) -> bool:
@@ -144,12 +146,15 @@ class ToolRegistry:
         timeout_s: float | None = 30.0,
         breaker: BreakerSettings | None = None,
         rate_limit: RateLimitSettings | None = None,
+        amount_field: str | None = None,
         replace: bool = False,
     ) -> Callable[[Callable[[Any], Awaitable[Any]]], Tool]:
         """Register an ``async def fn(args: InModel) -> OutModel``; its docstring is the help.
 
         ``risk`` is the tool's tier (low, medium, high, critical; the policy says what each
-        needs); ``high_stakes=True`` is short for ``risk="high"``.
+        needs); ``high_stakes=True`` is short for ``risk="high"``. ``amount_field`` names
+        the input field that says what a call spends: above the policy's
+        ``spend_limit_usd`` the call is high-risk whatever the tool's own tier.
         """
         tier: RiskTier = risk or ("high" if high_stakes else "low")
 
@@ -164,6 +169,8 @@ class ToolRegistry:
                 if not (isinstance(model, type) and issubclass(model, BaseModel)):
                     raise TypeError(f"tool {fn.__name__}: {what} must be a pydantic model")
             assert in_model is not None and out_model is not None
+            if amount_field is not None and amount_field not in in_model.model_fields:
+                raise TypeError(f"tool {fn.__name__}: no input field {amount_field!r}")
             return self.register(Tool(
                 name=name or fn.__name__,
                 description=inspect.cleandoc(fn.__doc__ or ""),
@@ -179,6 +186,7 @@ class ToolRegistry:
                 timeout_s=timeout_s,
                 breaker=breaker or BreakerSettings(),
                 rate_limit=rate_limit,
+                amount_field=amount_field,
             ), replace=replace)
 
         return decorate
@@ -225,9 +233,20 @@ class ToolExecutor:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._limits: dict[str, RateLimit] = {}
 
-    def tier(self, name: str) -> RiskTier:
-        """The risk tier of tool ``name``: the policy's override, else the tool's own."""
-        return self.policy.tools.get(name) or self.registry.get(name).risk
+    def tier(self, name: str, args: dict[str, Any] | None = None) -> RiskTier:
+        """The risk tier of tool ``name`` (called with ``args``): the policy's override,
+        else the tool's own; raised to ``high`` when the call spends more than the
+        policy's ``spend_limit_usd``."""
+        tool = self.registry.get(name)
+        tier = self.policy.tools.get(name) or tool.risk
+        if tool.amount_field and args is not None:
+            try:
+                amount = float(args.get(tool.amount_field) or 0.0)
+            except (TypeError, ValueError):
+                amount = float("inf")  # not a number: treated as the most it could be
+            if amount > self.policy.spend_limit_usd and TIERS.index(tier) < TIERS.index("high"):
+                tier = "high"
+        return tier
 
     def breaker(self, name: str) -> CircuitBreaker | None:
         """The circuit breaker of tool ``name`` (``None`` if it has none)."""
@@ -266,7 +285,7 @@ class ToolExecutor:
             await self.control.audit("tool.denied", actor=actor, thread_id=ctx.thread_id,
                                      tool=name, reason=denied)
             raise PermissionDenied(f"{actor}: {denied}", tool=name)
-        tier = self.tier(name)
+        tier = self.tier(name, payload)
         rule = self.policy.rule(tier)
         if rule.mode == "forbidden":
             await self.control.audit("tool.forbidden", actor=actor, thread_id=ctx.thread_id,

@@ -94,7 +94,9 @@ def approval_node(
         if req is None:
             return {"approval": None}
         aid = approval_id_for(ctx.thread_id, name)
-        tiers = [ctx.executor.tier(t) for t in req.tools if t in ctx.executor.registry]
+        # each action's own tier: a part order's depends on what it spends
+        tiers = [ctx.executor.tier(a.tool, a.args) for a in req.actions
+                 if a.tool in ctx.executor.registry]
         await ctx.control.request_approval(
             approval_id=aid, thread_id=ctx.thread_id, workflow=ctx.workflow,
             asset=ctx.alert.asset, title=req.title, request=req.model_dump(mode="json"),
