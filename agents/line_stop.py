@@ -42,8 +42,10 @@ class LineStopSettings(EvidenceSettings):
     inspection_cost: float = Field(1500.0, ge=0)
     derate_load_pct: float = Field(60.0, ge=50, le=95)
     derate_minutes: float = Field(120.0, gt=0, le=240)
-    min_confidence: float = Field(0.4, ge=0, le=1, description="Below this the evidence "
-                                  "does not support asking for a stop: inspect instead.")
+    min_probability: float = Field(
+        0.2, ge=0, le=1, description="Below this share of the similar incidents' weight, a "
+                                     "failure that calls for a stop is not asked about: "
+                                     "the operator inspects instead.")
 
 
 class LineStopState(TypedDict, total=False):
@@ -58,23 +60,35 @@ class LineStopState(TypedDict, total=False):
     result: dict[str, Any]
 
 
-def stop_economics(d: dict[str, Any], cfg: LineStopSettings) -> dict[str, Any]:
-    """Cost of a planned stop now against the expected cost of running on to failure."""
-    fm = failure_mode(d["failure_mode"])
-    p = float(d["confidence"])
+def stop_economics(modes: list[dict[str, Any]], cfg: LineStopSettings) -> dict[str, Any]:
+    """Cost of a planned stop now against the expected cost of running on, over every
+    failure mode the similar incidents point to (``modes``: ``failure_mode`` and
+    ``probability`` each), not just the likeliest: a 40 % chance of a seizure outweighs a
+    60 % chance of a faulty transmitter."""
     stop = cfg.stop_hours * cfg.downtime_cost_per_h + cfg.inspection_cost
-    if fm is None:
-        return {"stop_usd": stop, "run_on_usd": 0.0, "probability": p, "stop_pays": False}
-    breakdown = fm.breakdown_cost_usd + fm.breakdown_downtime_h * cfg.downtime_cost_per_h
-    run_on = p * breakdown
-    return {"stop_usd": round(stop, 2), "run_on_usd": round(run_on, 2), "probability": p,
-            "breakdown_usd": round(breakdown, 2), "stop_pays": run_on > stop,
-            "sentence": f"stopping now costs about {stop:,.0f} ({cfg.stop_hours:g} h x "
-                        f"{cfg.downtime_cost_per_h:,.0f}/h lost production + "
-                        f"{cfg.inspection_cost:,.0f} inspection); running on risks "
-                        f"{fm.title} with probability {p:.2f}, a breakdown costing about "
-                        f"{breakdown:,.0f} ({fm.breakdown_cost_usd:,.0f} repair + "
-                        f"{fm.breakdown_downtime_h:g} h down): expected {run_on:,.0f}"}
+    risks = []
+    for m in modes:
+        fm = failure_mode(m.get("failure_mode"))
+        if fm is None or not fm.stop_required:
+            continue
+        p = float(m.get("probability") or 0.0)
+        breakdown = fm.breakdown_cost_usd + fm.breakdown_downtime_h * cfg.downtime_cost_per_h
+        risks.append((p * breakdown, p, breakdown, fm))
+    run_on = sum(r[0] for r in risks)
+    p_stop = sum(r[1] for r in risks)
+    out: dict[str, Any] = {"stop_usd": round(stop, 2), "run_on_usd": round(run_on, 2),
+                           "probability": round(p_stop, 3),
+                           "stop_pays": bool(risks) and run_on > stop,
+                           "mode": max(risks, key=lambda r: r[0])[3].key if risks else None}
+    if risks:
+        parts = "; ".join(f"{fm.title} with probability {p:.2f}, a breakdown costing about "
+                          f"{b:,.0f} ({fm.breakdown_cost_usd:,.0f} repair + "
+                          f"{fm.breakdown_downtime_h:g} h down)" for _, p, b, fm in risks)
+        out["sentence"] = (f"stopping now costs about {stop:,.0f} ({cfg.stop_hours:g} h x "
+                           f"{cfg.downtime_cost_per_h:,.0f}/h lost production + "
+                           f"{cfg.inspection_cost:,.0f} inspection); running on risks "
+                           f"{parts}: expected {run_on:,.0f}")
+    return out
 
 
 def build_line_stop_graph(settings: LineStopSettings | None = None
@@ -87,17 +101,19 @@ def build_line_stop_graph(settings: LineStopSettings | None = None
         ctx = runtime.context
         alert = ctx.alert
         d = state["diagnosis"]
-        fm = failure_mode(d["failure_mode"])
-        money = stop_economics(d, cfg)
+        money = stop_economics((state.get("retrieval") or {}).get("modes", []), cfg)
+        fm = failure_mode(money["mode"])  # the mode that makes running on expensive
         evidence = list(d["evidence"])
         if "sentence" in money:
             evidence.append(money["sentence"])
         reasons = []
-        if fm is None or not fm.stop_required:
-            reasons.append(f"{d['title']} does not call for a stop")
-        if d["confidence"] < cfg.min_confidence:
-            reasons.append(f"confidence {d['confidence']:.2f} < {cfg.min_confidence}")
-        if not money["stop_pays"]:
+        if fm is None:
+            reasons.append(f"none of the similar incidents ended in a failure that calls "
+                           f"for a stop (likeliest: {d['title']})")
+        elif money["probability"] < cfg.min_probability:
+            reasons.append(f"{fm.title} has probability {money['probability']:.2f} < "
+                           f"{cfg.min_probability}")
+        if fm is not None and not money["stop_pays"]:
             reasons.append("the expected cost of running on does not exceed the cost of "
                            "stopping")
         derate: dict[str, Any] = {"tool": "derate_asset", "summary": f"limit {alert.asset} to "
@@ -117,20 +133,22 @@ def build_line_stop_graph(settings: LineStopSettings | None = None
                 reasons) + ")"
         else:
             kind = "stop"
-            headline = (f"{alert.asset}: stop recommended - suspected {fm.title if fm else '?'}"
-                        f" ({d['confidence']:.0%} of similar-event weight)")
+            assert fm is not None
+            headline = (f"{alert.asset}: stop recommended - risk of {fm.title} "
+                        f"({money['probability']:.0%} of similar-event weight)")
             actions = [
                 {"tool": "stop_asset", "summary": f"bring {alert.asset} to a controlled stop",
                  "args": {"asset": alert.asset, "site": alert.site,
-                          "reason": f"suspected {d['title']}: {money['sentence'][:200]}"}},
+                          "reason": f"risk of {fm.title}: {money['sentence'][:200]}"}},
                 {"tool": "create_work_order", "summary": f"open a critical work order: "
-                 f"{fm.action if fm else 'inspect'}",
+                 f"{fm.action}",
                  "args": {"asset": alert.asset, "site": alert.site, "priority": "critical",
                           "title": headline[:200]}}]
         fallback = f"{headline}. {money.get('sentence', '')}."
         text, source = await narrate(ctx, "\n".join([headline, *evidence]), fallback)
         p = {"kind": kind, "headline": headline, "actions": actions, "evidence": evidence,
              "economics": money, "mitigation": derate if auto else None, "narrative": text,
+             "risk": fm.title if fm else d["title"],
              "narrative_source": source, "source": "code"}
         await ctx.audit("plan", kind=kind, headline=headline, economics=money,
                         mitigation=derate["summary"] if auto else None,
@@ -157,7 +175,7 @@ def build_line_stop_graph(settings: LineStopSettings | None = None
         now = (f"meanwhile {state['alert']['asset']} runs at {m['load_pct']:g} % load"
                if m else "the machine runs at full load until you decide")
         return ApprovalRequest(
-            title=f"STOP {state['alert']['asset']}? {d['title']}",
+            title=f"STOP {state['alert']['asset']}? Risk of {p['risk']}",
             summary=f"{p['narrative']} ({now}.)",
             evidence=p["evidence"],
             actions=[ProposedAction(tool=a["tool"], summary=a["summary"], args=a["args"])

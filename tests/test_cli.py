@@ -87,8 +87,8 @@ async def test_demo_approve_yes(tmp_path: Path) -> None:
     """The CLI path of `aiotflow demo` (its scenarios run in-process in tests/demo)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aiotflow", "demo", "--scenario", "coolant", "--approve", "yes",
-        "--json", "--state-dir", str(tmp_path / "yes"), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        "--speed", "8", "--json", "--state-dir", str(tmp_path / "yes"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 180)
     assert proc.returncode == 0, err.decode()[-3000:]
     s = json.loads(out)

@@ -35,8 +35,8 @@ POINTS = [
 ]
 
 
-async def start_engine(state: Path, broker: str, failpoint: str | None
-                       ) -> asyncio.subprocess.Process:
+async def start_engine(state: Path, broker: str, failpoint: str | None,
+                       app: str = "examples.generator_fleet:app") -> asyncio.subprocess.Process:
     env = dict(os.environ)
     env.pop("AIOTFLOW_FAILPOINTS", None)
     if failpoint:
@@ -44,7 +44,7 @@ async def start_engine(state: Path, broker: str, failpoint: str | None
     config = state.parent / "engine.toml"
     config.write_text("[engine]\n" + trust_toml())
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiotflow", "run", "examples.generator_fleet:app",
+        sys.executable, "-m", "aiotflow", "run", app,
         "--config", str(config), "--state-dir", str(state), "--broker", broker, env=env,
         stderr=asyncio.subprocess.PIPE)
     assert proc.stderr is not None

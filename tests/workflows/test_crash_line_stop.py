@@ -1,0 +1,83 @@
+"""kill -9 of the engine around each effect of the line-stop agent, then restart: the
+machine is derated once, stopped once (after the approval) and one work order opened."""
+
+import asyncio
+import signal
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from aiotflow.demo.seed import history_incidents
+from aiotflow.edge.bundle import ModelBundle
+from aiotflow.tools.control import ControlStore
+from aiotflow.tools.ops import OpsDatabase
+from aiotflow.vectorstore.models import Incident
+from aiotflow.vectorstore.store import HistoryStore
+
+from ..conftest import Mosquitto
+from .helpers import make_alert, seed, signed, wait_for
+from .test_crash_matrix import approve_pending, start_engine
+
+APP = "examples.maintenance_agents:line_stop"
+POINTS = [
+    "tool.done:derate_asset",        # derated, effect not yet recorded
+    "engine.waiting",                # derated, asking the manager (decided while down)
+    "tool.done:stop_asset",          # stop sent, effect not yet recorded
+    "tool.recorded:create_work_order",  # all done but the run's last checkpoint
+]
+
+
+@pytest.fixture(scope="module")
+def oil_incidents(bundle: ModelBundle) -> list[Incident]:
+    return history_incidents(bundle, 10, seed=1000, modes={"oil_leak": 1.0})
+
+
+@pytest.mark.parametrize("point", POINTS)
+async def test_kill_9_around_each_effect_then_each_runs_once(
+    point: str, mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident],
+    oil_incidents: list[Incident], tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+
+    class Seeder:
+        pass
+
+    async with OpsDatabase(state / "ops.db") as ops, \
+            HistoryStore(path=state / "history") as history:
+        s = Seeder()
+        s.ops, s.history = ops, history  # type: ignore[attr-defined]
+        await seed(s, incidents + oil_incidents)  # type: ignore[arg-type]
+    alert = make_alert(bundle, "oil_leak")
+    proc = await start_engine(state, mosquitto.url, point, APP)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as edge:
+        await edge.publish(*signed(alert), qos=1)
+        async with asyncio.timeout(60):
+            while proc.returncode is None:
+                if point != "engine.waiting":
+                    await approve_pending(state)
+                try:
+                    await asyncio.wait_for(proc.wait(), 0.2)
+                except TimeoutError:
+                    pass
+    assert proc.returncode == -signal.SIGKILL, f"not killed at {point}"
+    await approve_pending(state)
+    proc = await start_engine(state, mosquitto.url, None, APP)
+    try:
+        async def done() -> bool:
+            await approve_pending(state)
+            async with OpsDatabase(state / "ops.db") as ops:
+                return len(await ops.work_orders()) >= 1
+
+        await wait_for(done, 60)
+        await asyncio.sleep(1.0)  # anything that would run twice has had time to
+        async with ControlStore(state / "control.db") as control:
+            async with control.read() as db:
+                runs = await db.all("SELECT status FROM runs")
+            assert [r[0] for r in runs] == ["completed"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    async with OpsDatabase(state / "ops.db") as ops:
+        assert [c.command for c in await ops.commands()] == ["derate", "stop"], point
+        assert len(await ops.work_orders()) == 1
