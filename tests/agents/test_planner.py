@@ -306,3 +306,74 @@ async def test_budget_spent_falls_back_to_the_code_plan(
     [fb] = kinds(out, "planner.fallback")
     assert fb["reason"] == "budget per alert exhausted"
     assert out["request"]["details"]["plan_source"] == "code" and len(out["orders"]) == 1
+
+
+async def test_any_workflow_can_plan_with_the_llm_as_the_readme_shows(
+    mosquitto: Mosquitto, bundle: ModelBundle, incidents: list[Incident], tmp_path: Path
+) -> None:
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    from aiotflow.agents import PlannerSettings, model_actions, plan_with_llm, run_actions
+    from aiotflow.workflows import WorkflowContext
+    from aiotflow.workflows.approval import ApprovalRequest, ProposedAction, approval_node
+
+    class State(TypedDict, total=False):
+        alert: dict[str, Any]
+        actions: list[dict[str, Any]]
+        approval: dict[str, Any] | None
+        result: dict[str, Any]
+
+    async def plan(state: State, runtime: Any) -> State:
+        ctx = runtime.context
+        result = await plan_with_llm(
+            ctx, PlannerSettings(max_steps=4), read_tools=["maintenance_history"],
+            action_tools=["notify_operator", "create_work_order"],
+            task="Decide whether an operator should look at this asset.",
+            evidence=[f"score {ctx.alert.score:.1f} over {ctx.alert.threshold:.1f}"], data={})
+        if result is None or not result.proposals:
+            return {"actions": [{"tool": "notify_operator", "summary": "ask the operator",
+                                 "args": {"subject": ctx.alert.asset, "message": "look"}}]}
+        return {"actions": model_actions(result)}
+
+    def request(state: dict[str, Any]) -> ApprovalRequest:
+        return ApprovalRequest(title="watch", summary="the model's plan", actions=[
+            ProposedAction(tool=a["tool"], summary=a["summary"], args=a["args"])
+            for a in state["actions"]])
+
+    async def act(state: State, runtime: Any) -> State:
+        approval = state.get("approval") or {}
+        if approval.get("status") != "approved":
+            return {"result": {"status": "rejected"}}
+        done = await run_actions(runtime.context, state["actions"], approval["approval_id"],
+                                 fill={"create_work_order": {"description": "from the model"}})
+        return {"result": {"ran": sorted(done)}}
+
+    app = App("watch")
+    app.service("llm")(lambda _s: LLMClient(llm_settings(url)))
+
+    @app.workflow()
+    def watch() -> StateGraph:  # type: ignore[type-arg]
+        g = StateGraph(State, context_schema=WorkflowContext)
+        g.add_node("plan", plan)
+        g.add_node("approval", approval_node(request))  # type: ignore[arg-type]
+        g.add_node("act", act)
+        g.add_edge(START, "plan")
+        g.add_edge("plan", "approval")
+        g.add_edge("approval", "act")
+        g.add_edge("act", END)
+        return g
+
+    script = turns(calls(("create_work_order", ORDER | {"cites": ["E1"]}),
+                         ("notify_operator", {"subject": "gen-002 pump", "message": "look",
+                                              "rationale": "tell the shift", "cites": []})),
+                   calls(("submit_plan", PLAN)))
+    with ChatCompletionsService(script) as svc:
+        url = svc.url
+        out = await run_alert(app, tmp_path, mosquitto, bundle, incidents)
+    assert [a["tool"] for a in out["request"]["actions"]] == ["create_work_order",
+                                                              "notify_operator"]
+    [wo] = out["orders"]
+    assert wo.title == ORDER["title"] and wo.description == "from the model"
+    assert [n.subject for n in out["notes"]] == ["gen-002 pump"]

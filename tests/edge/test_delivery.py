@@ -68,6 +68,9 @@ async def test_uplink_killed_and_restarted_loses_nothing(
                     uplink.kill()
                     outage_from = len(produced)
                 if i == 2 * third:
+                    # the scorer runs behind the handler (more so on a loaded machine):
+                    # wait, with a deadline, until it alerted on this third's faults
+                    await wait_for(lambda n=outage_from: len(produced) > n, 15)
                     during = len(produced) - outage_from
                     await asyncio.sleep(OUTAGE_S)
                     assert rt.stats.outbox_depth >= during > 0
