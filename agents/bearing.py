@@ -15,19 +15,19 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from typing import Any, TypedDict
+from typing import Any
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from pydantic import Field
 
 from aiotflow.tools.plant import trend_per_day
 from aiotflow.workflows.app import App
-from aiotflow.workflows.approval import ApprovalRequest, ProposedAction, approval_node
+from aiotflow.workflows.approval import ApprovalRequest, ProposedAction
 from aiotflow.workflows.context import WorkflowContext
 from aiotflow.workflows.filters import AlertFilter
 
-from .evidence import EvidenceSettings, evidence_nodes
+from .evidence import AgentState, EvidenceSettings, agent_graph, evidence_nodes
 from .knowledge import failure_mode
 from .llm import LLMClient
 from .maintenance import narrate, run_actions
@@ -46,17 +46,9 @@ class BearingSettings(EvidenceSettings):
                                                                   "for; others: inspect.")
 
 
-class BearingState(TypedDict, total=False):
-    alert: dict[str, Any]
-    similar: list[dict[str, Any]]
-    retrieval: dict[str, Any] | None
-    maintenance: list[dict[str, Any]]
-    diagnosis: dict[str, Any]
+class BearingState(AgentState, total=False):
     assessment: dict[str, Any]
-    plan: dict[str, Any]
     ordered: dict[str, Any] | None
-    approval: dict[str, Any] | None
-    result: dict[str, Any]
 
 
 def hours_to_limit(points: list[tuple[float, float]], now: float, level: float,
@@ -282,26 +274,11 @@ def build_bearing_graph(settings: BearingSettings | None = None
             "part_order": (ran["order_part"].id if "order_part" in ran else base["part_order"]),
             "approval_id": aid, "actions_executed": sorted(ran)}}
 
-    def after_order(state: BearingState) -> str:
-        return "execute" if state["plan"]["kind"] == "inspect" else "approval"
-
-    g: StateGraph[Any, Any, Any, Any] = StateGraph(BearingState, context_schema=WorkflowContext)
-    g.add_node("gather_evidence", gather_evidence)
-    g.add_node("diagnose", diagnose)
-    g.add_node("assess", assess)
-    g.add_node("plan", plan)
-    g.add_node("order", order)
-    g.add_node("approval", approval_node(approval_request))  # type: ignore[arg-type]
-    g.add_node("execute", execute)
-    g.add_edge(START, "gather_evidence")
-    g.add_edge("gather_evidence", "diagnose")
-    g.add_edge("diagnose", "assess")
-    g.add_edge("assess", "plan")
-    g.add_edge("plan", "order")
-    g.add_conditional_edges("order", after_order, ["approval", "execute"])
-    g.add_edge("approval", "execute")
-    g.add_edge("execute", END)
-    return g
+    return agent_graph(BearingState, [("gather_evidence", gather_evidence),
+                                      ("diagnose", diagnose), ("assess", assess),
+                                      ("plan", plan), ("order", order)],
+                       approval=approval_request, execute=execute,
+                       asks=lambda s: s["plan"]["kind"] != "inspect")
 
 
 def register_bearing_agent(app: App, *, name: str = "bearing",

@@ -9,20 +9,37 @@ mode, and the days since the system's last maintenance.
 
 from __future__ import annotations
 
+import itertools
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypedDict
 
+from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiotflow.workflows.approval import approval_node
 from aiotflow.workflows.context import WorkflowContext
 
 from .knowledge import failure_mode
 
-__all__ = ["EvidenceSettings", "evidence_nodes", "sensor_evidence"]
+__all__ = ["AgentState", "EvidenceSettings", "agent_graph", "evidence_nodes", "sensor_evidence"]
 
 #: a node as LangGraph's ``add_node`` takes it (its overloads want the state's own type)
 Node = Any
+
+
+class AgentState(TypedDict, total=False):
+    """The state keys every maintenance agent has (each adds its own)."""
+
+    alert: dict[str, Any]
+    similar: list[dict[str, Any]]
+    retrieval: dict[str, Any] | None
+    maintenance: list[dict[str, Any]]
+    diagnosis: dict[str, Any]
+    plan: dict[str, Any]
+    approval: dict[str, Any] | None
+    result: dict[str, Any]
 
 
 class EvidenceSettings(BaseModel):
@@ -151,3 +168,28 @@ def evidence_nodes(cfg: EvidenceSettings) -> tuple[Node, Node]:
         return {"diagnosis": diagnosis}
 
     return gather_evidence, diagnose
+
+
+def agent_graph(state: type[Any], steps: list[tuple[str, Node]], *,
+                approval: Callable[[dict[str, Any]], Any], execute: Node,
+                asks: Callable[[dict[str, Any]], bool]) -> StateGraph[Any, Any, Any, Any]:
+    """The shape every maintenance agent has: ``steps`` in order from START, then a
+    human approval when ``asks(state)`` (``approval`` builds the request, see
+    :func:`~aiotflow.workflows.approval.approval_node`), then ``execute``, then END.
+
+    Each step is a node of its own, so that an effect in one (a mitigation, a part
+    order) is checkpointed before the next starts.
+    """
+    g: StateGraph[Any, Any, Any, Any] = StateGraph(state, context_schema=WorkflowContext)
+    for name, node in steps:
+        g.add_node(name, node)
+    g.add_node("approval", approval_node(approval))  # type: ignore[call-overload]
+    g.add_node("execute", execute)
+    g.add_edge(START, steps[0][0])
+    for (a, _), (b, _) in itertools.pairwise(steps):
+        g.add_edge(a, b)
+    g.add_conditional_edges(steps[-1][0], lambda s: "approval" if asks(s) else "execute",
+                            ["approval", "execute"])
+    g.add_edge("approval", "execute")
+    g.add_edge("execute", END)
+    return g

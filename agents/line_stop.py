@@ -12,19 +12,19 @@ expired: the operator is told that the machine runs on, derated until the derate
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from pydantic import Field
 
 from aiotflow.tools.builtin import BUILTIN_SCOPES
 from aiotflow.workflows.app import App
-from aiotflow.workflows.approval import ApprovalRequest, ProposedAction, approval_node
+from aiotflow.workflows.approval import ApprovalRequest, ProposedAction
 from aiotflow.workflows.context import WorkflowContext
 from aiotflow.workflows.filters import AlertFilter
 
-from .evidence import EvidenceSettings, evidence_nodes
+from .evidence import AgentState, EvidenceSettings, agent_graph, evidence_nodes
 from .knowledge import failure_mode
 from .llm import LLMClient
 from .maintenance import narrate, run_actions
@@ -48,16 +48,8 @@ class LineStopSettings(EvidenceSettings):
                                      "the operator inspects instead.")
 
 
-class LineStopState(TypedDict, total=False):
-    alert: dict[str, Any]
-    similar: list[dict[str, Any]]
-    retrieval: dict[str, Any] | None
-    maintenance: list[dict[str, Any]]
-    diagnosis: dict[str, Any]
-    plan: dict[str, Any]
+class LineStopState(AgentState, total=False):
     mitigation: dict[str, Any] | None
-    approval: dict[str, Any] | None
-    result: dict[str, Any]
 
 
 def stop_economics(modes: list[dict[str, Any]], cfg: LineStopSettings) -> dict[str, Any]:
@@ -230,24 +222,11 @@ def build_line_stop_graph(settings: LineStopSettings | None = None
                                   "work_order": ran["create_work_order"].id,
                                   "approval_id": aid, "actions_executed": sorted(ran)}}
 
-    def after_mitigate(state: LineStopState) -> str:
-        return "approval" if state["plan"]["kind"] == "stop" else "execute"
-
-    g: StateGraph[Any, Any, Any, Any] = StateGraph(LineStopState, context_schema=WorkflowContext)
-    g.add_node("gather_evidence", gather_evidence)
-    g.add_node("diagnose", diagnose)
-    g.add_node("plan", plan)
-    g.add_node("mitigate", mitigate)
-    g.add_node("approval", approval_node(approval_request))  # type: ignore[arg-type]
-    g.add_node("execute", execute)
-    g.add_edge(START, "gather_evidence")
-    g.add_edge("gather_evidence", "diagnose")
-    g.add_edge("diagnose", "plan")
-    g.add_edge("plan", "mitigate")
-    g.add_conditional_edges("mitigate", after_mitigate, ["approval", "execute"])
-    g.add_edge("approval", "execute")
-    g.add_edge("execute", END)
-    return g
+    return agent_graph(LineStopState, [("gather_evidence", gather_evidence),
+                                       ("diagnose", diagnose), ("plan", plan),
+                                       ("mitigate", mitigate)],
+                       approval=approval_request, execute=execute,
+                       asks=lambda s: s["plan"]["kind"] == "stop")
 
 
 def register_line_stop_agent(app: App, *, name: str = "line_stop",

@@ -17,21 +17,21 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Sequence
-from typing import Any, TypedDict
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aiotflow.tools.decisions import filled_fields
 from aiotflow.tools.errors import ToolFailed, ToolUnavailable
 from aiotflow.workflows.app import App
-from aiotflow.workflows.approval import ApprovalRequest, ProposedAction, approval_node
+from aiotflow.workflows.approval import ApprovalRequest, ProposedAction
 from aiotflow.workflows.context import WorkflowContext
 from aiotflow.workflows.filters import AlertFilter
 
-from .evidence import EvidenceSettings, evidence_nodes
+from .evidence import AgentState, EvidenceSettings, agent_graph, evidence_nodes
 from .knowledge import FAILURE_MODES, failure_mode
 from .llm import LLMClient
 from .planner import LLMPlanner, PlannerSettings, PlanResult
@@ -119,16 +119,8 @@ class WorkOrderSummary(BaseModel):
     summary: str = Field(min_length=20, max_length=1200)
 
 
-class MaintenanceState(TypedDict, total=False):
-    alert: dict[str, Any]
-    similar: list[dict[str, Any]]
-    retrieval: dict[str, Any] | None
-    maintenance: list[dict[str, Any]]
-    diagnosis: dict[str, Any]
-    plan: dict[str, Any]
+class MaintenanceState(AgentState, total=False):
     guardrails: list[dict[str, Any]]
-    approval: dict[str, Any] | None
-    result: dict[str, Any]
 
 
 def build_maintenance_graph(
@@ -349,24 +341,11 @@ def build_maintenance_graph(
             "notification": note.id if note else None, "scheduling_error": fallback,
             "approval_id": aid, "actions_executed": sorted(done)}}
 
-    def after_guardrails(state: MaintenanceState) -> str:
-        return "approval" if state["plan"]["kind"] == "dispatch" else "execute"
-
-    g: StateGraph[Any, Any, Any, Any] = StateGraph(MaintenanceState, context_schema=WorkflowContext)
-    g.add_node("gather_evidence", gather_evidence)
-    g.add_node("diagnose", diagnose)
-    g.add_node("plan", plan)
-    g.add_node("guardrails", guardrails)
-    g.add_node("approval", approval_node(approval_request))  # type: ignore[arg-type]
-    g.add_node("execute", execute)
-    g.add_edge(START, "gather_evidence")
-    g.add_edge("gather_evidence", "diagnose")
-    g.add_edge("diagnose", "plan")
-    g.add_edge("plan", "guardrails")
-    g.add_conditional_edges("guardrails", after_guardrails, ["approval", "execute"])
-    g.add_edge("approval", "execute")
-    g.add_edge("execute", END)
-    return g
+    return agent_graph(MaintenanceState, [("gather_evidence", gather_evidence),
+                                          ("diagnose", diagnose), ("plan", plan),
+                                          ("guardrails", guardrails)],
+                       approval=approval_request, execute=execute,
+                       asks=lambda s: s["plan"]["kind"] == "dispatch")
 
 
 _INSPECT = {"tool": "notify_operator", "summary": "ask the operator on duty to inspect the "

@@ -11,7 +11,7 @@ checked before anyone sees it -
   :data:`~aiotflow.tools.decisions.FILLED`, are the workflow's to write, not the model's);
 * it acts on the alert's own asset and site, within the workflow's scopes;
 * the policy does not forbid its tier, and the agent allows that tier at all;
-* it is not a duplicate, and there are not too many.
+* it is the plan's only call of that tool, and there are not too many.
 
 What passes goes on to the workflow's guardrails, the policy's approvals and the tool
 layer's exactly-once execution, like a plan written in code; what does not is refused
@@ -399,8 +399,9 @@ class LLMPlanner:
         if TIERS.index(tier) > TIERS.index(s.max_tier):
             return await self._refuse(ctx, r, name, args, f"{tier}-risk tool {name} is above "
                                       f"what this agent may propose ({s.max_tier})")
-        if any(p["tool"] == name and p["args"] == args for p in r.proposals):
-            return await self._refuse(ctx, r, name, args, "duplicate proposal")
+        if any(p["tool"] == name for p in r.proposals):
+            return await self._refuse(ctx, r, name, args, f"{name} is already proposed (one "
+                                      "call per tool in a plan)")
         if len(r.proposals) >= s.max_proposals:
             return await self._refuse(ctx, r, name, args,
                                       f"more than {s.max_proposals} proposals")

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from aiotflow.edge.bundle import ModelBundle
 from aiotflow.workflows import Engine, load_app
 from aiotflow.workflows.settings import EngineSettings
@@ -69,7 +71,7 @@ def test_readme_commands_are_real() -> None:
 async def test_readme_workflow_runs(
     mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
 ) -> None:
-    [code] = _blocks("python")
+    code = _blocks("python")[0]
     namespace: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), namespace)
     app = namespace["app"]
@@ -77,3 +79,55 @@ async def test_readme_workflow_runs(
     async with Engine(app, settings) as engine:  # type: ignore[arg-type]
         [out] = await engine.submit(make_alert(bundle, "bearing_wear"))
         assert out.status == "completed" and out.values["result"]["notification"]
+
+
+async def test_readme_llm_agent_runs_with_and_without_a_model(
+    mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README's "write an agent" block, run as the plan node of a workflow: without
+    an LLM it plans in code; with one (a scripted server) the model's checked proposals."""
+    from typing import Any
+
+    from langgraph.graph import END, START, StateGraph
+
+    from aiotflow.workflows import App, WorkflowContext
+
+    from .fakes import ChatCompletionsService, calls, turns
+
+    first, agent = _blocks("python")[:2]
+    script = turns(calls(("notify_operator", {"subject": "gen-002", "message": "look at it",
+                                              "rationale": "score far above", "cites": ["E1"]}),
+                         ("create_work_order", {"asset": "gen-009", "site": "plant-1",
+                                                "title": "elsewhere", "priority": "low",
+                                                "rationale": "why not"})),
+                   calls(("submit_plan", {"failure_mode": "bearing_wear", "confidence": 0.8,
+                                          "summary": "look"})))
+    results = []
+    with ChatCompletionsService(script) as svc:
+        for with_llm in (False, True):
+            if with_llm:
+                monkeypatch.setenv("OPENAI_BASE_URL", svc.url)
+            ns: dict[str, Any] = {}
+            exec(compile(first + agent, "README.md", "exec"), ns)
+            app: App = ns["app"]
+
+            def graph(ns: dict[str, Any] = ns) -> StateGraph:  # type: ignore[type-arg]
+                g = StateGraph(ns["AgentState"], context_schema=WorkflowContext)
+                g.add_node("plan", ns["plan"])
+                g.add_edge(START, "plan")
+                g.add_edge("plan", END)
+                return g
+
+            app.workflows.clear()
+            app.workflow("agent")(graph)
+            settings = EngineSettings(state_dir=tmp_path / str(with_llm),
+                                      mqtt={"url": mosquitto.url})
+            async with Engine(app, settings) as engine:  # type: ignore[arg-type]
+                [out] = await engine.submit(make_alert(bundle, "bearing_wear"))
+            results.append(out.values)
+    code_plan, model_plan = (r.get("actions") for r in results)
+    assert [a["tool"] for a in code_plan] == ["notify_operator"]
+    # the model's work order for another asset was refused; its notification stands
+    assert [a["tool"] for a in model_plan] == ["notify_operator"]
+    assert model_plan[0]["args"]["subject"] == "gen-002" and len(svc.requests) == 2

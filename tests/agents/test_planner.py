@@ -187,6 +187,10 @@ CASES: list[tuple[str, Script, str]] = [
      "step limit reached (6 model turns without a plan)"),
     ("prose", turns({"content": "The coolant pump is failing. Dispatch Ana now, it is urgent!"}),
      "the model answered prose instead of calling a tool"),
+    ("same tool twice", turns(calls(("book_technician", BOOK),
+                                    ("book_technician", BOOK | {"hours": 8})),
+                              calls(("submit_plan", PLAN))),
+     "book_technician is already proposed (one call per tool in a plan)"),
     ("injected instruction", obey_injection, "acts on asset 'gen-009'; the alert is on "
                                              "'gen-002'"),
 ]
@@ -217,8 +221,13 @@ async def test_misbehaving_model_is_refused_and_never_acts_beyond_policy(
     ran = {r["tool"] for r in kinds(out, "tool.ok")}
     assert "shutdown_site" not in ran
     req = out["request"]
-    assert req is not None and req["details"]["plan_source"] == "code"  # the fallback plan
-    assert all(a["args"].get("asset") in (None, "gen-002") for a in req["actions"])
+    assert req is not None and all(a["args"].get("asset") in (None, "gen-002")
+                                   for a in req["actions"])
+    if case == "same tool twice":  # the first call stands, the second is refused
+        assert req["details"]["plan_source"] == "llm"
+        assert [a["args"].get("hours") for a in req["actions"]] == [3]
+    else:
+        assert req["details"]["plan_source"] == "code"  # the fallback plan
     if case == "endless reads":
         assert len(svc.requests) == 6 and any(r["reason"] == "read limit reached (8 calls)"
                                               for r in refused)

@@ -13,11 +13,10 @@ from aiotflow.edge.bundle import ModelBundle
 from aiotflow.tools.control import ControlStore
 from aiotflow.tools.ops import OpsDatabase
 from aiotflow.vectorstore.models import Incident
-from aiotflow.vectorstore.store import HistoryStore
 
 from ..conftest import Mosquitto
-from .helpers import make_alert, seed, signed, wait_for
-from .test_crash_matrix import approve_pending, start_engine
+from .helpers import make_alert, signed, wait_for
+from .test_crash_matrix import approve_pending, seed_state, start_engine, until_killed
 
 APP = "examples.maintenance_agents:line_stop"
 # (the engine's own steps - receiving, claimed, waiting, the last checkpoint - are the
@@ -25,7 +24,6 @@ APP = "examples.maintenance_agents:line_stop"
 POINTS = [
     "tool.done:derate_asset",        # derated, effect not yet recorded
     "tool.done:stop_asset",          # stop sent, effect not yet recorded
-    "tool.done:create_work_order",   # stopped and work order written, not yet recorded
 ]
 
 
@@ -40,28 +38,12 @@ async def test_kill_9_around_each_effect_then_each_runs_once(
     oil_incidents: list[Incident], tmp_path: Path,
 ) -> None:
     state = tmp_path / "state"
-
-    class Seeder:
-        pass
-
-    async with OpsDatabase(state / "ops.db") as ops, \
-            HistoryStore(path=state / "history") as history:
-        s = Seeder()
-        s.ops, s.history = ops, history  # type: ignore[attr-defined]
-        await seed(s, incidents + oil_incidents)  # type: ignore[arg-type]
+    await seed_state(state, incidents + oil_incidents)
     alert = make_alert(bundle, "oil_leak")
     proc = await start_engine(state, mosquitto.url, point, APP)
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as edge:
         await edge.publish(*signed(alert), qos=1)
-        async with asyncio.timeout(60):
-            while proc.returncode is None:
-                if point != "engine.waiting":
-                    await approve_pending(state)
-                try:
-                    await asyncio.wait_for(proc.wait(), 0.2)
-                except TimeoutError:
-                    pass
-    assert proc.returncode == -signal.SIGKILL, f"not killed at {point}"
+        await until_killed(proc, state, point)
     await approve_pending(state)
     proc = await start_engine(state, mosquitto.url, None, APP)
     try:

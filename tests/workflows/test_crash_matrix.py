@@ -62,6 +62,32 @@ async def approve_pending(state: Path) -> None:
             await control.decide(rec.id, "approved", by="ops-lead", signer=key)
 
 
+async def seed_state(state: Path, incidents: list[Incident]) -> None:
+    """Roster, maintenance logs and ``incidents`` in an engine's state dir, before it runs."""
+
+    class Seeder:  # the helpers' seed() wants an engine-like object
+        pass
+
+    async with OpsDatabase(state / "ops.db") as ops, \
+            HistoryStore(path=state / "history") as history:
+        s = Seeder()
+        s.ops, s.history = ops, history  # type: ignore[attr-defined]
+        await seed(s, incidents)  # type: ignore[arg-type]
+
+
+async def until_killed(proc: asyncio.subprocess.Process, state: Path, point: str) -> None:
+    """Approve what waits (unless the point is the wait) until the failpoint kills it."""
+    async with asyncio.timeout(60):
+        while proc.returncode is None:
+            if point != "engine.waiting":
+                await approve_pending(state)
+            try:
+                await asyncio.wait_for(proc.wait(), 0.2)
+            except TimeoutError:
+                pass
+    assert proc.returncode == -signal.SIGKILL, f"not killed at {point}"
+
+
 async def counts(state: Path) -> tuple[int, int, int]:
     async with OpsDatabase(state / "ops.db") as ops:
         return (len(await ops.bookings()), len(await ops.work_orders()),
@@ -74,15 +100,7 @@ async def test_kill_9_at_every_step_then_finish_exactly_once(
     tmp_path: Path,
 ) -> None:
     state = tmp_path / "state"
-
-    class Seeder:  # the helpers' seed() wants an engine-like object
-        pass
-
-    async with OpsDatabase(state / "ops.db") as ops, \
-            HistoryStore(path=state / "history") as history:
-        s = Seeder()
-        s.ops, s.history = ops, history  # type: ignore[attr-defined]
-        await seed(s, incidents)  # type: ignore[arg-type]
+    await seed_state(state, incidents)
     alert = make_alert(bundle)
     proc = await start_engine(state, mosquitto.url, point)
     # the edge: it sends the alert, and again after a restart while it has no ack
@@ -101,15 +119,7 @@ async def test_kill_9_at_every_step_then_finish_exactly_once(
         await edge.publish(*signed(alert), qos=1)
 
     await send()
-    async with asyncio.timeout(60):
-        while proc.returncode is None:
-            if point != "engine.waiting":
-                await approve_pending(state)
-            try:
-                await asyncio.wait_for(proc.wait(), 0.2)
-            except TimeoutError:
-                pass
-    assert proc.returncode == -signal.SIGKILL, f"not killed at {point}"
+    await until_killed(proc, state, point)
     await approve_pending(state)  # a person decides while the engine is down
 
     acked_before_kill = alert.id in acks
