@@ -83,8 +83,12 @@ async def test_bad_config_names_the_field(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "policy.k" in err.decode()
 
 
-async def test_demo_approve_yes(tmp_path: Path) -> None:
+async def test_demo_approve_yes(tmp_path: Path, bundle_path: Path) -> None:
     """The CLI path of `aiotflow demo` (its scenarios run in-process in tests/demo)."""
+    import shutil
+
+    (tmp_path / "yes").mkdir()
+    shutil.copy(bundle_path, tmp_path / "yes" / "model.onnx")  # the demo reuses it
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aiotflow", "demo", "--scenario", "coolant", "--approve", "yes",
         "--speed", "8", "--json", "--state-dir", str(tmp_path / "yes"),
