@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from aiotflow import __version__
@@ -73,6 +76,9 @@ def _errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code (2: bad input or a missing extra)."""
     args = _parser().parse_args(argv)
+    if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+        # `kill -USR1 PID` prints every thread's stack to stderr: what a stuck process waits on
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     # state, outbox, keys, stats and history hold operators' names, comments, phone numbers
     # and secrets: whatever creates a file here (SQLite, Qdrant Edge) creates it private
     old_umask = os.umask(0o077)

@@ -186,8 +186,10 @@ async def test_engine_killed_at_random_while_300_alerts_arrive_runs_each_once(
         async with asyncio.timeout(60):
             while b"engine.subscribed" not in (line := await proc.stderr.readline()):
                 assert line, "engine exited during start-up"
-        asyncio.get_running_loop().create_task(proc.stderr.read())
+        logs[proc.pid] = asyncio.get_running_loop().create_task(proc.stderr.read())
         return proc
+
+    logs: dict[int, asyncio.Task[bytes]] = {}
 
     async def notified() -> int:
         async with OpsDatabase(state / "ops.db") as ops:
@@ -215,7 +217,15 @@ async def test_engine_killed_at_random_while_300_alerts_arrive_runs_each_once(
             await wait_for(lambda: _at_least(completed, 300), 60)
         finally:
             proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 30)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:  # seen once: say where it hangs (faulthandler, SIGUSR1)
+                proc.send_signal(signal.SIGUSR1)
+                await asyncio.sleep(1.0)
+                proc.kill()
+                tail = (await logs[proc.pid]).decode(errors="replace")[-6000:]
+                raise AssertionError(f"the engine did not stop within 30 s of SIGTERM; "
+                                     f"its stderr ends:\n{tail}") from None
     async with OpsDatabase(state / "ops.db") as ops:
         notes = await ops.notifications()
     assert len(notes) == 300
