@@ -271,10 +271,19 @@ class LLMPlanner:
                                        r.reason)
                     return r
                 break
-            for call in ans.tool_calls:
-                reply, done = await self._handle(ctx, r, call, cited)
-                if done is not None:
-                    plan = done
+            # a turn may carry any number of calls: past what a plan can use they are
+            # refused unread, with one audit record, so a flood cannot fill the audit
+            cap = s.max_reads + s.max_proposals + 1
+            if len(ans.tool_calls) > cap:
+                await self._refuse(ctx, r, "(flood)", {"calls": len(ans.tool_calls)},
+                                   f"{len(ans.tool_calls)} calls in one turn; past {cap} "
+                                   "they are not read")
+            for i, call in enumerate(ans.tool_calls):
+                reply: dict[str, Any] = {"refused": "too many calls in one turn"}
+                if i < cap:
+                    reply, done = await self._handle(ctx, r, call, cited)
+                    if done is not None:
+                        plan = done
                 messages.append({"role": "tool", "tool_call_id": call.id,
                                  "content": json.dumps(reply, default=str)[:_MAX_RESULT_CHARS]})
             if plan is not None:

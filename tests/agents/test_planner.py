@@ -191,6 +191,9 @@ CASES: list[tuple[str, Script, str]] = [
                                     ("book_technician", BOOK | {"hours": 8})),
                               calls(("submit_plan", PLAN))),
      "book_technician is already proposed (one call per tool in a plan)"),
+    ("a flood of calls in one turn", turns(
+        calls(*[("book_technician", BOOK | {"asset": f"gen-{100 + i}"}) for i in range(500)]),
+        calls(("submit_plan", PLAN))), "500 calls in one turn; past 13 they are not read"),
     ("injected instruction", obey_injection, "acts on asset 'gen-009'; the alert is on "
                                              "'gen-002'"),
 ]
@@ -231,6 +234,8 @@ async def test_misbehaving_model_is_refused_and_never_acts_beyond_policy(
     if case == "endless reads":
         assert len(svc.requests) == 6 and any(r["reason"] == "read limit reached (8 calls)"
                                               for r in refused)
+    if case == "a flood of calls in one turn":
+        assert len(refused) <= 14  # 13 read and refused (other assets) + one for the rest
     if case == "injected instruction":
         # the note reached the model only as data: inside the JSON of the user message,
         # never in the system prompt
