@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -21,9 +22,22 @@ import structlog
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aiotflow import tracing
+from aiotflow.metrics import METRICS
+
 __all__ = ["ChatAnswer", "LLMClient", "LLMResult", "LLMSettings", "LLMText", "ToolCall"]
 
 log = structlog.get_logger("aiotflow.llm")
+
+_REQUESTS = METRICS.counter(
+    "aiotflow_llm_requests", "LLM calls by model and outcome (llm, cache, budget, error, "
+    "empty).", ("model", "outcome"))
+_TOKENS = METRICS.counter("aiotflow_llm_tokens", "LLM tokens spent, by site, model and type "
+                          "(input, output).", ("site", "model", "type"))
+_COST = METRICS.counter("aiotflow_llm_cost_usd", "LLM spend in US dollars, by site and model.",
+                        ("site", "model"))
+_LATENCY = METRICS.histogram("aiotflow_llm_request_duration_seconds",
+                             "One call to the LLM endpoint.", ("model",))
 
 
 class LLMSettings(BaseSettings):
@@ -165,7 +179,36 @@ class LLMClient:
         if alert:
             self.spent_by["alert", alert] += cost
         self.spent_by["model", model] += cost
+        _TOKENS.inc(site, model, "input", n=t_in)
+        _TOKENS.inc(site, model, "output", n=t_out)
+        _COST.inc(site, model, n=cost)
         return cost
+
+    async def _create(self, model: str, site: str, alert: str, **kwargs: Any) -> Any:
+        """One call to the endpoint, as a GenAI client span (``chat {model}``) with its
+        tokens and cost; raises what the client raises."""
+        with tracing.span(f"chat {model}", kind="client", attributes={
+                "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": model,
+                "gen_ai.request.max_tokens": self.settings.max_tokens,
+                "server.address": self.settings.base_url,
+                "aiotflow.site": site or None, "aiotflow.alert_id": alert or None}) as sp:
+            t0 = time.perf_counter()
+            try:
+                resp = await self._client.chat.completions.create(model=model, **kwargs)
+            finally:
+                _LATENCY.observe(time.perf_counter() - t0, model)
+            t_in, t_out = _usage(resp)
+            finish = [str(c.finish_reason) for c in (resp.choices or [])
+                      if getattr(c, "finish_reason", None)]
+            tracing.set_attributes(
+                sp, gen_ai__response__model=getattr(resp, "model", None) or None,
+                gen_ai__response__id=getattr(resp, "id", None) or None,
+                gen_ai__usage__input_tokens=t_in, gen_ai__usage__output_tokens=t_out,
+                gen_ai__response__finish_reasons=finish or None,
+                aiotflow__cost_usd=t_in / 1000 * self.settings.prices(model)[0]
+                + t_out / 1000 * self.settings.prices(model)[1])
+            return resp
 
     def _over_budget(self, worst: float, site: str, alert: str) -> str | None:
         s = self.settings
@@ -190,6 +233,7 @@ class LLMClient:
             return LLMText(fallback, "offline", reason="no LLM configured")
         key = hashlib.sha256(f"{self.settings.model}\0{system}\0{prompt}".encode()).hexdigest()
         if key in self._cache:
+            _REQUESTS.inc(self.settings.model, "cache")
             return LLMText(self._cache[key], "cache")
         s = self.settings
         worst = ((len(system) + len(prompt)) / 4 / 1000 * s.usd_per_1k_input
@@ -198,21 +242,24 @@ class LLMClient:
         if over:
             log.warning("llm.budget_exhausted", reason=over, spent=round(self.spent_usd, 6),
                         site=site, alert=alert)
+            _REQUESTS.inc(s.model, "budget")
             return LLMText(fallback, "offline", reason=over)
         extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if json_mode else {}
         try:
-            resp = await self._client.chat.completions.create(
-                model=s.model, max_tokens=s.max_tokens, temperature=0.2,
+            resp = await self._create(
+                s.model, site, alert, max_tokens=s.max_tokens, temperature=0.2,
                 messages=[{"role": "system", "content": system},
                           {"role": "user", "content": prompt}], **extra,
             )
         except Exception as exc:  # any endpoint failure falls back; the decision never waits
             self.failures += 1
+            _REQUESTS.inc(s.model, "error")
             log.warning("llm.failed", error=repr(exc)[:300])
             return LLMText(fallback, "offline", reason=f"LLM error: {type(exc).__name__}")
         text = (resp.choices[0].message.content or "").strip() if resp.choices else ""
         t_in, t_out = _usage(resp)
         cost = self._spend(s.model, t_in, t_out, site, alert)
+        _REQUESTS.inc(s.model, "llm" if text else "empty")
         if not text:
             return LLMText(fallback, "offline", t_in + t_out, cost, reason="empty answer")
         if len(self._cache) >= _CACHE_MAX:
@@ -260,6 +307,7 @@ class LLMClient:
         key = hashlib.sha256(body.encode()).hexdigest()
         if key in self._chat_cache:
             hit = self._chat_cache[key]
+            _REQUESTS.inc(model, "cache")
             return ChatAnswer(hit.content, hit.tool_calls, "cache", model)
         p_in, p_out = s.prices(model)
         worst = len(body) / 4 / 1000 * p_in + s.max_tokens / 1000 * p_out
@@ -267,14 +315,15 @@ class LLMClient:
         if over:
             log.warning("llm.budget_exhausted", reason=over, spent=round(self.spent_usd, 6),
                         site=site, alert=alert)
+            _REQUESTS.inc(model, "budget")
             return ChatAnswer("", (), "offline", model, reason=over)
         extra: dict[str, Any] = {"tools": tools, "tool_choice": "auto"} if tools else {}
         try:
-            resp = await self._client.chat.completions.create(
-                model=model, max_tokens=s.max_tokens, temperature=0.0, messages=messages,
-                **extra)
+            resp = await self._create(model, site, alert, max_tokens=s.max_tokens,
+                                      temperature=0.0, messages=messages, **extra)
         except Exception as exc:  # any endpoint failure falls back; the decision never waits
             self.failures += 1
+            _REQUESTS.inc(model, "error")
             log.warning("llm.failed", error=repr(exc)[:300], model=model)
             return ChatAnswer("", (), "offline", model,
                               reason=f"LLM error: {type(exc).__name__}")
@@ -287,6 +336,7 @@ class LLMClient:
             for i, c in enumerate(getattr(msg, "tool_calls", None) or [])
             if getattr(c, "function", None) is not None)
         content = (getattr(msg, "content", None) or "").strip() if msg is not None else ""
+        _REQUESTS.inc(model, "llm" if content or calls else "empty")
         if not content and not calls:
             return ChatAnswer("", (), "offline", model, t_in, t_out, cost, "empty answer")
         answer = ChatAnswer(content, calls, "llm", model, t_in, t_out, cost)

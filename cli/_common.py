@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Command", "add_mqtt_options", "add_state_options", "command", "engine_settings",
-           "mqtt_overrides", "state_overrides", "stop_event"]
+__all__ = ["Command", "add_metrics_options", "add_mqtt_options", "add_state_options", "command",
+           "engine_settings", "mqtt_overrides", "observed", "state_overrides", "stop_event"]
 
 #: one command: parsed arguments in, exit code out
 Command = Callable[[argparse.Namespace], Awaitable[int]]
@@ -32,6 +32,37 @@ def stop_event() -> asyncio.Event:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def add_metrics_options(p: argparse.ArgumentParser) -> None:
+    """``--metrics-port`` and ``--metrics-addr``: where ``/metrics`` is served."""
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on http://ADDR:PORT/metrics (0: any free "
+                        "port, printed at start)")
+    p.add_argument("--metrics-addr", default="127.0.0.1",
+                   help="address to serve metrics on (default 127.0.0.1; 0.0.0.0 for a "
+                        "Prometheus on another host)")
+
+
+@contextlib.contextmanager
+def observed(a: argparse.Namespace, service: str, *registries: Any) -> Any:
+    """Traces exported by OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, and
+    ``/metrics`` served when ``--metrics-port`` is given, for the block's duration;
+    yields the metrics server (or None)."""
+    from aiotflow import metrics, tracing
+
+    tracing.configure(service)
+    server = None
+    try:
+        server = metrics.serve(getattr(a, "metrics_port", None), *registries,
+                               addr=getattr(a, "metrics_addr", "127.0.0.1"))
+        if server is not None:
+            print(f"aiotflow: metrics on {server.url}", file=sys.stderr, flush=True)
+        yield server
+    finally:
+        if server is not None:
+            server.close()
+        tracing.shutdown()
 
 
 def add_mqtt_options(p: argparse.ArgumentParser, *, default: str | None = None) -> None:

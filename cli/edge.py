@@ -7,7 +7,14 @@ import json
 import sys
 from typing import Any
 
-from ._common import add_mqtt_options, command, mqtt_overrides, stop_event
+from ._common import (
+    add_metrics_options,
+    add_mqtt_options,
+    command,
+    mqtt_overrides,
+    observed,
+    stop_event,
+)
 
 __all__ = ["register"]
 
@@ -22,8 +29,10 @@ async def _edge(a: argparse.Namespace) -> int:
         print("error: aiotflow edge needs --config", file=sys.stderr)
         return 2
     settings = EdgeSettings.load(a.config)
+    stop = stop_event()
     runtime = EdgeRuntime(settings, stats_file=a.stats_file)
-    stats = await runtime.run_until(stop_event())
+    with observed(a, "aiotflow-edge", runtime.metrics):
+        stats = await runtime.run_until(stop)
     print(json.dumps({k: v for k, v in stats.as_dict().items() if k != "invalid_reasons"}),
           file=sys.stderr)
     return 0
@@ -69,6 +78,7 @@ def register(sub: Any) -> None:
     e.add_argument("--site", help="keygen: the site this edge speaks for")
     e.add_argument("--name", help="keygen: the edge's name (default: the site)")
     e.add_argument("--stats-file", help="write a JSON summary here (periodically and at exit)")
+    add_metrics_options(e)
     command(e, _edge)
 
     s = sub.add_parser("simulate", help="publish simulated generator telemetry")

@@ -8,18 +8,36 @@ import json
 import sys
 from typing import Any
 
-from ._common import add_mqtt_options, add_state_options, command, engine_settings, stop_event
+from ._common import (
+    add_metrics_options,
+    add_mqtt_options,
+    add_state_options,
+    command,
+    engine_settings,
+    observed,
+    stop_event,
+)
 
 __all__ = ["register"]
 
 
 async def _run(a: argparse.Namespace) -> int:
-    from aiotflow.workflows import Engine, load_app
+    from aiotflow.workflows import load_app
 
     app = load_app(a.app)
     settings = engine_settings(a)
     stop = stop_event()
-    async with Engine(app, settings) as engine:
+    with observed(a, "aiotflow-engine") as server:
+        return await _serve(app, settings, stop, server)
+
+
+async def _serve(app: Any, settings: Any, stop: asyncio.Event, server: Any) -> int:
+    from aiotflow.workflows import Engine
+
+    engine = Engine(app, settings)
+    if server is not None:
+        server.registry.register(engine.metrics.registry)
+    async with engine:
         where = (f"--state-url {engine.control.database.name}" if settings.state_url
                  else f"--state-dir {settings.state_dir}")
         print(f"aiotflow: running {app.name} ({', '.join(app.workflows)}) as worker "
@@ -44,4 +62,5 @@ def register(sub: Any) -> None:
     r.add_argument("--worker-id", help="this worker's name among several on one --state-url "
                                        "(default: generated from host and pid)")
     add_state_options(r)
+    add_metrics_options(r)
     command(r, _run, "engine")

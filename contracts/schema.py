@@ -148,6 +148,10 @@ class Alert(BaseModel):
         "anomaly", description="anomaly: an asset's episode; model_drift: the model's score "
                                "distribution moved away from training.")
     detail: dict[str, Any] = Field(default_factory=dict, description="Kind-specific data.")
+    traceparent: str | None = Field(
+        None, pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        description="W3C trace context of the alert's trace, started by the edge at "
+                    "detection and continued by the engine through every step.")
 
     @property
     def topic_suffix(self) -> str:

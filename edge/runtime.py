@@ -39,11 +39,13 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from aiotflow import tracing
 from aiotflow.contracts.mqtt import LinkState, reconnecting, sink_queue, wait_event
 from aiotflow.contracts.schema import Alert, alert_id_for, decode_readings
 from aiotflow.contracts.signing import sign_alert
 from aiotflow.files import write_private
 from aiotflow.keys import load_or_create_key
+from aiotflow.metrics import HistogramFamily
 
 from .baseline import OperatingPoint
 from .bundle import ModelBundle
@@ -51,6 +53,7 @@ from .config import EdgeSettings
 from .drift import DriftMonitor
 from .errors import PayloadError
 from .features import WindowBuffer
+from .metrics import edge_registry
 from .outbox import PRIORITY, Outbox
 from .policy import AlertPolicy, severity_for
 
@@ -71,6 +74,8 @@ class EdgeStats:
     windows_scored: int = 0
     score_batches: int = 0
     alerts_emitted: int = 0
+    #: alerts by "kind/severity" ("anomaly/critical", "model_drift/warning")
+    alerts_by: dict[str, int] = field(default_factory=dict)
     alerts_suppressed: int = 0
     published: int = 0
     resent: int = 0
@@ -104,12 +109,18 @@ class EdgeStats:
         return asdict(self)
 
 
-#: a due window: (site, asset, ts of its last sample, window [length, C])
-_Due = tuple[str, str, float, npt.NDArray[np.float64]]
+#: a due window: (site, asset, ts of its last sample, window [length, C], monotonic time
+#: its last sample arrived)
+_Due = tuple[str, str, float, npt.NDArray[np.float64], float]
 
 
 class EdgeRuntime:
     """``async with EdgeRuntime(settings) as rt: ...`` runs the edge until the block ends."""
+
+    #: recorded as things happen (the counters are :attr:`stats`, read at scrape time)
+    batch_seconds: HistogramFamily
+    batch_windows: HistogramFamily
+    reading_to_alert: HistogramFamily
 
     def __init__(
         self,
@@ -151,6 +162,8 @@ class EdgeRuntime:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
         self._suffix = uuid.uuid4().hex[:6]
+        #: Prometheus families over these stats (served by ``aiotflow edge --metrics-port``)
+        self.metrics = edge_registry(self)
 
     def add_alert_listener(self, fn: Callable[[Alert], None]) -> None:
         """Call ``fn(alert)`` for every alert as it enters the outbox (local displays,
@@ -247,6 +260,7 @@ class EdgeRuntime:
             self._reject(topic, site, asset, raw, exc)
             return
         buffer, pending = self.buffer, self._pending
+        arrived = time.monotonic()
         ring = None
         for r in readings:
             a = asset if r.asset is None else r.asset
@@ -263,7 +277,7 @@ class EdgeRuntime:
                 continue
             st.readings_received += 1
             if buffer.push(ring, r.ts, r.values):
-                pending.append((site, a, r.ts, buffer.window(ring)))
+                pending.append((site, a, r.ts, buffer.window(ring), arrived))
         if len(pending) >= self._max_batch:
             self._wake_scorer.set()
 
@@ -332,23 +346,29 @@ class EdgeRuntime:
         out: list[tuple[str, str, bytes, int]] = []  # alerts, for the engine
         if batch:
             windows = np.stack([d[3] for d in batch])
+            began_ns = time.time_ns()
+            t0 = time.perf_counter()
             emb, scores = await asyncio.to_thread(self.bundle.score_windows, windows)
+            self.batch_seconds.observe(time.perf_counter() - t0)
+            self.batch_windows.observe(len(batch))
             self.stats.windows_scored += len(batch)
             self.stats.score_batches += 1
             threshold = self.bundle.meta.threshold
             update = self.policy.update
             means = windows.mean(axis=1)
-            for i, (site, asset, ts, _w) in enumerate(batch):
+            for i, (site, asset, ts, _w, arrived) in enumerate(batch):
                 key = f"{site}/{asset}"
                 score = float(scores[i])
                 episode = update(key, ts, score, threshold)
                 self.operating_point.observe(self.policy, key, ts, score, threshold, means[i])
                 if episode is not None:
+                    topic = f"{self.settings.alert_prefix}/{site}/{asset}"
                     alert = self._alert(batch[i], episode.start, score, emb[i],
-                                        self.operating_point.get(key))
-                    out.append((alert.id, f"{self.settings.alert_prefix}/{alert.topic_suffix}",
-                                 alert.model_dump_json().encode(), PRIORITY[alert.severity]))
-                    self.stats.alerts_emitted += 1
+                                        self.operating_point.get(key), topic, began_ns)
+                    out.append((alert.id, topic, alert.model_dump_json().encode(),
+                                PRIORITY[alert.severity]))
+                    self._count(alert)
+                    self.reading_to_alert.observe(time.monotonic() - arrived)
                     self._notify(alert)
                     log.warning("edge.alert", alert_id=alert.id, asset=asset, site=site,
                                 severity=alert.severity, score=round(alert.score, 2))
@@ -360,6 +380,7 @@ class EdgeRuntime:
                 out.append((alert.id, f"{self.settings.alert_prefix}/{alert.topic_suffix}",
                             alert.model_dump_json().encode(), PRIORITY["model_drift"]))
                 self.stats.drift_alerts += 1
+                self._count(alert)
                 self._notify(alert)
                 log.warning("edge.model_drift", psi=round(drift, 3), model=self.bundle.name)
         if out or dead:
@@ -371,6 +392,12 @@ class EdgeRuntime:
             self.stats.outbox_dropped = self._outbox.dropped
             self._outbox_empty.clear()
             self._wake_publisher.set()
+
+    def _count(self, alert: Alert) -> None:
+        st = self.stats
+        st.alerts_emitted += alert.kind == "anomaly"
+        k = f"{alert.kind}/{alert.severity}"
+        st.alerts_by[k] = st.alerts_by.get(k, 0) + 1
 
     def _notify(self, alert: Alert) -> None:
         for fn in self._alert_listeners:
@@ -388,22 +415,41 @@ class EdgeRuntime:
             asset=meta.name, ts=now, episode_start=now, severity="warning", score=value,
             threshold=self.settings.drift.threshold, embedding=[], summary={},
             model_name=meta.name, model_version=meta.version, asset_type="model",
-            kind="model_drift",
+            kind="model_drift", traceparent=tracing.new_traceparent(),
             detail={"psi": round(value, 4), "bin_shares": self.drift.shares,
                     "expected_share": 0.1, "window": len(self.drift._recent)},
         )
 
     def _alert(self, due: _Due, start: float, score: float, emb: npt.NDArray[Any],
-               baseline: dict[str, float]) -> Alert:
+               baseline: dict[str, float], topic: str, began_ns: int) -> Alert:
+        """The alert of an episode that opened; its trace starts here: a producer span
+        from the batch's scoring to now, whose context the alert carries (a fresh
+        traceparent when no spans are recorded)."""
         meta = self.bundle.meta
-        site, asset, ts, window = due
+        site, asset, ts, window, _arrived = due
+        alert_id = alert_id_for(site, asset, start, meta.version)
+        severity = severity_for(score, meta.threshold)
+        traceparent = None
+        if tracing.enabled():
+            with tracing.span(f"create {topic}", kind="producer", start_ns=began_ns,
+                              attributes={
+                                  "messaging.system": "mqtt",
+                                  "messaging.operation.type": "create",
+                                  "messaging.operation.name": "create",
+                                  "messaging.destination.name": topic,
+                                  "messaging.message.id": alert_id,
+                                  "aiotflow.site": site, "aiotflow.asset": asset,
+                                  "aiotflow.alert.severity": severity,
+                                  "aiotflow.alert.score": score,
+                                  "aiotflow.model": f"{meta.name}@{meta.version}"}):
+                traceparent = tracing.current_traceparent()
         return Alert(
-            id=alert_id_for(site, asset, start, meta.version),
+            id=alert_id,
             site=site,
             asset=asset,
             ts=ts,
             episode_start=start,
-            severity=severity_for(score, meta.threshold),
+            severity=severity,
             score=score,
             threshold=meta.threshold,
             embedding=[round(float(v), 5) for v in emb],
@@ -412,6 +458,7 @@ class EdgeRuntime:
             model_name=meta.name,
             model_version=meta.version,
             asset_type=meta.asset_type,
+            traceparent=traceparent or tracing.new_traceparent(),
         )
 
     # ------------------------------------------------------------------ publish

@@ -32,6 +32,9 @@ from tenacity import (
     wait_exponential,
 )
 
+from aiotflow import tracing
+from aiotflow.metrics import METRICS
+
 from .control import ApprovalRecord, ControlStore
 from .decisions import DecisionVerifier, ForgedDecision, filled_fields
 from .errors import (
@@ -49,6 +52,18 @@ from .policy import TIERS, Policy, RiskTier
 __all__ = ["CallContext", "Principal", "RetrySettings", "Tool", "ToolExecutor", "ToolRegistry"]
 
 log = structlog.get_logger("aiotflow.tools")
+
+_CALLS = METRICS.counter(
+    "aiotflow_tool_calls", "Tool calls by tool and outcome (ok, invalid, denied, "
+    "approval_required, unavailable, failed, error).", ("tool", "outcome"))
+_LATENCY = METRICS.histogram(
+    "aiotflow_tool_call_duration_seconds",
+    "A tool call through the executor's guards, retries included.", ("tool",))
+#: outcome label of a tool error (the first class that matches)
+_OUTCOMES: tuple[tuple[type[Exception], str], ...] = (
+    (ToolInputError, "invalid"), (PermissionDenied, "denied"),
+    (ApprovalRequired, "approval_required"), (ToolUnavailable, "unavailable"),
+    (ToolError, "failed"))
 
 
 class Principal(BaseModel):
@@ -265,7 +280,31 @@ class ToolExecutor:
         return self._limits[tool.name]
 
     async def call(self, name: str, args: BaseModel | dict[str, Any], ctx: CallContext) -> Any:
-        """Call tool ``name``; returns its output model (or the recorded one on replay)."""
+        """Call tool ``name``; returns its output model (or the recorded one on replay).
+
+        Each call is an ``execute_tool`` span and counted by outcome in
+        ``aiotflow_tool_calls_total``, timed in ``aiotflow_tool_call_duration_seconds``."""
+        t0 = time.perf_counter()
+        outcome = "error"
+        label = name if name in self.registry else "_unknown"
+        with tracing.span(f"execute_tool {name}", attributes={
+                "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,
+                "gen_ai.tool.type": "function", "aiotflow.thread_id": ctx.thread_id,
+                "aiotflow.approval_id": ctx.approval_id,
+                "aiotflow.principal": ctx.principal.name}) as sp:
+            try:
+                out = await self._call(name, args, ctx)
+                outcome = "ok"
+                return out
+            except Exception as exc:
+                outcome = next((o for t, o in _OUTCOMES if isinstance(exc, t)), "error")
+                raise
+            finally:
+                _CALLS.inc(label, outcome)
+                _LATENCY.observe(time.perf_counter() - t0, label)
+                tracing.set_attributes(sp, aiotflow__tool__outcome=outcome)
+
+    async def _call(self, name: str, args: BaseModel | dict[str, Any], ctx: CallContext) -> Any:
         tool = self.registry.get(name)
         actor = ctx.principal.name
         try:
@@ -287,6 +326,7 @@ class ToolExecutor:
             raise PermissionDenied(f"{actor}: {denied}", tool=name)
         tier = self.tier(name, payload)
         rule = self.policy.rule(tier)
+        tracing.annotate(aiotflow__tool__tier=tier, aiotflow__tool__mode=rule.mode)
         if rule.mode == "forbidden":
             await self.control.audit("tool.forbidden", actor=actor, thread_id=ctx.thread_id,
                                      tool=name, tier=tier)

@@ -13,15 +13,19 @@ error: export and re-import into a new history to re-index).
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from aiotflow import tracing
+from aiotflow.metrics import METRICS
 
 from .backends import Backend, ClientBackend, EdgeBackend, Hit, Where
 from .context import ContextSettings, unit
@@ -57,6 +61,53 @@ class HistorySettings(BaseModel):
     context: ContextSettings | None = Field(
         None, description="Weigh the operating point (channel levels) beside the "
                           "embedding; fixed when the history is created.")
+
+
+_LATENCY = METRICS.histogram(
+    "aiotflow_history_query_duration_seconds",
+    "A query of the incident history (similar, diagnose), by operation.", ("operation",))
+_CACHE = METRICS.counter(
+    "aiotflow_history_cache_requests",
+    "Diagnoses asked of the history, by whether the answer cache had them (hit, miss).",
+    ("result",))
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _timed(operation: str) -> Callable[[Callable[Concatenate[HistoryStore, _P], Awaitable[_R]]],
+                                       Callable[Concatenate[HistoryStore, _P], Awaitable[_R]]]:
+    """A query method timed (``aiotflow_history_query_duration_seconds``) and traced (a
+    database client span); a diagnosis counts whether the cache answered it."""
+    def wrap(fn: Callable[Concatenate[HistoryStore, _P], Awaitable[_R]]
+             ) -> Callable[Concatenate[HistoryStore, _P], Awaitable[_R]]:
+        @functools.wraps(fn)
+        async def timed(self: HistoryStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            t0 = time.perf_counter()
+            hits = self.cache.hits if self.cache is not None else 0
+            try:
+                with tracing.span(f"{operation} incidents", kind="client", attributes={
+                        "db.system.name": "qdrant", "db.operation.name": operation,
+                        "db.collection.name": "incidents",
+                        "aiotflow.history.engine": self.engine}) as sp:
+                    out = await fn(self, *args, **kwargs)
+                    if isinstance(out, Diagnosis):
+                        if self.cache is not None:
+                            hit = self.cache.hits > hits
+                            _CACHE.inc("hit" if hit else "miss")
+                            tracing.set_attributes(sp, aiotflow__cache_hit=hit)
+                        tracing.set_attributes(
+                            sp, aiotflow__diagnosis__call=out.call,
+                            aiotflow__diagnosis__failure_mode=out.failure_mode,
+                            aiotflow__diagnosis__events=out.events)
+                    elif isinstance(out, list):
+                        tracing.set_attributes(sp, db__response__returned_rows=len(out))
+                    return out
+            finally:
+                _LATENCY.observe(time.perf_counter() - t0, operation)
+        return timed
+    return wrap
 
 
 class HistoryStore:
@@ -281,6 +332,7 @@ class HistoryStore:
         rows = await self.backend.get("incidents", [incident_id], with_vectors=with_embedding)
         return _incident(rows[0], self.dim if with_embedding else None) if rows else None
 
+    @_timed("similar")
     async def similar(
         self,
         embedding: Sequence[float],
@@ -360,6 +412,7 @@ class HistoryStore:
                                             descending=True)
         return MaintenanceRecord.model_validate(rows[0].payload) if rows else None
 
+    @_timed("diagnose")
     async def diagnose(
         self,
         embedding: Sequence[float],

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -39,9 +40,11 @@ from typing import Any
 import aiomqtt
 import structlog
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command
 from pydantic import ValidationError
 
+from aiotflow import tracing
 from aiotflow.contracts.mqtt import reconnecting
 from aiotflow.contracts.schema import Alert
 from aiotflow.contracts.signing import Untrusted
@@ -61,6 +64,7 @@ from aiotflow.vectorstore.store import HistoryStore
 
 from .app import App, WorkflowSpec
 from .context import WorkflowContext
+from .metrics import EngineMetrics
 from .runs import RunLedger, RunRecord, RunStatus
 from .settings import EngineSettings
 
@@ -169,6 +173,8 @@ class Engine:
         self.executor: ToolExecutor
         self.runs: RunLedger
         self.services: dict[str, Any] = {}
+        #: Prometheus families of this engine (``aiotflow run --metrics-port``)
+        self.metrics = EngineMetrics(self)
 
     def add_listener(self, fn: Listener) -> None:
         """Call ``fn(kind, data)`` on engine events (progress display, tests)."""
@@ -219,7 +225,10 @@ class Engine:
                     value = await stack.enter_async_context(value)
                 self.services[name] = value
             for spec in self.app.workflows.values():
-                self._graphs[spec.name] = spec.build().compile(checkpointer=saver)
+                builder = spec.build()
+                if tracing.enabled():
+                    _trace_nodes(builder, spec.name)
+                self._graphs[spec.name] = builder.compile(checkpointer=saver)
             self._tg = await stack.enter_async_context(asyncio.TaskGroup())
             self._stack = stack
         except BaseException:
@@ -378,6 +387,7 @@ class Engine:
         audit gets one summary per poll (:meth:`_report_drops`), the log one line per
         reason per summary."""
         self.stats.alerts_dropped += 1
+        self.metrics.drop(exc.reason)
         first = exc.reason not in self._drops
         self._drops[exc.reason] = self._drops.get(exc.reason, 0) + 1
         if len(self._drop_samples) < 3:
@@ -469,7 +479,30 @@ class Engine:
             self._submitting.discard(alert.id)
 
     async def submit(self, alert: Alert) -> list[RunOutcome]:
-        """Run every matching workflow for ``alert`` (once per workflow, ever)."""
+        """Run every matching workflow for ``alert`` (once per workflow, ever).
+
+        The alert's processing continues the trace its edge started (a consumer span
+        whose parent is the alert's ``traceparent``); log lines of it carry the alert
+        and trace ids."""
+        s = self.settings
+        topic = f"{s.alert_topic.rstrip('#').rstrip('/')}/{alert.topic_suffix}"
+        with structlog.contextvars.bound_contextvars(
+                alert_id=alert.id, trace_id=tracing.trace_id(alert.traceparent)), \
+                tracing.span(f"process {topic}", kind="consumer", parent=alert.traceparent,
+                             attributes={
+                                 "messaging.system": "mqtt",
+                                 "messaging.operation.type": "process",
+                                 "messaging.operation.name": "process",
+                                 "messaging.destination.name": topic,
+                                 "messaging.message.id": alert.id,
+                                 "messaging.consumer.group.name":
+                                     s.share_group if s.workers else None,
+                                 "aiotflow.site": alert.site, "aiotflow.asset": alert.asset,
+                                 "aiotflow.alert.severity": alert.severity,
+                                 "aiotflow.worker": self.worker_id}):
+            return await self._submit(alert)
+
+    async def _submit(self, alert: Alert) -> list[RunOutcome]:
         self.stats.alerts_received += 1
         self._emit("alert.received", alert=alert)
         specs = self.app.matching(alert)
@@ -495,7 +528,8 @@ class Engine:
         alert_json = alert.model_dump(mode="json")
         # one statement decides, across workers: new, a repeat, or coalesced into the
         # active run on the asset (the single-flight index)
-        received = {"alert_id": alert.id, "asset": alert.asset, "site": alert.site,
+        received = {"alert_id": alert.id, "trace_id": tracing.trace_id(alert.traceparent),
+                    "asset": alert.asset, "site": alert.site,
                     "severity": alert.severity, "score": alert.score,
                     "threshold": alert.threshold,
                     "model": f"{alert.model_name}@{alert.model_version}",
@@ -517,6 +551,7 @@ class Engine:
             self._emit("alert.duplicate", thread_id=tid, alert=alert)
             return RunOutcome(tid, spec.name, "duplicate")
         self.stats.runs_started += 1
+        self.metrics.run_transitions.inc(spec.name, "started")
         self._emit("run.started", thread_id=tid, workflow=spec.name, alert=alert)
         failpoint("engine.claimed")
         return await self._invoke(spec, alert, tid, {"alert": alert_json})
@@ -531,6 +566,33 @@ class Engine:
         )
 
     async def _invoke(self, spec: WorkflowSpec, alert: Alert, tid: str, inp: Any) -> RunOutcome:
+        """Run (or resume) the graph: an ``invoke_agent`` span in the alert's trace, timed
+        by how it ended, its log lines bound to the thread."""
+        resuming = isinstance(inp, Command)
+        t0 = time.perf_counter()
+        outcome = "error"
+        with structlog.contextvars.bound_contextvars(
+                alert_id=alert.id, thread_id=tid, trace_id=tracing.trace_id(alert.traceparent)
+                ), tracing.span(f"invoke_agent {spec.name}", parent=alert.traceparent,
+                                attributes={"gen_ai.operation.name": "invoke_agent",
+                                            "gen_ai.agent.name": spec.name,
+                                            "gen_ai.conversation.id": tid,
+                                            "aiotflow.thread_id": tid,
+                                            "aiotflow.resumed": resuming,
+                                            "aiotflow.worker": self.worker_id}) as sp:
+            try:
+                result = await self._invoke_graph(spec, alert, tid, inp)
+                outcome = str(result.status)
+                tracing.set_attributes(sp, aiotflow__run__status=outcome,
+                                       aiotflow__approval_id=result.approval_id)
+                return result
+            finally:
+                self.metrics.run_seconds.observe(time.perf_counter() - t0, spec.name, outcome)
+                if outcome in ("completed", "failed", "waiting_approval"):
+                    self.metrics.run_transitions.inc(spec.name, outcome)
+
+    async def _invoke_graph(self, spec: WorkflowSpec, alert: Alert, tid: str, inp: Any
+                            ) -> RunOutcome:
         graph = self._graphs[spec.name]
         config = {"configurable": {"thread_id": tid}}
         lock = self._thread_locks.setdefault(tid, asyncio.Lock())
@@ -585,7 +647,8 @@ class Engine:
         run as tasks, so one slow workflow does not stop sweeps, expiry or other resumes."""
         while True:
             for step in (self._sweep, self.apply_history_queue, self.resume_decided,
-                         self._report_drops, self._checkpoint_audit, self._retention):
+                         self._report_drops, self._checkpoint_audit, self._retention,
+                         self.metrics.refresh):
                 try:
                     await step()
                 except Exception as exc:
@@ -700,6 +763,10 @@ class Engine:
             if not await self.runs.take_for_resume(rec.thread_id, self.worker_id):
                 return None
             self.stats.resumed += 1
+            self.metrics.run_transitions.inc(spec.name, "resumed")
+            self.metrics.approval_wait.observe(
+                max(0.0, (rec.decided_at or time.time()) - rec.requested_at), rec.risk,
+                rec.status)
             self._emit("run.resumed", thread_id=rec.thread_id, decision=decision)
             alert = Alert.model_validate(run.alert)
             outcome = await self._invoke(spec, alert, rec.thread_id, Command(resume=decision))
@@ -842,6 +909,24 @@ class Engine:
                 while self._inflight:
                     await asyncio.wait(list(self._inflight))
         return not self._inflight
+
+
+def _trace_nodes(builder: Any, workflow: str) -> None:
+    """Make every node of ``builder`` (a ``StateGraph``, before compiling) a span of its
+    own, a child of the run's ``invoke_agent`` span; an interrupt (waiting for a person)
+    is not a failure. The node's own runnable is called as it was: runtime context,
+    config and interrupts pass through."""
+    from langgraph._internal._runnable import RunnableCallable
+
+    def traced(name: str, inner: Any) -> Any:
+        async def node(state: Any, config: Any) -> Any:
+            with tracing.span(f"node {name}", benign=(GraphBubbleUp,), attributes={
+                    "aiotflow.workflow": workflow, "aiotflow.node": name}):
+                return await inner.ainvoke(state, config)
+        return RunnableCallable(None, node, name=name, trace=False)
+
+    for name, spec in list(builder.nodes.items()):
+        builder.nodes[name] = dataclasses.replace(spec, runnable=traced(name, spec.runnable))
 
 
 def _checkpointer(s: EngineSettings) -> contextlib.AbstractAsyncContextManager[Any]:

@@ -125,6 +125,13 @@ class RunLedger:
         async with self.store.read() as db:
             return [_record(r) for r in await db.all(sql, args)]
 
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """How many runs there are per (workflow, status)."""
+        async with self.store.read() as db:
+            rows = await db.all("SELECT workflow, status, COUNT(*) AS n FROM runs "
+                                "GROUP BY workflow, status", ())
+        return {(r["workflow"], r["status"]): int(r["n"]) for r in rows}
+
     async def _first(self, sql: str, args: tuple[Any, ...]) -> RunRecord | None:
         async with self.store.read() as db:
             row = await db.one(sql, args)

@@ -73,10 +73,10 @@ def test_nothing_crashes_and_every_rejection_is_counted(
         body = json.loads(letter[2])
         assert body["reason"] and body["detail"]
         assert body["payload"] is not None or body["payload_base64"] is not None
-    for _site, _asset, ts, window in rt._pending:
+    for _site, _asset, ts, window, _arrived in rt._pending:
         assert math.isfinite(ts) and np.isfinite(window).all()
     if rt._pending:
-        _, scores = bundle.score_windows(np.stack([w for *_, w in rt._pending]))
+        _, scores = bundle.score_windows(np.stack([d[3] for d in rt._pending]))
         assert np.isfinite(scores).all()
 
 
@@ -122,5 +122,5 @@ def test_values_too_large_to_score_are_refused_and_large_ones_score_finitely(
               encode({"ts": 99.0, "values": {c: 1e30 for c in CH}}))
     assert rt.stats.invalid_reasons == {"invalid": 1}
     assert rt._pending
-    _, scores = bundle.score_windows(np.stack([w for *_, w in rt._pending]))
+    _, scores = bundle.score_windows(np.stack([d[3] for d in rt._pending]))
     assert np.isfinite(scores).all()
