@@ -42,11 +42,17 @@ def format_story(alert_id: str, records: list[AuditRecord]) -> str:
     if not records:
         return f"No audit records for alert {alert_id}.\n"
     lines = [f"Alert {alert_id}: {len(records)} audit records"]
+    trace = next((r.detail["trace_id"] for r in records
+                  if isinstance(r.detail.get("trace_id"), str)), None)
+    if trace:  # the edge started it; a tracing backend has its spans under this id
+        lines.append(f"Trace {printable(trace)}")
     for r in records:
         when = dt.datetime.fromtimestamp(r.ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         lines.append(f"{when}  #{r.seq:<5} {printable(r.kind):22} by {printable(r.actor)}")
         keys = _KEYS.get(r.kind, tuple(r.detail))
         for k in keys:
+            if k == "trace_id":
+                continue  # in the header
             if k in r.detail and r.detail[k] not in (None, "", [], {}):
                 v = r.detail[k]
                 if k in ("evidence", "checks", "actions") and isinstance(v, list):

@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "engine": ("langgraph", "openai", "qdrant_client", "qdrant_edge", "tenacity", "httpx"),
     "train": ("sklearn", "skl2onnx", "onnx"),
     "demo": ("amqtt",),
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
     "postgres": ("psycopg", "psycopg_pool"),
 }
 
@@ -46,5 +47,7 @@ def require(*extras: str, feature: str) -> None:
 
 def extra_for_module(name: str | None) -> str | None:
     """The extra that installs module ``name`` (a dotted name), or None."""
-    top = (name or "").partition(".")[0]
-    return next((e for e, mods in EXTRAS.items() if top in mods), None)
+    name = name or ""
+    return next((e for e, mods in EXTRAS.items()
+                 if any(name == m or name.startswith(m + ".") or m.startswith(name + ".")
+                        or name.partition(".")[0] == m for m in mods)), None)

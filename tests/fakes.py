@@ -156,3 +156,74 @@ class ChatCompletionsService:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP trace receiver on loopback (``/v1/traces``, protobuf), as a tracing
+    backend would be: what the processes export, decoded into :attr:`spans`."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                import gzip
+
+                from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+                    ExportTraceServiceRequest,
+                    ExportTraceServiceResponse,
+                )
+
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if self.path != "/v1/traces":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                req = ExportTraceServiceRequest.FromString(body)
+                got = []
+                for rs in req.resource_spans:
+                    resource = {a.key: _any(a.value) for a in rs.resource.attributes}
+                    for ss in rs.scope_spans:
+                        for s in ss.spans:
+                            got.append({
+                                "service": resource.get("service.name"), "name": s.name,
+                                "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
+                                "parent": s.parent_span_id.hex() or None, "kind": s.kind,
+                                "start": s.start_time_unix_nano, "end": s.end_time_unix_nano,
+                                "status": s.status.code,
+                                "attributes": {a.key: _any(a.value) for a in s.attributes}})
+                with receiver.lock:
+                    receiver.spans.extend(got)
+                data = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> OtlpReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _any(v: Any) -> Any:
+    """An OTLP ``AnyValue`` as Python."""
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_any(x) for x in v.array_value.values]
+    return getattr(v, kind) if kind else None

@@ -916,10 +916,12 @@ def _trace_nodes(builder: Any, workflow: str) -> None:
     own, a child of the run's ``invoke_agent`` span; an interrupt (waiting for a person)
     is not a failure. The node's own runnable is called as it was: runtime context,
     config and interrupts pass through."""
+    from langchain_core.runnables import RunnableConfig
     from langgraph._internal._runnable import RunnableCallable
 
     def traced(name: str, inner: Any) -> Any:
-        async def node(state: Any, config: Any) -> Any:
+        # the name "config" and this annotation are how langgraph knows to pass it
+        async def node(state: Any, config: RunnableConfig) -> Any:
             with tracing.span(f"node {name}", benign=(GraphBubbleUp,), attributes={
                     "aiotflow.workflow": workflow, "aiotflow.node": name}):
                 return await inner.ainvoke(state, config)

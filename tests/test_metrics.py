@@ -1,0 +1,125 @@
+"""The metric families and the trace context on their own: exposition through
+prometheus-client's parser, bounded label sets, nothing imported or recorded when off."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
+
+from aiotflow import metrics, tracing
+from aiotflow.contracts.schema import Alert
+
+
+def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_families_expose_as_prometheus_text() -> None:
+    r = metrics.Registry()
+    c = r.counter("t_events", "Events.", ("kind",))
+    h = r.histogram("t_seconds", "Latency.", buckets=(0.1, 1.0))
+    state = {"n": 3.0}
+    r.callback("gauge", "t_depth", "Depth.", lambda: state["n"])
+    r.callback("gauge", "t_none", "Nothing yet.", lambda: None)
+    c.inc("a")
+    c.inc("a", n=2)
+    c.inc("b")
+    for v in (0.05, 0.1, 0.5, 7.0):
+        h.observe(v)
+    server = metrics.MetricsServer(0, r)
+    try:
+        got = parse(server.text())
+    finally:
+        server.close()
+    assert got["t_events_total", (("kind", "a"),)] == 3
+    assert got["t_events_total", (("kind", "b"),)] == 1
+    # cumulative buckets, "le" inclusive, +Inf = count
+    assert [got["t_seconds_bucket", (("le", le),)] for le in ("0.1", "1.0", "+Inf")] == [2, 3, 4]
+    assert got["t_seconds_count", ()] == 4 and got["t_seconds_sum", ()] == pytest.approx(7.65)
+    assert got["t_depth", ()] == 3
+    assert not any(n == "t_none" for n, _ in got)
+    assert got["process_resident_memory_bytes", ()] > 0
+
+
+def test_a_flood_of_label_values_stays_bounded() -> None:
+    r = metrics.Registry()
+    c = r.counter("t_by_site", "Per site.", ("site",))
+    for i in range(metrics.MAX_SERIES * 3):
+        c.inc(f"site-{i}")
+    assert len(c.values) == metrics.MAX_SERIES + 1
+    assert c.get("_other") == metrics.MAX_SERIES * 2
+    with pytest.raises(ValueError, match="takes labels"):
+        c.inc("a", "b")
+    with pytest.raises(ValueError, match="registered differently"):
+        r.histogram("t_by_site", "again", ("site",))
+
+
+def test_the_edge_imports_neither_prometheus_nor_opentelemetry_until_asked() -> None:
+    """A gateway without --metrics-port or an OTLP endpoint pays for neither."""
+    code = ("import sys, aiotflow.edge.runtime, aiotflow.tools.registry;"
+            "print([m for m in ('prometheus_client', 'opentelemetry') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PATH": ""})
+    assert json.loads(out.stdout.replace("'", '"')) == []
+
+
+def test_trace_context_without_a_tracer() -> None:
+    assert not tracing.enabled()
+    tp = tracing.new_traceparent()
+    assert tracing.valid_traceparent(tp) and tracing.trace_id(tp) == tp[3:35]
+    with tracing.span("nothing") as s:
+        assert s is None
+    assert tracing.current_traceparent() is None
+    for bad in ("00-" + "0" * 32 + "-" + "1" * 16 + "-01", "01-xyz", "", None):
+        assert tracing.trace_id(bad) is None  # type: ignore[arg-type]
+
+
+def test_an_alert_refuses_a_traceparent_that_is_not_one() -> None:
+    base = {"id": "a", "site": "s", "asset": "x", "ts": 1.0, "episode_start": 1.0,
+            "severity": "warning", "score": 1.0, "threshold": 0.5, "embedding": [],
+            "summary": {}, "model_name": "m", "model_version": "1"}
+    assert Alert.model_validate(base).traceparent is None
+    good = tracing.new_traceparent()
+    assert Alert.model_validate(base | {"traceparent": good}).traceparent == good
+    for junk in ("00-abc", good + "\n", "x" * 10_000, good.upper()):
+        with pytest.raises(ValidationError, match="traceparent"):
+            Alert.model_validate(base | {"traceparent": junk})
+
+
+def test_spans_nest_and_a_benign_exception_is_not_an_error() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    parent = tracing.new_traceparent()
+
+    class Waiting(Exception):
+        pass
+
+    assert tracing.configure("test", provider=provider)
+    try:
+        with tracing.span("outer", parent=parent):
+            with pytest.raises(Waiting), tracing.span("asks", benign=(Waiting,)):
+                raise Waiting
+            with pytest.raises(KeyError), tracing.span("fails"):
+                raise KeyError("x")
+            tracing.annotate(done=True)
+    finally:
+        tracing.configure("test", env={})  # off again
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    outer = spans["outer"]
+    assert f"{outer.context.trace_id:032x}" == tracing.trace_id(parent)
+    assert f"{outer.parent.span_id:016x}" == parent[36:52]
+    assert spans["asks"].parent.span_id == outer.context.span_id
+    assert spans["asks"].status.is_unset and not spans["fails"].status.is_ok
+    assert spans["fails"].attributes["error.type"] == "KeyError"
+    assert outer.attributes["done"] is True
