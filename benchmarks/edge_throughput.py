@@ -1,9 +1,17 @@
 """Edge runtime throughput, batching, latency and memory against a real Mosquitto.
 
-Both consumers are measured one after the other in the same run, on the same broker and
-the same published messages: a bare aiomqtt subscriber that only decodes the JSON (the
-baseline: the best a Python aiomqtt consumer does here) and the full edge runtime
-(validate -> window -> features -> ONNX score -> alert policy -> outbox).
+Both consumers are measured in the same run, on the same broker and the same published
+messages, interleaved (A B A B ...: the machine is shared and its speed drifts within
+minutes): a bare aiomqtt subscriber that only decodes the JSON (the baseline: the best a
+Python aiomqtt consumer does here) and the full edge runtime (validate -> window ->
+features -> ONNX score -> alert policy -> outbox). Ratios are taken per round, and
+reported as the median with min-max:
+
+* ``ratio``: the edge against the baseline, one reading per message;
+* ``metrics_ratio``: the edge serving ``/metrics`` and scraped every ``--scrape-s``
+  (stricter than Prometheus' 15 s default) against the same edge without, same round;
+* ``batched_ratio``: the edge against the baseline decoding the same batched payloads
+  (``--batch`` readings per message), both on one core.
 
     python benchmarks/edge_throughput.py [--json] [--messages 200000] [--assets 1000]
 """
@@ -35,6 +43,7 @@ from aiotflow.contracts.signing import open_alert
 from aiotflow.edge.config import EdgeSettings
 from aiotflow.edge.runtime import EdgeRuntime
 from aiotflow.logging import configure_logging
+from aiotflow.metrics import MetricsServer
 from aiotflow.simulator.fleet import Fleet, parse_fault
 from aiotflow.training.train import train_simulated
 
@@ -70,43 +79,94 @@ async def wait_until(pred: Any, seconds: float, step: float = 0.002) -> float:
     return time.perf_counter()
 
 
-async def run_baseline(broker: Broker, lines: Path, n: int) -> dict[str, float]:
-    count = 0
+def spread(xs: list[float], digits: int = 3) -> dict[str, float]:
+    """Median and min-max of per-round figures."""
+    return {"median": round(statistics.median(xs), digits), "min": round(min(xs), digits),
+            "max": round(max(xs), digits)}
+
+
+def pin(one_core: bool, pub: subprocess.Popen[bytes], broker: Broker) -> set[int]:
+    """This process on one core, the publisher and the broker on the others."""
+    cpus = os.sched_getaffinity(0)
+    if one_core and len(cpus) > 1:
+        mine, rest = min(cpus), cpus - {min(cpus)}
+        os.sched_setaffinity(0, {mine})
+        for pid in (pub.pid, broker.proc.pid):
+            os.sched_setaffinity(pid, rest)
+    return cpus
+
+
+async def run_baseline(broker: Broker, lines: Path, n: int, *,
+                       one_core: bool = False) -> dict[str, float]:
+    """A bare aiomqtt consumer that decodes each payload; readings/s (a batched payload
+    is a JSON list of readings)."""
+    count = readings = first_readings = 0
     first = last = 0.0
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="bench-baseline") as c:
         await c.subscribe("aiotflow/telemetry/+/+", qos=1)
         pub = start_publisher(broker.port, lines)
+        cpus = pin(one_core, pub, broker)
         try:
             async with asyncio.timeout(300):
                 async for m in c.messages:
-                    orjson.loads(m.payload)  # type: ignore[arg-type]
+                    body = orjson.loads(m.payload)  # type: ignore[arg-type]
+                    readings += len(body) if isinstance(body, list) else 1
                     count += 1
                     if count == 1:
-                        first = time.perf_counter()
+                        first, first_readings = time.perf_counter(), readings
                     if count == n:
                         last = time.perf_counter()
                         break
         finally:
             pub.wait(60)
-    return {"messages": count, "seconds": last - first, "rps": (count - 1) / (last - first)}
+            os.sched_setaffinity(0, cpus)
+    return {"messages": count, "seconds": last - first,
+            "rps": (readings - first_readings) / (last - first)}
+
+
+SCRAPER = r"""
+import sys, time, urllib.request
+url, every = sys.argv[1], float(sys.argv[2])
+n = 0
+while True:
+    time.sleep(every)
+    with urllib.request.urlopen(url, timeout=5) as r:
+        r.read()
+    n += 1
+    print(n, flush=True)
+"""
+
+
+class Scraper:
+    """A Prometheus in miniature, in a process of its own as Prometheus is: GET ``url``
+    every ``every_s``."""
+
+    def __init__(self, url: str, every_s: float) -> None:
+        self.scrapes = 0
+        self.proc = subprocess.Popen([sys.executable, "-c", SCRAPER, url, str(every_s)],
+                                     stdout=subprocess.PIPE, text=True)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        out, _ = self.proc.communicate(10)
+        self.scrapes = len(out.split())
 
 
 async def run_edge(broker: Broker, lines: Path, n: int, readings: int, model: Path,
-                   tmp: Path, *, one_core: bool = False) -> dict[str, Any]:
+                   tmp: Path, *, one_core: bool = False,
+                   scrape_s: float | None = None) -> dict[str, Any]:
+    """The edge runtime on the published lines; with ``scrape_s``, serving ``/metrics``
+    in this process and scraped that often while it works."""
     s = EdgeSettings(model=model, mqtt={"url": broker.url, "client_id": "bench-edge"},
                      outbox=tmp / f"outbox-{time.time_ns()}.db", stats_interval_s=60)
     rt = EdgeRuntime(s)
+    server = MetricsServer(0, rt.metrics) if scrape_s is not None else None
+    scraper = Scraper(server.url, scrape_s) if server is not None and scrape_s else None
     async with rt:
         await wait_until(rt.subscribed.is_set, 10)
         pub = start_publisher(broker.port, lines)
-        cpus = os.sched_getaffinity(0)
-        if one_core and len(cpus) > 1:
-            # the edge (this process, ONNX thread included) on one core; the publisher and
-            # the broker on the others
-            mine, rest = min(cpus), cpus - {min(cpus)}
-            os.sched_setaffinity(0, {mine})
-            for pid in (pub.pid, broker.proc.pid):
-                os.sched_setaffinity(pid, rest)
+        # the edge (this process, ONNX thread included) on one core
+        cpus = pin(one_core, pub, broker)
         first = await wait_until(lambda: rt.stats.messages_received > 0, 120, 0.0005)
         got_first = rt.stats.readings_received
         last = await wait_until(lambda: rt.stats.messages_received >= n, 300, 0.0005)
@@ -114,9 +174,15 @@ async def run_edge(broker: Broker, lines: Path, n: int, readings: int, model: Pa
         os.sched_setaffinity(0, cpus)
         await asyncio.sleep(0.2)
         stats = rt.stats.as_dict()
+    scrapes = 0
+    if scraper is not None:
+        scraper.stop()
+        scrapes = scraper.scrapes
+    if server is not None:
+        server.close()
     processed = stats["readings_received"] + stats["invalid"]
     return {"messages": stats["messages_received"], "readings": stats["readings_received"],
-            "seconds": last - first,
+            "seconds": last - first, "scrapes": scrapes,
             "rps": (stats["readings_received"] - got_first) / (last - first),
             "dropped": readings - processed, "windows_scored": stats["windows_scored"],
             "stats": stats}
@@ -127,23 +193,35 @@ async def throughput(args: argparse.Namespace, model: Path, tmp: Path) -> dict[s
     lines.write_bytes(telemetry_lines(args.messages, args.assets))
     broker = Broker()
     try:
-        base, edge = [], []
-        for r in range(args.repeats):
+        base, edge, observed = [], [], []
+        for r in range(args.repeats):  # A B C, A B C, ...: each round's ratios
             base.append(await run_baseline(broker, lines, args.messages))
             log(f"baseline run {r}: {base[-1]['rps']:,.0f} msg/s")
             edge.append(await run_edge(broker, lines, args.messages, args.messages, model, tmp))
             log(f"edge run {r}: {edge[-1]['rps']:,.0f} readings/s, "
                 f"dropped {edge[-1]['dropped']}")
+            observed.append(await run_edge(broker, lines, args.messages, args.messages, model,
+                                           tmp, scrape_s=args.scrape_s))
+            log(f"edge+metrics run {r}: {observed[-1]['rps']:,.0f} readings/s, "
+                f"{observed[-1]['scrapes']} scrapes")
         dropped = await broker_dropped(broker.port)
     finally:
         broker.stop()
-    b = statistics.median(x["rps"] for x in base)
-    e = statistics.median(x["rps"] for x in edge)
-    return {"baseline_rps": round(b), "edge_rps": round(e), "ratio": round(e / b, 3),
-            "broker_dropped": dropped, "edge_dropped": max(x["dropped"] for x in edge),
+    ratios = spread([e["rps"] / b["rps"] for b, e in zip(base, edge, strict=True)])
+    with_metrics = spread([o["rps"] / e["rps"] for e, o in zip(edge, observed, strict=True)])
+    return {"baseline_rps": round(statistics.median(x["rps"] for x in base)),
+            "edge_rps": round(statistics.median(x["rps"] for x in edge)),
+            "edge_metrics_rps": round(statistics.median(x["rps"] for x in observed)),
+            "ratio": ratios["median"], "ratio_spread": ratios,
+            "metrics_ratio": with_metrics["median"], "metrics_ratio_spread": with_metrics,
+            "metrics_scrape_s": args.scrape_s,
+            "metrics_scrapes": [x["scrapes"] for x in observed],
+            "broker_dropped": dropped,
+            "edge_dropped": max(x["dropped"] for x in (*edge, *observed)),
             "windows_scored": edge[-1]["windows_scored"],
             "baseline_runs": [round(x["rps"]) for x in base],
-            "edge_runs": [round(x["rps"]) for x in edge]}
+            "edge_runs": [round(x["rps"]) for x in edge],
+            "edge_metrics_runs": [round(x["rps"]) for x in observed]}
 
 
 async def batched(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str, Any]:
@@ -151,12 +229,21 @@ async def batched(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str,
     lines = tmp / "batched.txt"
     lines.write_bytes(telemetry_lines(n_msgs, args.assets, batch=args.batch, seed=1))
     broker = Broker()
+    base, runs = [], []
     try:
-        runs = [await run_edge(broker, lines, n_msgs, n_msgs * args.batch, model, tmp,
-                               one_core=True) for _ in range(args.repeats)]
+        for r in range(args.repeats):  # A B, A B, ...
+            base.append(await run_baseline(broker, lines, n_msgs, one_core=True))
+            log(f"batched baseline run {r}: {base[-1]['rps']:,.0f} readings/s")
+            runs.append(await run_edge(broker, lines, n_msgs, n_msgs * args.batch, model, tmp,
+                                       one_core=True))
+            log(f"batched edge run {r}: {runs[-1]['rps']:,.0f} readings/s")
     finally:
         broker.stop()
-    return {"batched_rps": round(statistics.median(r["rps"] for r in runs)),
+    ratios = spread([e["rps"] / b["rps"] for b, e in zip(base, runs, strict=True)])
+    rps = spread([r["rps"] for r in runs], 0)
+    return {"batched_rps": round(rps["median"]), "batched_rps_spread": rps,
+            "batched_baseline_rps": round(statistics.median(b["rps"] for b in base)),
+            "batched_ratio": ratios["median"], "batched_ratio_spread": ratios,
             "batched_edge_cores": 1,
             "batch_size": args.batch, "batched_dropped": max(r["dropped"] for r in runs)}
 
@@ -303,6 +390,8 @@ async def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--batch-readings", type=int, default=500_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--scrape-s", type=float, default=1.0,
+                    help="metrics_ratio: how often /metrics is scraped")
     ap.add_argument("--rate", type=float, default=5000.0, help="latency: readings/s")
     ap.add_argument("--latency-seconds", type=float, default=30.0)
     ap.add_argument("--max-delay-ms", type=float, default=20.0,

@@ -14,6 +14,7 @@
     aiotflow audit       verify the hash-chained audit trail; show one alert's story [engine]
     aiotflow costs       LLM spend per alert, site, day, model or step            [engine]
     aiotflow operator    hash an operator's PIN for [engine.policy]               [engine]
+    aiotflow status      health of edges and engines; exit 0 when healthy         [base]
     aiotflow demo        the whole product on embedded defaults                   [all]
     aiotflow seed        seed a state directory: roster, logs, incident history [engine, train]
 
@@ -34,12 +35,12 @@ from collections.abc import Sequence
 from aiotflow import __version__
 from aiotflow.extras import MissingExtra, extra_for_module, require
 
-from . import approvals, audit, db, demo, edge, engine, history, models
+from . import approvals, audit, db, demo, edge, engine, history, models, status
 
 __all__ = ["main"]
 
 #: the command groups, in the order of the help text
-GROUPS = (edge, models, engine, db, approvals, history, audit, demo)
+GROUPS = (edge, models, engine, db, approvals, history, audit, status, demo)
 #: commands that print their own progress: quiet logs unless asked for
 _QUIET = ("demo", "approve", "approvals")
 

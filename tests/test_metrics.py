@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -123,3 +124,70 @@ def test_spans_nest_and_a_benign_exception_is_not_an_error() -> None:
     assert spans["asks"].status.is_unset and not spans["fails"].status.is_ok
     assert spans["fails"].attributes["error.type"] == "KeyError"
     assert outer.attributes["done"] is True
+
+
+def test_every_metric_the_dashboard_queries_exists(bundle_path: Path, tmp_path: Path) -> None:
+    """examples/grafana/aiotflow.json asks only for what an edge and an engine serve."""
+    import re
+
+    import aiotflow.agents.llm
+    import aiotflow.vectorstore.store  # noqa: F401
+    from aiotflow.edge.config import EdgeSettings
+    from aiotflow.edge.runtime import EdgeRuntime
+    from aiotflow.workflows import App, Engine
+    from aiotflow.workflows.settings import EngineSettings
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "grafana"
+    dashboard = json.loads((root / "aiotflow.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 25
+    edge = EdgeRuntime(EdgeSettings(model=bundle_path, outbox=tmp_path / "o.db"))
+    engine = Engine(App("x"), EngineSettings(state_dir=tmp_path / "s"))
+    served: set[str] = set()
+    for server in (metrics.MetricsServer(0, edge.metrics),
+                   metrics.MetricsServer(0, engine.metrics.registry)):
+        try:
+            for fam in text_string_to_metric_families(server.text()):
+                suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                            "gauge": ("",)}.get(fam.type, ("",))
+                served |= {fam.name + s for s in suffixes}
+        finally:
+            server.close()
+    words = {"by", "le", "rate", "sum", "max", "min", "histogram_quantile", "increase",
+             "instance", "job", "result", "hit"}
+    asked = {w for e in exprs for w in re.findall(r"[a-z_][a-z0-9_]*", e)
+             if w.startswith(("aiotflow_", "process_"))}
+    assert len(asked) >= 25 and asked - words
+    missing = sorted(asked - served)
+    assert not missing, missing
+    # and the scrape config names the two jobs the dashboard tells apart
+    scrape = (root / "prometheus.yml").read_text()
+    assert "job_name: aiotflow-edge" in scrape and "job_name: aiotflow-engine" in scrape
+
+
+async def test_status_judges_an_edge_by_its_stats_file(tmp_path: Path) -> None:
+    """Fresh and connected: healthy (exit 0); stale or a link down: exit 1, with why."""
+    import time
+
+    from .workflows.helpers import cli
+
+    stats = {"readings_received": 1000, "invalid": 3, "alerts_emitted": 1,
+             "telemetry_connected": True, "uplink_connected": True, "outbox_depth": 0,
+             "outbox_awaiting_ack": 0, "outbox_evicted": 2, "outbox_dropped": 0,
+             "drift_psi": 0.4, "started": time.time() - 100, "updated": time.time()}
+    f = tmp_path / "stats.json"
+    f.write_text(json.dumps(stats))
+    code, out, err = await cli("status", "--stats-file", str(f), "--state-dir",
+                               str(tmp_path / "none"))
+    assert code == 0, out + err
+    assert "HEALTHY" in out and "2 outbox messages evicted or dropped" in out
+    assert "model drift, PSI 0.40" in out
+    f.write_text(json.dumps(stats | {"uplink_connected": False}))
+    code, out, _ = await cli("status", "--json", "--stats-file", str(f))
+    assert code == 1 and json.loads(out)["problems"] == [f"edge {f}: uplink link down"]
+    f.write_text(json.dumps(stats | {"updated": time.time() - 120}))
+    code, out, _ = await cli("status", "--stats-file", str(f), "--stale-s", "30")
+    assert code == 1 and "no update for 120 s" in out and "UNHEALTHY" in out
+    f.write_text("[1, 2]")
+    code, out, _ = await cli("status", "--stats-file", str(f))
+    assert code == 1 and "is not an edge stats file" in out

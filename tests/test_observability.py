@@ -136,6 +136,18 @@ async def test_metrics_and_one_trace_from_detection_to_work_order(
             waiting = await wait_for(lambda: up(engine_url, "aiotflow_engine_approvals_pending",
                                                 1), 30)
             assert value(waiting, "aiotflow_engine_approval_oldest_age_seconds") >= 0
+            # the operator's view: both processes and the state, healthy, the approval waits
+            code, screen, err = await cli("status", "--edge", edge_url, "--engine", engine_url,
+                                          "--state-dir", str(state))
+            assert code == 0, screen + err
+            assert "HEALTHY" in screen and req["id"][:8] in screen and "up" in screen
+            code, doc, _ = await cli("status", "--json", "--edge", edge_url, "--engine",
+                                     engine_url, "--state-dir", str(state))
+            health = json.loads(doc)
+            assert code == 0 and health["healthy"] and health["problems"] == []
+            assert health["edges"][0]["readings_received"] == 2 * 2 * 160
+            assert [r["id"] for r in health["state"]["approvals"]] == [req["id"]]
+            assert health["state"]["workers"][0]["heartbeat_age_s"] < 10
             code, _, err = await cli("approve", "--state-dir", str(state), "--user", "gina",
                                      stdin=b"a\n\n")
             assert code == 0, err
@@ -153,6 +165,15 @@ async def test_metrics_and_one_trace_from_detection_to_work_order(
         await wait_for(lambda: any(s["name"] == "execute_tool create_work_order"
                                    for s in otlp.spans), 20)
         spans = list(otlp.spans)
+
+    # with both stopped, the health check fails and says why
+    code, doc, _ = await cli("status", "--json", "--edge", edge_url, "--engine", engine_url,
+                             "--state-dir", str(state))
+    health = json.loads(doc)
+    assert code == 1 and not health["healthy"]
+    assert any(p.startswith(f"edge {edge_url}: unreachable") for p in health["problems"])
+    assert any(p.startswith(f"engine {engine_url}: unreachable") for p in health["problems"])
+    assert "engine: no worker running on this state" in health["problems"]
 
     # the edge: readings, refusals by reason, windows, batches, alerts, its outbox, links
     assert value(edge1, "aiotflow_edge_readings_received_total") == 2 * 2 * 160
