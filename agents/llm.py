@@ -184,9 +184,11 @@ class LLMClient:
         _COST.inc(site, model, n=cost)
         return cost
 
-    async def _create(self, model: str, site: str, alert: str, **kwargs: Any) -> Any:
-        """One call to the endpoint, as a GenAI client span (``chat {model}``) with its
-        tokens and cost; raises what the client raises."""
+    async def _create(self, model: str, site: str, alert: str, **kwargs: Any
+                      ) -> tuple[Any, int, int, float]:
+        """One call to the endpoint, as a GenAI client span (``chat {model}``), its tokens
+        and cost counted (:meth:`_spend`): ``(response, input tokens, output tokens,
+        cost)``; raises what the client raises."""
         with tracing.span(f"chat {model}", kind="client", attributes={
                 "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
                 "gen_ai.request.model": model,
@@ -199,16 +201,15 @@ class LLMClient:
             finally:
                 _LATENCY.observe(time.perf_counter() - t0, model)
             t_in, t_out = _usage(resp)
+            cost = self._spend(model, t_in, t_out, site, alert)
             finish = [str(c.finish_reason) for c in (resp.choices or [])
                       if getattr(c, "finish_reason", None)]
             tracing.set_attributes(
                 sp, gen_ai__response__model=getattr(resp, "model", None) or None,
                 gen_ai__response__id=getattr(resp, "id", None) or None,
                 gen_ai__usage__input_tokens=t_in, gen_ai__usage__output_tokens=t_out,
-                gen_ai__response__finish_reasons=finish or None,
-                aiotflow__cost_usd=t_in / 1000 * self.settings.prices(model)[0]
-                + t_out / 1000 * self.settings.prices(model)[1])
-            return resp
+                gen_ai__response__finish_reasons=finish or None, aiotflow__cost_usd=cost)
+            return resp, t_in, t_out, cost
 
     def _over_budget(self, worst: float, site: str, alert: str) -> str | None:
         s = self.settings
@@ -246,7 +247,7 @@ class LLMClient:
             return LLMText(fallback, "offline", reason=over)
         extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if json_mode else {}
         try:
-            resp = await self._create(
+            resp, t_in, t_out, cost = await self._create(
                 s.model, site, alert, max_tokens=s.max_tokens, temperature=0.2,
                 messages=[{"role": "system", "content": system},
                           {"role": "user", "content": prompt}], **extra,
@@ -257,8 +258,6 @@ class LLMClient:
             log.warning("llm.failed", error=repr(exc)[:300])
             return LLMText(fallback, "offline", reason=f"LLM error: {type(exc).__name__}")
         text = (resp.choices[0].message.content or "").strip() if resp.choices else ""
-        t_in, t_out = _usage(resp)
-        cost = self._spend(s.model, t_in, t_out, site, alert)
         _REQUESTS.inc(s.model, "llm" if text else "empty")
         if not text:
             return LLMText(fallback, "offline", t_in + t_out, cost, reason="empty answer")
@@ -319,16 +318,15 @@ class LLMClient:
             return ChatAnswer("", (), "offline", model, reason=over)
         extra: dict[str, Any] = {"tools": tools, "tool_choice": "auto"} if tools else {}
         try:
-            resp = await self._create(model, site, alert, max_tokens=s.max_tokens,
-                                      temperature=0.0, messages=messages, **extra)
+            resp, t_in, t_out, cost = await self._create(
+                model, site, alert, max_tokens=s.max_tokens, temperature=0.0,
+                messages=messages, **extra)
         except Exception as exc:  # any endpoint failure falls back; the decision never waits
             self.failures += 1
             _REQUESTS.inc(model, "error")
             log.warning("llm.failed", error=repr(exc)[:300], model=model)
             return ChatAnswer("", (), "offline", model,
                               reason=f"LLM error: {type(exc).__name__}")
-        t_in, t_out = _usage(resp)
-        cost = self._spend(model, t_in, t_out, site, alert)
         msg = resp.choices[0].message if resp.choices else None
         calls = tuple(
             ToolCall(str(c.id or f"call-{i}"), str(c.function.name or ""),
