@@ -97,10 +97,6 @@ class HistogramFamily(_Family):
         row[bisect_left(self.buckets, value)] += 1
         row[-1] += value
 
-    def count(self, *labels: str) -> int:
-        row = self.values.get(labels)
-        return 0 if row is None else int(sum(row[:-1]))
-
     def samples(self) -> Iterator[tuple[Labels, list[float]]]:
         yield from [(k, list(r)) for k, r in list(self.values.items())]
 
@@ -157,12 +153,6 @@ class Registry:
         """A family read by calling ``fn`` at scrape time: a number, or labels -> number
         (``None`` or NaN: no sample)."""
         self._add(_Callback(kind, name, doc, labels, fn))
-
-    def names(self) -> list[str]:
-        return sorted(self._families)
-
-    def family(self, name: str) -> Any:
-        return self._families[name]
 
     def collect(self) -> Iterator[Any]:
         """``prometheus_client`` metric families (the custom-collector protocol)."""
