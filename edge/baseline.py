@@ -11,6 +11,8 @@ outside an episode) and publishes it with each alert as ``baseline``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -32,30 +34,100 @@ class OperatingPoint:
             raise ValueError("tau_s must be > 0")
         self.channels = list(channels)
         self.tau_s = tau_s
-        self._level: dict[str, npt.NDArray[np.float64]] = {}
-        self._ts: dict[str, float] = {}
+        # one row per asset, so a scored batch is folded in with a few array operations
+        self._row: dict[str, int] = {}
+        self._free: list[int] = []
+        self._level: npt.NDArray[np.float64] = np.zeros((16, len(self.channels)))
+        self._ts: npt.NDArray[np.float64] = np.zeros(16)
 
     def forget(self, key: str) -> None:
         """Let an evicted asset's level go."""
-        self._level.pop(key, None)
-        self._ts.pop(key, None)
+        row = self._row.pop(key, None)
+        if row is not None:
+            self._free.append(row)
 
     def update(self, key: str, ts: float, means: npt.ArrayLike) -> None:
         """Fold in one normal window's channel means (non-finite ones are skipped)."""
         m = np.asarray(means, dtype=np.float64)
-        if m.shape != (len(self.channels),) or not np.isfinite(m).all():
+        if m.shape == (len(self.channels),):
+            self.update_many([key], [ts], m[None])
+
+    def update_many(self, keys: Sequence[str], ts: Sequence[float] | npt.ArrayLike,
+                    means: npt.ArrayLike) -> None:
+        """Fold in normal windows ``[B, C]`` in order, as ``update`` one at a time would
+        (windows with a non-finite mean are skipped).
+
+        A key's windows in a batch are folded in closed form: with ``d_j`` the time since
+        the key's previous window (at least 1 s) and ``a_j = 1 - exp(-d_j / tau)``, the
+        recurrence ``L_j = (1 - a_j) L_{j-1} + a_j m_j`` over ``k`` windows is
+        ``exp(-E_k / tau) L_0 + sum_j a_j exp(-(E_k - E_j) / tau) m_j``, ``E_j`` the
+        cumulated ``d``: a few array operations per batch, however many windows a key
+        has in it, and no exponent above 0.
+        """
+        m = np.asarray(means, dtype=np.float64)
+        t = np.asarray(ts, dtype=np.float64)
+        if m.shape != (len(keys), len(self.channels)) or t.shape != (len(keys),):
+            raise ValueError(f"means must be [{len(keys)}, {len(self.channels)}]")
+        ok = cast(list[bool], np.isfinite(m).all(axis=1).tolist())
+        fold: list[int] = []  # windows to fold in, and their rows
+        rows: list[int] = []
+        get = self._row.get
+        for i, key in enumerate(keys):
+            if not ok[i]:
+                continue
+            row = get(key)
+            if row is None:  # a new asset's first window sets its level
+                row = self._new_row(key)
+                self._level[row] = m[i]
+                self._ts[row] = t[i]
+                continue
+            fold.append(i)
+            rows.append(row)
+        if not fold:
             return
-        level = self._level.get(key)
-        if level is None:
-            self._level[key] = m.copy()
-            self._ts[key] = ts
+        r = np.array(rows, dtype=np.intp)
+        order = np.argsort(r, kind="stable")  # each key's windows together, in order
+        idx, r = np.array(fold, dtype=np.intp)[order], r[order]
+        tt, mm = t[idx], m[idx]
+        first = np.empty(len(r), dtype=bool)
+        first[0] = True
+        np.not_equal(r[1:], r[:-1], out=first[1:])
+        if (tt[1:] < tt[:-1])[~first[1:]].any():  # time going back within a key: rare
+            for i, row in zip(fold, rows, strict=True):
+                last = self._ts[row]
+                a1 = 1.0 - math.exp(-max(t[i] - last, 1.0) / self.tau_s)
+                self._ts[row] = max(t[i], last)
+                self._level[row] += a1 * (m[i] - self._level[row])
             return
-        dt = max(0.0, ts - self._ts[key])
-        self._ts[key] = max(ts, self._ts[key])
-        # a window with no time elapsed since the last one (a replay) counts as 1 s
-        a = 1.0 - math.exp(-max(dt, 1.0) / self.tau_s) if dt > 0 else 1.0 - math.exp(
-            -1.0 / self.tau_s)
-        level += a * (m - level)
+        starts = np.flatnonzero(first)
+        group = np.cumsum(first) - 1
+        urows = r[starts]
+        t0 = self._ts[urows]
+        prev = np.empty_like(tt)
+        prev[1:] = tt[:-1]
+        prev = np.where(first, t0[group], np.maximum(prev, t0[group]))
+        # time since the key's last window; none (a replay) or going back counts as 1 s
+        d = np.maximum(tt - prev, 1.0)
+        a = 1.0 - np.exp(-d / self.tau_s)
+        e = np.cumsum(d)
+        e -= (e[starts] - d[starts])[group]  # cumulated per key
+        ends = np.append(starts[1:], len(r)) - 1
+        ek = e[ends]
+        w = a * np.exp(-(ek[group] - e) / self.tau_s)
+        self._level[urows] = (np.exp(-ek / self.tau_s)[:, None] * self._level[urows]
+                              + np.add.reduceat(w[:, None] * mm, starts, axis=0))
+        self._ts[urows] = np.maximum(t0, tt[ends])
+
+    def _new_row(self, key: str) -> int:
+        if self._free:
+            row = self._free.pop()
+        else:
+            row = len(self._row)
+            if row >= len(self._ts):
+                self._level = np.concatenate([self._level, np.zeros_like(self._level)])
+                self._ts = np.concatenate([self._ts, np.zeros_like(self._ts)])
+        self._row[key] = row
+        return row
 
     def observe(self, policy: AlertPolicy, key: str, ts: float, score: float,
                 threshold: float, means: npt.ArrayLike) -> None:
@@ -66,10 +138,11 @@ class OperatingPoint:
 
     def get(self, key: str) -> dict[str, float]:
         """The asset's operating point (empty until a normal window was seen)."""
-        level = self._level.get(key)
-        if level is None:
+        row = self._row.get(key)
+        if row is None:
             return {}
-        return {c: float(f"{v:.6g}") for c, v in zip(self.channels, level, strict=True)}
+        return {c: float(f"{v:.6g}") for c, v in zip(self.channels, self._level[row].tolist(),
+                                                     strict=True)}
 
     def __len__(self) -> int:
-        return len(self._level)
+        return len(self._row)

@@ -126,9 +126,11 @@ class ModelBundle:
     def version(self) -> str:
         return self.meta.version
 
-    def features(self, windows: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        """Feature matrix of a batch of windows ``[B, window, C]``."""
-        return window_features(windows, self.meta.features)
+    def features(self, windows: npt.NDArray[Any], *,
+                 time_major: bool = False) -> npt.NDArray[np.float32]:
+        """Feature matrix of a batch of windows ``[B, window, C]`` (``[window, B, C]``
+        when ``time_major``)."""
+        return window_features(windows, self.meta.features, time_major=time_major)
 
     def score(
         self, features: npt.NDArray[np.float32]
@@ -138,10 +140,11 @@ class ModelBundle:
         return emb, np.asarray(score).reshape(-1)
 
     def score_windows(
-        self, windows: npt.NDArray[Any]
+        self, windows: npt.NDArray[Any], *, time_major: bool = False
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Features and scores of raw windows in one call."""
-        return self.score(self.features(windows))
+        """Features and scores of raw windows in one call (``time_major``: see
+        :meth:`features`)."""
+        return self.score(self.features(windows, time_major=time_major))
 
     def embed_window(self, window: Mapping[str, Sequence[float]]) -> list[float]:
         """The embedding of one raw window ``{"channel": [samples...]}`` (every channel of

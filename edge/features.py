@@ -32,32 +32,46 @@ def feature_names(channels: Sequence[str], spec: Sequence[str]) -> list[str]:
     return [f"{c}:{f}" for f in spec for c in channels]
 
 
-def window_features(windows: F64 | F32, spec: Sequence[str]) -> F32:
-    """Features of a batch of windows ``[B, length, C]`` as a ``[B, len(spec) * C]`` array."""
+def window_features(windows: F64 | F32, spec: Sequence[str], *,
+                    time_major: bool = False) -> F32:
+    """Features of a batch of windows ``[B, length, C]`` (``[length, B, C]`` when
+    ``time_major``: the layout they are computed in, so a caller stacking windows can
+    stack them so) as a ``[B, len(spec) * C]`` array."""
     w = np.asarray(windows, dtype=np.float64)
     if w.ndim != 3:
         raise ValueError(f"windows must be [batch, length, channels], got shape {w.shape}")
-    parts: list[F64] = []
-    mean = w.mean(axis=1)
-    for name in spec:
+    unknown = [f for f in spec if f not in FEATURES]
+    if unknown:
+        raise BundleError(f"unknown features {unknown}; known: {list(FEATURES)}")
+    # time-major [length, B*C]: each statistic is a reduction over the outer axis, which
+    # numpy runs along contiguous rows of B*C values (over axis 1 of [B, length, C] its
+    # inner loop is C values long: 3-4x slower for the same result, bit for bit)
+    if time_major:
+        n, b, c = w.shape
+        t = np.ascontiguousarray(w).reshape(n, b * c)
+    else:
+        b, n, c = w.shape
+        t = np.ascontiguousarray(w.transpose(1, 0, 2)).reshape(n, b * c)
+    out = np.empty((len(spec), b * c), dtype=np.float32)
+    mean = t.mean(axis=0)
+    for k, name in enumerate(spec):
         if name == "mean":
-            parts.append(mean)
+            out[k] = mean
         elif name == "std":
-            parts.append(w.std(axis=1))
+            d = t - mean
+            d *= d
+            out[k] = np.sqrt(d.mean(axis=0))
         elif name == "min":
-            parts.append(w.min(axis=1))
+            out[k] = t.min(axis=0)
         elif name == "max":
-            parts.append(w.max(axis=1))
+            out[k] = t.max(axis=0)
         elif name == "last":
-            parts.append(w[:, -1, :])
-        elif name == "slope":
-            n = w.shape[1]
+            out[k] = t[-1]
+        else:  # slope: least squares on centred time, so the mean need not be removed
             x = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
-            denom = float((x * x).sum()) or 1.0
-            parts.append(np.einsum("l,blc->bc", x, w - mean[:, None, :]) / denom)
-        else:
-            raise BundleError(f"unknown feature {name!r}; known: {list(FEATURES)}")
-    return np.concatenate(parts, axis=1).astype(np.float32)
+            out[k] = (x @ t) / (float((x * x).sum()) or 1.0)
+    # [feature, B, C] -> [B, feature * C]: feature-major per window
+    return np.ascontiguousarray(out.reshape(len(spec), b, c).transpose(1, 0, 2)).reshape(b, -1)
 
 
 class Ring:
@@ -177,6 +191,38 @@ class WindowBuffer:
                 return False
             return True
         return False
+
+    def push_many(self, ring: Ring, ts: float, rows: F64) -> list[tuple[int, F64]]:
+        """Append the complete samples ``rows`` ``[n, C]`` (every channel, in channel
+        order) at once, the last one at time ``ts``: what ``n`` calls of :meth:`push`
+        would do, with the due windows returned as ``(row index, window)`` - each
+        ``[length, C]``, oldest sample first, a read-only view for the scorer."""
+        length, n = self.length, len(rows)
+        if ring.dirty:
+            self._complete(ring)
+        # the current window then the new rows: the window due after row j is a slice
+        ext = np.concatenate((ring.data[self._order[ring.pos]], rows))
+        ext.flags.writeable = False
+        due: list[tuple[int, F64]] = []
+        count, since, blocked, hop = ring.count, ring.since, ring.blocked, self.hop
+        for j in range(n):
+            if count < length:
+                count += 1
+            if blocked:
+                blocked -= 1
+            since += 1
+            if count == length and since >= hop:
+                since = 0
+                if blocked:  # no channel is unseen after a complete sample
+                    self.skipped += 1
+                else:
+                    due.append((j, ext[j + 1:j + 1 + length]))
+        ring.count, ring.since, ring.blocked = count, since, blocked
+        ring.pos = (ring.pos + n) % length
+        ring.data[self._order[ring.pos]] = ext[n:]
+        ring.last = ext[-1].tolist()
+        ring.last_ts = ts
+        return due
 
     def _complete(self, ring: Ring) -> None:
         """A sample with every channel: gaps end; first-seen channels start clean rows."""

@@ -24,7 +24,9 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import itertools
 import json
+import operator
 import time
 import uuid
 from collections.abc import Callable
@@ -41,7 +43,7 @@ import structlog
 
 from aiotflow import tracing
 from aiotflow.contracts.mqtt import LinkState, reconnecting, sink_queue, wait_event
-from aiotflow.contracts.schema import Alert, alert_id_for, decode_readings
+from aiotflow.contracts.schema import Alert, WireReading, alert_id_for, decode_readings
 from aiotflow.contracts.signing import sign_alert
 from aiotflow.files import write_private
 from aiotflow.keys import load_or_create_key
@@ -136,6 +138,8 @@ class EdgeRuntime:
                                    max_impute=settings.max_impute,
                                    max_assets=settings.max_assets,
                                    idle_s=settings.asset_idle_s, on_evict=self._forget)
+        # a sample's values in channel order, in C: KeyError when a channel is missing
+        self._row_of = operator.itemgetter(*meta.channels)
         self._routes: dict[str, tuple[str, str, PayloadError | None]] = {}
         self._max_batch = settings.scoring.max_batch
         # QoS 1 publishes in flight at once (aiomqtt warns past 10 pending)
@@ -261,6 +265,10 @@ class EdgeRuntime:
             return
         buffer, pending = self.buffer, self._pending
         arrived = time.monotonic()
+        if len(readings) > 1 and self._handle_block(site, asset, readings, arrived):
+            if len(pending) >= self._max_batch:
+                self._wake_scorer.set()
+            return
         ring = None
         for r in readings:
             a = asset if r.asset is None else r.asset
@@ -280,6 +288,33 @@ class EdgeRuntime:
                 pending.append((site, a, r.ts, buffer.window(ring), arrived))
         if len(pending) >= self._max_batch:
             self._wake_scorer.set()
+
+    def _handle_block(self, site: str, asset: str, readings: list[WireReading],
+                      arrived: float) -> bool:
+        """A batch of one asset's complete samples in time order, pushed at once; ``False``
+        (nothing done) when the batch is not that and must go reading by reading."""
+        ts = [r.ts for r in readings]
+        if any(r.asset is not None for r in readings) or any(
+                b <= a for a, b in itertools.pairwise(ts)):
+            return False
+        try:
+            rows = np.array([self._row_of(r.values) for r in readings], dtype=np.float64)
+        except KeyError:  # a channel missing: imputation, reading by reading
+            return False
+        st = self.stats
+        ring = self.buffer.ring(f"{site}/{asset}")
+        if ring is None:  # full of live assets: a new name is refused, counted
+            st.invalid += len(readings)
+            st.invalid_reasons["too_many_assets"] = (
+                st.invalid_reasons.get("too_many_assets", 0) + len(readings))
+            return True
+        if ts[0] <= ring.last_ts:  # out of order: rejected reading by reading
+            return False
+        st.readings_received += len(readings)
+        pending = self._pending
+        for j, window in self.buffer.push_many(ring, ts[-1], rows.reshape(len(ts), -1)):
+            pending.append((site, asset, ts[j], window, arrived))
+        return True
 
     def _forget(self, key: str) -> None:
         """An idle asset evicted from the windows: its alert state and level go too."""
@@ -345,33 +380,40 @@ class EdgeRuntime:
         dead, self._dead = self._dead, []
         out: list[tuple[str, str, bytes, int]] = []  # alerts, for the engine
         if batch:
-            windows = np.stack([d[3] for d in batch])
+            windows = np.stack([d[3] for d in batch], axis=1)  # [length, B, C]
             began_ns = time.time_ns()
             t0 = time.perf_counter()
-            emb, scores = await asyncio.to_thread(self.bundle.score_windows, windows)
+            emb, scores = await asyncio.to_thread(self.bundle.score_windows, windows,
+                                                  time_major=True)
             self.batch_seconds.observe(time.perf_counter() - t0)
             self.batch_windows.observe(len(batch))
             self.stats.windows_scored += len(batch)
             self.stats.score_batches += 1
             threshold = self.bundle.meta.threshold
-            update = self.policy.update
-            means = windows.mean(axis=1)
-            for i, (site, asset, ts, _w, arrived) in enumerate(batch):
-                key = f"{site}/{asset}"
-                score = float(scores[i])
+            update, in_episode = self.policy.update, self.policy.in_episode
+            point = self.operating_point
+            means = windows.mean(axis=0)
+            keys = [f"{d[0]}/{d[1]}" for d in batch]
+            normal: list[int] = []  # windows of normal operation, for the operating point
+            for i, score in enumerate(scores.tolist()):
+                key, ts = keys[i], batch[i][2]
                 episode = update(key, ts, score, threshold)
-                self.operating_point.observe(self.policy, key, ts, score, threshold, means[i])
+                if score < threshold and not in_episode(key):
+                    normal.append(i)
                 if episode is not None:
+                    self._fold(point, normal, keys, batch, means)  # the level up to now
+                    site, asset = batch[i][0], batch[i][1]
                     topic = f"{self.settings.alert_prefix}/{site}/{asset}"
                     alert = self._alert(batch[i], episode.start, score, emb[i],
-                                        self.operating_point.get(key), topic, began_ns)
+                                        point.get(key), topic, began_ns)
                     out.append((alert.id, topic, alert.model_dump_json().encode(),
                                 PRIORITY[alert.severity]))
                     self._count(alert)
-                    self.reading_to_alert.observe(time.monotonic() - arrived)
+                    self.reading_to_alert.observe(time.monotonic() - batch[i][4])
                     self._notify(alert)
                     log.warning("edge.alert", alert_id=alert.id, asset=asset, site=site,
                                 severity=alert.severity, score=round(alert.score, 2))
+            self._fold(point, normal, keys, batch, means)
             self.stats.alerts_suppressed = self.policy.suppressed
             drift = self.drift.update(scores)
             self.stats.drift_psi = None if self.drift.psi is None else round(self.drift.psi, 4)
@@ -392,6 +434,16 @@ class EdgeRuntime:
             self.stats.outbox_dropped = self._outbox.dropped
             self._outbox_empty.clear()
             self._wake_publisher.set()
+
+    @staticmethod
+    def _fold(point: OperatingPoint, normal: list[int], keys: list[str], batch: list[_Due],
+              means: npt.NDArray[np.float64]) -> None:
+        """Fold the batch's ``normal`` windows into the operating point (and clear the
+        list): in one call, equivalent to one window at a time."""
+        if normal:
+            point.update_many([keys[i] for i in normal], [batch[i][2] for i in normal],
+                              means[normal])
+            normal.clear()
 
     def _count(self, alert: Alert) -> None:
         st = self.stats

@@ -34,3 +34,53 @@ def test_tracks_a_load_change_and_ignores_time_going_back() -> None:
     assert op.get("g")["load"] > 0.78
     with pytest.raises(ValueError):
         OperatingPoint(["x"], tau_s=0)
+
+
+def _reference(windows: list[tuple[str, float, list[float]]], tau: float) -> dict:
+    """The operating point's definition, one window at a time, in plain Python."""
+    level: dict[str, list[float]] = {}
+    last: dict[str, float] = {}
+    for key, ts, means in windows:
+        if not all(math.isfinite(v) for v in means):
+            continue
+        if key not in level:
+            level[key], last[key] = list(means), ts
+            continue
+        a = 1.0 - math.exp(-max(ts - last[key], 1.0) / tau)
+        last[key] = max(ts, last[key])
+        level[key] = [x + a * (v - x) for x, v in zip(level[key], means, strict=True)]
+    return level
+
+
+@pytest.mark.parametrize("time_goes_back", [False, True])
+def test_a_batch_folds_in_as_its_windows_one_by_one(time_goes_back: bool) -> None:
+    rng = np.random.default_rng(7)
+    tau = 50.0
+    windows: list[tuple[str, float, list[float]]] = []
+    clock = {k: 1000.0 for k in "abcdef"}
+    for _ in range(2000):
+        key = "abcdef"[int(rng.integers(6))]
+        step = float(rng.choice([0.0, 0.5, 1.0, 2.0, 300.0]))  # replays, gaps, long gaps
+        if time_goes_back and rng.random() < 0.05:
+            step = -20.0
+        clock[key] += step
+        means = rng.normal(50, 10, size=3).tolist()
+        if rng.random() < 0.03:
+            means[int(rng.integers(3))] = float("nan")
+        windows.append((key, clock[key], means))
+    op = OperatingPoint(["x", "y", "z"], tau_s=tau)
+    i, cut = 0, None
+    while i < len(windows):  # batches of every size, 1 to 300
+        n = int(rng.integers(1, 300))
+        chunk = windows[i:i + n]
+        op.update_many([w[0] for w in chunk], [w[1] for w in chunk], [w[2] for w in chunk])
+        i += n
+        if cut is None and i >= 600:  # "c" evicted: seen again, it starts over
+            op.forget("c")
+            cut = i
+    assert cut is not None
+    expected = _reference([w for w in windows[:cut] if w[0] != "c"] + windows[cut:], tau)
+    assert len(op) == len(expected) == 6
+    for key, level in expected.items():
+        np.testing.assert_allclose(list(op.get(key).values()), level, rtol=1e-5)
+        np.testing.assert_allclose(op._level[op._row[key]], level, rtol=1e-9, atol=1e-9)

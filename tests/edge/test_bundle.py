@@ -62,6 +62,45 @@ def test_channel_never_received_is_never_invented() -> None:
     np.testing.assert_array_equal(buf.window(r), [[5, -5], [6, -6], [7, -7]])
 
 
+def test_a_block_of_samples_is_pushed_as_one_by_one() -> None:
+    """``push_many`` (a batched message) and ``push`` (one sample at a time) see the same
+    windows due, the same skips and leave the same ring, gaps and warm-up included."""
+    rng = np.random.default_rng(3)
+    # complete samples, then a long gap in "b", then complete again: blocks cross both
+    samples: list[dict[str, float]] = []
+    for i in range(400):
+        v = {"a": float(i), "b": float(rng.normal())}
+        if 120 <= i < 126 or (i % 97 == 5):
+            del v["b"]
+        samples.append(v)
+    one, many = (WindowBuffer(["a", "b"], length=7, hop=3, max_impute=2) for _ in range(2))
+    r1, r2 = one.ring("x"), many.ring("x")
+    assert r1 is not None and r2 is not None
+    expected = []
+    for i, v in enumerate(samples):
+        if one.push(r1, float(i), v):
+            expected.append((i, one.window(r1)))
+    got: list[tuple[int, np.ndarray]] = []
+    i = 0
+    while i < len(samples):
+        n = int(rng.integers(1, 25))
+        block = samples[i:i + n]
+        if all("b" in v for v in block):
+            rows = np.array([[v["a"], v["b"]] for v in block])
+            got += [(i + j, w) for j, w in many.push_many(r2, float(i + n - 1), rows)]
+        else:
+            got += [(i + j, many.window(r2)) for j, v in enumerate(block)
+                    if many.push(r2, float(i + j), v)]
+        i += n
+    assert [g[0] for g in got] == [e[0] for e in expected] and len(got) > 80
+    for (_, w), (_, e) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(w, e)
+    assert (many.skipped, many.imputed) == (one.skipped, one.imputed) and one.skipped > 0
+    np.testing.assert_array_equal(many.window(r2), one.window(r1))
+    assert (r2.pos, r2.count, r2.since, r2.blocked, r2.last, r2.last_ts) == (
+        r1.pos, r1.count, r1.since, r1.blocked, r1.last, r1.last_ts)
+
+
 @pytest.mark.parametrize("embedding", ["residual", "standardised"])
 def test_onnx_matches_scikit_learn(embedding: str) -> None:
     rng = np.random.default_rng(0)
