@@ -63,7 +63,7 @@ class DriftMonitor:
         s = self.settings
         if not s.enabled or not self.edges:
             return None
-        self._recent.extend(float(x) for x in scores)
+        self._recent.extend(np.asarray(scores, dtype=np.float64).tolist())
         self._since += len(scores)
         if self._since < s.every or len(self._recent) < min(s.window, 10 * s.every):
             return None

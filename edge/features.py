@@ -203,21 +203,19 @@ class WindowBuffer:
         # the current window then the new rows: the window due after row j is a slice
         ext = np.concatenate((ring.data[self._order[ring.pos]], rows))
         ext.flags.writeable = False
-        due: list[tuple[int, F64]] = []
         count, since, blocked, hop = ring.count, ring.since, ring.blocked, self.hop
-        for j in range(n):
-            if count < length:
-                count += 1
-            if blocked:
-                blocked -= 1
-            since += 1
-            if count == length and since >= hop:
-                since = 0
-                if blocked:  # no channel is unseen after a complete sample
-                    self.skipped += 1
-                else:
-                    due.append((j, ext[j + 1:j + 1 + length]))
-        ring.count, ring.since, ring.blocked = count, since, blocked
+        # push's arithmetic for n rows at once: after row j, count is min(count + j + 1,
+        # length) and since is since + j + 1 until a window is due - the first once both
+        # the window is full and hop rows have come, then every hop rows
+        dues = range(max(length - count - 1, hop - since - 1, 0), n, hop)
+        # a due window is skipped while a gap is still in it: blocked - j - 1 > 0 after row j
+        wait = max(blocked - 1 - dues.start, 0)
+        clear = range(dues.start + -(-wait // hop) * hop, n, hop)
+        self.skipped += len(dues) - len(clear)
+        due = [(j, ext[j + 1:j + 1 + length]) for j in clear]
+        ring.count = min(count + n, length)
+        ring.since = n - 1 - dues[-1] if dues else since + n
+        ring.blocked = max(blocked - n, 0)
         ring.pos = (ring.pos + n) % length
         ring.data[self._order[ring.pos]] = ext[n:]
         ring.last = ext[-1].tolist()

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -113,3 +114,26 @@ class AlertPolicy:
             else:
                 st.normal_run = 0
         return None
+
+    def update_many(self, keys: Sequence[str], ts: Sequence[float], scores: Sequence[float],
+                    threshold: float) -> tuple[list[tuple[int, Episode]], list[int]]:
+        """``update`` for a batch of windows in order: the episodes that opened, with the
+        index of their window, and the indices of the windows of normal operation (below
+        threshold, no episode open after it). An asset's state is made when it first
+        matters: a below-threshold window of a quiet asset changes nothing."""
+        episodes: list[tuple[int, Episode]] = []
+        normal: list[int] = []
+        get, update = self._assets.get, self.update
+        for i, score in enumerate(scores):
+            if score < threshold:
+                st = get(keys[i])
+                if st is None or not (st.run or st.in_episode):
+                    normal.append(i)
+                    continue
+            episode = update(keys[i], ts[i], score, threshold)
+            if episode is not None:
+                episodes.append((i, episode))
+            elif score < threshold and not self._assets[keys[i]].in_episode:
+                normal.append(i)
+        return episodes, normal
+

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import hashlib
 import itertools
@@ -390,32 +391,31 @@ class EdgeRuntime:
             self.stats.windows_scored += len(batch)
             self.stats.score_batches += 1
             threshold = self.bundle.meta.threshold
-            update, in_episode = self.policy.update, self.policy.in_episode
             point = self.operating_point
             means = windows.mean(axis=0)
             keys = [f"{d[0]}/{d[1]}" for d in batch]
-            normal: list[int] = []  # windows of normal operation, for the operating point
-            for i, score in enumerate(scores.tolist()):
-                key, ts = keys[i], batch[i][2]
-                episode = update(key, ts, score, threshold)
-                if score < threshold and not in_episode(key):
-                    normal.append(i)
-                if episode is not None:
-                    self._fold(point, normal, keys, batch, means)  # the level up to now
-                    site, asset = batch[i][0], batch[i][1]
-                    topic = f"{self.settings.alert_prefix}/{site}/{asset}"
-                    alert = self._alert(batch[i], episode.start, score, emb[i],
-                                        point.get(key), topic, began_ns)
-                    out.append((alert.id, topic, alert.model_dump_json().encode(),
-                                PRIORITY[alert.severity]))
-                    self._count(alert)
-                    self.reading_to_alert.observe(time.monotonic() - batch[i][4])
-                    self._notify(alert)
-                    log.warning("edge.alert", alert_id=alert.id, asset=asset, site=site,
-                                severity=alert.severity, score=round(alert.score, 2))
-            self._fold(point, normal, keys, batch, means)
+            score_list = scores.tolist()
+            episodes, normal = self.policy.update_many(keys, [d[2] for d in batch],
+                                                       score_list, threshold)
+            folded = 0  # normal windows folded into the operating point so far
+            for i, episode in episodes:
+                upto = bisect.bisect_left(normal, i, lo=folded)
+                self._fold(point, normal[folded:upto], keys, batch, means)  # level up to now
+                folded = upto
+                site, asset = batch[i][0], batch[i][1]
+                topic = f"{self.settings.alert_prefix}/{site}/{asset}"
+                alert = self._alert(batch[i], episode.start, score_list[i], emb[i],
+                                    point.get(keys[i]), topic, began_ns)
+                out.append((alert.id, topic, alert.model_dump_json().encode(),
+                            PRIORITY[alert.severity]))
+                self._count(alert)
+                self.reading_to_alert.observe(time.monotonic() - batch[i][4])
+                self._notify(alert)
+                log.warning("edge.alert", alert_id=alert.id, asset=asset, site=site,
+                            severity=alert.severity, score=round(alert.score, 2))
+            self._fold(point, normal[folded:], keys, batch, means)
             self.stats.alerts_suppressed = self.policy.suppressed
-            drift = self.drift.update(scores)
+            drift = self.drift.update(score_list)
             self.stats.drift_psi = None if self.drift.psi is None else round(self.drift.psi, 4)
             if drift is not None:
                 alert = self._drift_alert(drift)
@@ -438,12 +438,11 @@ class EdgeRuntime:
     @staticmethod
     def _fold(point: OperatingPoint, normal: list[int], keys: list[str], batch: list[_Due],
               means: npt.NDArray[np.float64]) -> None:
-        """Fold the batch's ``normal`` windows into the operating point (and clear the
-        list): in one call, equivalent to one window at a time."""
+        """Fold the batch's ``normal`` windows into the operating point: in one call,
+        equivalent to one window at a time."""
         if normal:
             point.update_many([keys[i] for i in normal], [batch[i][2] for i in normal],
                               means[normal])
-            normal.clear()
 
     def _count(self, alert: Alert) -> None:
         st = self.stats

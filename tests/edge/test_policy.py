@@ -53,3 +53,40 @@ def test_severity() -> None:
     assert severity_for(1.5, 1) == "warning"
     assert severity_for(2.5, 1) == "major"
     assert severity_for(9, 1) == "critical"
+
+
+def test_a_batch_decides_as_its_windows_one_by_one() -> None:
+    """``update_many`` opens the same episodes at the same windows and calls the same
+    windows normal as ``update`` then ``in_episode`` one window at a time."""
+    import random
+
+    rnd = random.Random(5)
+    settings = PolicySettings(k=2, clear=2, clear_ratio=0.8, cooldown_s=150.0)
+    one, many = AlertPolicy(settings), AlertPolicy(settings)
+    clock = 0.0
+    windows = []
+    for _ in range(6000):  # bursts of anomalies, scores at the threshold, many assets
+        clock += 1.0
+        key = f"a{rnd.randrange(5)}"
+        hot = rnd.random() < (0.5 if int(clock) // 200 % 2 else 0.05)
+        score = rnd.uniform(1.0, 3.0) if hot else rnd.choice([rnd.uniform(0, 0.79), 0.9, 1.0])
+        windows.append((key, clock, score))
+    expected_eps, expected_normal = [], []
+    for i, (key, ts, score) in enumerate(windows):
+        ep = one.update(key, ts, score, 1.0)
+        if ep is not None:
+            expected_eps.append((i, ep))
+        if score < 1.0 and not one.in_episode(key):
+            expected_normal.append(i)
+    got_eps, got_normal = [], []
+    i = 0
+    while i < len(windows):
+        chunk = windows[i:i + rnd.randrange(1, 200)]
+        eps, normal = many.update_many([w[0] for w in chunk], [w[1] for w in chunk],
+                                       [w[2] for w in chunk], 1.0)
+        got_eps += [(i + j, ep) for j, ep in eps]
+        got_normal += [i + j for j in normal]
+        i += len(chunk)
+    assert got_eps == expected_eps and len(expected_eps) > 10
+    assert got_normal == expected_normal
+    assert many.suppressed == one.suppressed > 0
