@@ -43,7 +43,7 @@ import numpy.typing as npt
 import structlog
 
 from aiotflow import tracing
-from aiotflow.contracts.mqtt import LinkState, reconnecting, sink_queue, wait_event
+from aiotflow.contracts.mqtt import LinkState, reap, reconnecting, sink_queue, wait_event
 from aiotflow.contracts.schema import Alert, WireReading, alert_id_for, decode_readings
 from aiotflow.contracts.signing import sign_alert
 from aiotflow.files import write_private
@@ -210,6 +210,7 @@ class EdgeRuntime:
                 await wait_event(self._outbox_empty, self.settings.drain_timeout_s)
             for name in ("edge-publish", "edge-stats"):
                 self._tasks[name].cancel()
+            await reap(list(self._tasks.values()))
             await self._tg.__aexit__(t, e, tb)
         finally:
             self._tg = None

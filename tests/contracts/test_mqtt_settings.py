@@ -44,3 +44,40 @@ def test_a_tls_context_verifies_the_broker_unless_told_not_to_by_name(tmp_path: 
     assert insecure is not None and not insecure.check_hostname
     assert insecure.verify_mode == ssl.CERT_REQUIRED  # the chain is still verified
     assert MqttSettings().tls_context() is None
+
+
+async def test_a_task_that_lost_its_cancellation_is_cancelled_again() -> None:
+    """A loop that swallows one cancellation (as a lost one looks) still ends, logged with
+    where it waited; one that ends at the first cancel is not touched again."""
+    import asyncio
+
+    import structlog
+
+    from aiotflow.contracts.mqtt import reap
+
+    lost = 0
+
+    async def stubborn() -> None:
+        nonlocal lost
+        while True:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                if lost:
+                    raise
+                lost += 1  # the first cancellation goes missing
+
+    async def obedient() -> None:
+        await asyncio.sleep(30)
+
+    tasks = [asyncio.create_task(stubborn(), name="stubborn"),
+             asyncio.create_task(obedient(), name="obedient")]
+    await asyncio.sleep(0)
+    for task in tasks:
+        task.cancel()
+    with structlog.testing.capture_logs() as logs:
+        async with asyncio.timeout(5):
+            await reap(tasks, every_s=0.1)
+    assert all(task.cancelled() for task in tasks) and lost == 1
+    assert [(e["event"], e["task"]) for e in logs] == [("task.cancel_lost", "stubborn")]
+    assert any("stubborn" in w for w in logs[0]["waiting_at"])
