@@ -309,6 +309,7 @@ class EdgeRuntime:
             st.invalid += len(readings)
             st.invalid_reasons["too_many_assets"] = (
                 st.invalid_reasons.get("too_many_assets", 0) + len(readings))
+            self.buffer.refused += len(readings) - 1  # per reading, as one by one
             return True
         if ts[0] <= ring.last_ts:  # out of order: rejected reading by reading
             return False

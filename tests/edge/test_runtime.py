@@ -315,3 +315,18 @@ async def test_batched_messages_decide_as_single_readings(
         s1.readings_received, s1.windows_scored, s1.invalid, s1.invalid_reasons)
     assert s1.invalid_reasons == {"out_of_order": 1} and s1.windows_scored > 500
     assert (b2.imputed, b2.skipped) == (b1.imputed, b1.skipped) and b1.imputed == 1
+
+
+def test_a_batch_of_a_refused_asset_counts_every_reading(
+    bundle: ModelBundle, tmp_path: Path
+) -> None:
+    import orjson
+
+    rt = EdgeRuntime(settings(tmp_path, bundle, "mqtt://127.0.0.1:1", max_assets=1),
+                     bundle=bundle)
+    values = dict.fromkeys(bundle.meta.channels, 1.0)
+    for asset in ("a", "b"):  # "a" holds the only slot and is live: "b" is refused
+        rt.handle(f"aiotflow/telemetry/plant-1/{asset}", orjson.dumps(
+            [{"ts": 1.7e9 + i, "values": values} for i in range(5)]))
+    assert rt.stats.readings_received == 5 and rt.stats.invalid == 5
+    assert rt.stats.invalid_reasons == {"too_many_assets": 5} and rt.buffer.refused == 5
