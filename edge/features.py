@@ -24,11 +24,15 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
 
-def feature_names(channels: Sequence[str], spec: Sequence[str]) -> list[str]:
-    """Names of the feature vector's entries, ``channel:feature``, in vector order."""
+def _check_spec(spec: Sequence[str]) -> None:
     unknown = [f for f in spec if f not in FEATURES]
     if unknown:
         raise BundleError(f"unknown features {unknown}; known: {list(FEATURES)}")
+
+
+def feature_names(channels: Sequence[str], spec: Sequence[str]) -> list[str]:
+    """Names of the feature vector's entries, ``channel:feature``, in vector order."""
+    _check_spec(spec)
     return [f"{c}:{f}" for f in spec for c in channels]
 
 
@@ -40,9 +44,7 @@ def window_features(windows: F64 | F32, spec: Sequence[str], *,
     w = np.asarray(windows, dtype=np.float64)
     if w.ndim != 3:
         raise ValueError(f"windows must be [batch, length, channels], got shape {w.shape}")
-    unknown = [f for f in spec if f not in FEATURES]
-    if unknown:
-        raise BundleError(f"unknown features {unknown}; known: {list(FEATURES)}")
+    _check_spec(spec)
     # time-major [length, B*C]: each statistic is a reduction over the outer axis, which
     # numpy runs along contiguous rows of B*C values (over axis 1 of [B, length, C] its
     # inner loop is C values long: 3-4x slower for the same result, bit for bit)
