@@ -45,7 +45,7 @@ from langgraph.types import Command
 from pydantic import ValidationError
 
 from aiotflow import tracing
-from aiotflow.contracts.mqtt import reconnecting
+from aiotflow.contracts.mqtt import reap, reconnecting
 from aiotflow.contracts.schema import Alert
 from aiotflow.contracts.signing import Untrusted
 from aiotflow.files import private_db, private_dir, write_private
@@ -262,6 +262,7 @@ class Engine:
                 await asyncio.wait(list(self._inflight))
         finally:
             self._lease.cancel()
+        await reap([*self._loops, self._lease])  # a loop that lost its cancel: again
         with contextlib.suppress(Exception):  # what was dropped since the last poll
             await self._report_drops()
         try:  # the chain's head as it is now, signed
