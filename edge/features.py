@@ -141,9 +141,10 @@ class WindowBuffer:
     def __len__(self) -> int:
         return len(self._rings)
 
-    def ring(self, asset: str) -> Ring | None:
+    def ring(self, asset: str, *, readings: int = 1) -> Ring | None:
         """The ring of ``asset``, created on first use; ``None`` when the buffer is full of
-        assets that are not idle (the new one is refused)."""
+        assets that are not idle (the new one is refused, and ``refused`` counts the
+        ``readings`` that asked for it)."""
         rings = self._rings
         now = time.monotonic()
         ring = rings.get(asset)
@@ -151,7 +152,7 @@ class WindowBuffer:
             if self.max_assets is not None and len(rings) >= self.max_assets:
                 oldest = next(iter(rings))
                 if now - rings[oldest].seen < self.idle_s:
-                    self.refused += 1
+                    self.refused += readings
                     return None
                 del rings[oldest]
                 self.evicted += 1

@@ -304,12 +304,11 @@ class EdgeRuntime:
         except KeyError:  # a channel missing: imputation, reading by reading
             return False
         st = self.stats
-        ring = self.buffer.ring(f"{site}/{asset}")
+        ring = self.buffer.ring(f"{site}/{asset}", readings=len(readings))
         if ring is None:  # full of live assets: a new name is refused, counted
             st.invalid += len(readings)
             st.invalid_reasons["too_many_assets"] = (
                 st.invalid_reasons.get("too_many_assets", 0) + len(readings))
-            self.buffer.refused += len(readings) - 1  # per reading, as one by one
             return True
         if ts[0] <= ring.last_ts:  # out of order: rejected reading by reading
             return False

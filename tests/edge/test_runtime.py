@@ -300,7 +300,6 @@ async def test_batched_messages_decide_as_single_readings(
                 if n % 50 == 0:
                     await asyncio.sleep(0)
             await wait_for(lambda rt=rt: not rt._pending and rt.stats.windows_scored > 0, 10)
-            await wait_for(lambda rt=rt: not rt._pending, 10)
         results.append((alerts, rt.stats, rt.buffer))
     (a1, s1, b1), (a2, s2, b2) = results
     assert len(batches) < len(singles) / 5 and max(len(b[1]) for b in batches) > 30
