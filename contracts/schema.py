@@ -21,6 +21,7 @@ __all__ = [
     "Alert",
     "ChannelSummary",
     "Reading",
+    "SampleDecoder",
     "Severity",
     "WireReading",
     "alert_id_for",
@@ -100,6 +101,45 @@ def decode_readings(payload: bytes | str, *, topic: str = "") -> list[WireReadin
             topic=topic,
         )
     return decoded
+
+
+class SampleDecoder:
+    """The common message of one model's edge, decoded without a dict per reading.
+
+    ``decode(payload)`` returns ``(ts, rows)`` - the readings' times and their values as
+    tuples in ``channels`` order - when every reading carries exactly ``channels`` and no
+    ``asset``: values land in a struct made for those channels, checked in C as
+    :class:`WireReading` checks them. Any other message (a channel missing or extra, an
+    asset named, anything invalid) gives ``None``: :func:`decode_readings` then decodes
+    it, or says what is wrong. The inputs it accepts are a subset of what
+    :func:`decode_readings` accepts, with the same times and values.
+    """
+
+    def __init__(self, channels: list[str]) -> None:
+        value = Annotated[float, msgspec.Meta(ge=-MAX_VALUE, le=MAX_VALUE)]
+        # field names are identifiers; the wire names (any string) are renames
+        names = [f"c{i}" for i in range(len(channels))]
+        values = msgspec.defstruct("Values", [(n, value) for n in names],
+                                   rename=dict(zip(names, channels, strict=True)),
+                                   forbid_unknown_fields=True, frozen=True, gc=False)
+        reading = msgspec.defstruct("Sample", [("ts", Annotated[float, msgspec.Meta(gt=0)]),
+                                               ("values", values)],
+                                    forbid_unknown_fields=True, frozen=True, gc=False)
+        self._decoder = msgspec.json.Decoder(reading | list[reading])  # type: ignore[valid-type]
+        self._astuple = msgspec.structs.astuple
+
+    def decode(self, payload: bytes) -> tuple[list[float], list[tuple[float, ...]]] | None:
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            return None
+        try:
+            decoded = self._decoder.decode(payload)
+        except msgspec.MsgspecError:  # not this shape, or not valid: decode_readings says
+            return None
+        if not isinstance(decoded, list):
+            return [decoded.ts], [self._astuple(decoded.values)]
+        if not decoded or len(decoded) > MAX_READINGS_PER_MESSAGE:
+            return None
+        return [r.ts for r in decoded], list(map(self._astuple, [r.values for r in decoded]))
 
 
 class ChannelSummary(BaseModel):
