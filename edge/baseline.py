@@ -68,21 +68,11 @@ class OperatingPoint:
         t = np.asarray(ts, dtype=np.float64)
         if m.shape != (len(keys), len(self.channels)) or t.shape != (len(keys),):
             raise ValueError(f"means must be [{len(keys)}, {len(self.channels)}]")
-        ok = cast(list[bool], np.isfinite(m).all(axis=1).tolist())
-        fold: list[int] = []  # windows to fold in, and their rows
-        rows: list[int] = []
-        get = self._row.get
-        for i, key in enumerate(keys):
-            if not ok[i]:
-                continue
-            row = get(key)
-            if row is None:  # a new asset's first window sets its level
-                row = self._new_row(key)
-                self._level[row] = m[i]
-                self._ts[row] = t[i]
-                continue
-            fold.append(i)
-            rows.append(row)
+        known: list[int | None] = list(map(self._row.get, keys))
+        if None in known or not np.isfinite(m).all():
+            fold, rows = self._sort_out(keys, t, m)
+        else:  # the usual batch: known assets, finite means
+            fold, rows = list(range(len(keys))), cast(list[int], known)
         if not fold:
             return
         r = np.array(rows, dtype=np.intp)
@@ -117,6 +107,27 @@ class OperatingPoint:
         self._level[urows] = (np.exp(-ek / self.tau_s)[:, None] * self._level[urows]
                               + np.add.reduceat(w[:, None] * mm, starts, axis=0))
         self._ts[urows] = np.maximum(t0, tt[ends])
+
+    def _sort_out(self, keys: Sequence[str], t: npt.NDArray[np.float64],
+                  m: npt.NDArray[np.float64]) -> tuple[list[int], list[int]]:
+        """The windows to fold in, and their rows, when some are not: a non-finite mean
+        is skipped, and a new asset's first window sets its level."""
+        ok = cast(list[bool], np.isfinite(m).all(axis=1).tolist())
+        fold: list[int] = []
+        rows: list[int] = []
+        get = self._row.get
+        for i, key in enumerate(keys):
+            if not ok[i]:
+                continue
+            row = get(key)
+            if row is None:  # a new asset's first window sets its level
+                row = self._new_row(key)
+                self._level[row] = m[i]
+                self._ts[row] = t[i]
+                continue
+            fold.append(i)
+            rows.append(row)
+        return fold, rows
 
     def _new_row(self, key: str) -> int:
         if self._free:

@@ -87,7 +87,7 @@ class Ring:
         self.pos = 0  # next row to write
         self.count = 0  # rows written, up to length
         self.since = 0  # rows since the last due window
-        self.last: list[float] = [0.0] * channels
+        self.last: Sequence[float] = [0.0] * channels
         self.last_ts = float("-inf")
         # per channel: samples carried forward in a row; -1 until first received
         self.stale = [-1] * channels
@@ -174,10 +174,16 @@ class WindowBuffer:
         try:
             row = [values[c] for c in self.channels]
         except KeyError:
-            row = self._impute(ring, values)
-        else:
-            if ring.dirty:
-                self._complete(ring)
+            return self._append(ring, ts, self._impute(ring, values))
+        return self.push_row(ring, ts, row)
+
+    def push_row(self, ring: Ring, ts: float, row: Sequence[float]) -> bool:
+        """:meth:`push` of a complete sample given as its values in channel order."""
+        if ring.dirty:
+            self._complete(ring)
+        return self._append(ring, ts, row)
+
+    def _append(self, ring: Ring, ts: float, row: Sequence[float]) -> bool:
         ring.data[ring.pos] = row
         ring.last = row
         ring.last_ts = ts
@@ -195,11 +201,13 @@ class WindowBuffer:
             return True
         return False
 
-    def push_many(self, ring: Ring, ts: float, rows: F64) -> list[tuple[int, F64]]:
+    def push_many(self, ring: Ring, ts: float, rows: F64) -> tuple[range, F64]:
         """Append the complete samples ``rows`` ``[n, C]`` (every channel, in channel
         order) at once, the last one at time ``ts``: what ``n`` calls of :meth:`push`
-        would do, with the due windows returned as ``(row index, window)`` - each
-        ``[length, C]``, oldest sample first, a read-only view for the scorer."""
+        would do. Returns ``(due, ext)``: the rows after which a window is due (a range
+        of row indices, every ``hop``) and the samples they are windows of - window
+        ``length`` rows long after row ``j`` is ``ext[j + 1:j + 1 + length]``, oldest
+        sample first (``ext`` is read-only: the scorer keeps it)."""
         length, n = self.length, len(rows)
         if ring.dirty:
             self._complete(ring)
@@ -215,7 +223,6 @@ class WindowBuffer:
         wait = max(blocked - 1 - dues.start, 0)
         clear = range(dues.start + -(-wait // hop) * hop, n, hop)
         self.skipped += len(dues) - len(clear)
-        due = [(j, ext[j + 1:j + 1 + length]) for j in clear]
         ring.count = min(count + n, length)
         ring.since = n - 1 - dues[-1] if dues else since + n
         ring.blocked = max(blocked - n, 0)
@@ -223,7 +230,7 @@ class WindowBuffer:
         ring.data[self._order[ring.pos]] = ext[n:]
         ring.last = ext[-1].tolist()
         ring.last_ts = ts
-        return due
+        return clear, ext
 
     def _complete(self, ring: Ring) -> None:
         """A sample with every channel: gaps end; first-seen channels start clean rows."""

@@ -9,9 +9,12 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiotflow.contracts.schema import Severity
@@ -70,11 +73,15 @@ class AlertPolicy:
     def __init__(self, settings: PolicySettings | None = None) -> None:
         self.settings = settings or PolicySettings()
         self._assets: dict[str, _AssetState] = {}
+        #: assets in a run of anomalous windows or in an episode (the others are quiet:
+        #: a window below threshold changes nothing for them)
+        self._active: set[str] = set()
         self.suppressed = 0
 
     def forget(self, asset: str) -> None:
         """Let an evicted asset's state go."""
         self._assets.pop(asset, None)
+        self._active.discard(asset)
 
     def episode_start(self, asset: str) -> float | None:
         """Time of the first anomalous window of the open episode (``None`` if none)."""
@@ -86,10 +93,19 @@ class AlertPolicy:
         return bool(st and st.in_episode)
 
     def update(self, asset: str, ts: float, score: float, threshold: float) -> Episode | None:
-        s = self.settings
         st = self._assets.get(asset)
         if st is None:
             st = self._assets[asset] = _AssetState()
+        episode = self._step(st, asset, ts, score, threshold)
+        if st.run or st.in_episode:
+            self._active.add(asset)
+        else:
+            self._active.discard(asset)
+        return episode
+
+    def _step(self, st: _AssetState, asset: str, ts: float, score: float,
+              threshold: float) -> Episode | None:
+        s = self.settings
         if score >= threshold:
             if st.run == 0:
                 st.run_start = ts
@@ -119,21 +135,27 @@ class AlertPolicy:
                     threshold: float) -> tuple[list[tuple[int, Episode]], list[int]]:
         """``update`` for a batch of windows in order: the episodes that opened, with the
         index of their window, and the indices of the windows of normal operation (below
-        threshold, no episode open after it). An asset's state is made when it first
-        matters: a below-threshold window of a quiet asset changes nothing."""
+        threshold, no episode open after it), in order.
+
+        Only the windows of assets that are active or have a window at or above the
+        threshold in the batch go through the state machine, each asset's in order; the
+        others are quiet and below threshold, hence normal, and change nothing."""
+        n = len(scores)
+        above = np.flatnonzero(np.asarray(scores, dtype=np.float64) >= threshold).tolist()
+        hot = self._active | {keys[i] for i in above}
+        if not hot:
+            return [], list(range(n))
+        need = list(map(hot.__contains__, keys))
+        normal = list(itertools.compress(range(n), map(operator.not_, need)))
         episodes: list[tuple[int, Episode]] = []
-        normal: list[int] = []
-        get, update = self._assets.get, self.update
-        for i, score in enumerate(scores):
-            if score < threshold:
-                st = get(keys[i])
-                if st is None or not (st.run or st.in_episode):
-                    normal.append(i)
-                    continue
-            episode = update(keys[i], ts[i], score, threshold)
+        more: list[int] = []
+        update, assets = self.update, self._assets
+        for i in itertools.compress(range(n), need):
+            episode = update(keys[i], ts[i], scores[i], threshold)
             if episode is not None:
                 episodes.append((i, episode))
-            elif score < threshold and not self._assets[keys[i]].in_episode:
-                normal.append(i)
+            elif scores[i] < threshold and not assets[keys[i]].in_episode:
+                more.append(i)
+        if more:
+            normal = sorted(normal + more)  # two sorted runs: merged in linear time
         return episodes, normal
-

@@ -44,7 +44,7 @@ import structlog
 
 from aiotflow import tracing
 from aiotflow.contracts.mqtt import LinkState, reap, reconnecting, sink_queue, wait_event
-from aiotflow.contracts.schema import Alert, WireReading, alert_id_for, decode_readings
+from aiotflow.contracts.schema import Alert, SampleDecoder, alert_id_for, decode_readings
 from aiotflow.contracts.signing import sign_alert
 from aiotflow.files import write_private
 from aiotflow.keys import load_or_create_key
@@ -112,9 +112,25 @@ class EdgeStats:
         return asdict(self)
 
 
-#: a due window: (site, asset, ts of its last sample, window [length, C], monotonic time
-#: its last sample arrived)
-_Due = tuple[str, str, float, npt.NDArray[np.float64], float]
+class _Block:
+    """Due windows of one asset, queued for scoring: window ``m`` is the ``length`` rows
+    of ``rows`` from ``starts[m]``, its last sample at ``ts[m]`` (a batched message's
+    windows share its rows; a single reading's window is a block of one)."""
+
+    __slots__ = ("arrived", "asset", "key", "rows", "site", "starts", "ts")
+
+    def __init__(self, site: str, asset: str, key: str, ts: list[float],
+                 rows: npt.NDArray[np.float64], starts: range, arrived: float) -> None:
+        self.site, self.asset, self.key = site, asset, key
+        self.ts, self.rows, self.starts = ts, rows, starts
+        self.arrived = arrived  # monotonic time the message with its last sample came
+
+    def split(self, n: int) -> _Block:
+        """Keep the first ``n`` windows here; the rest as a new block."""
+        rest = _Block(self.site, self.asset, self.key, self.ts[n:], self.rows,
+                      self.starts[n:], self.arrived)
+        self.ts, self.starts = self.ts[:n], self.starts[:n]
+        return rest
 
 
 class EdgeRuntime:
@@ -139,8 +155,10 @@ class EdgeRuntime:
                                    max_impute=settings.max_impute,
                                    max_assets=settings.max_assets,
                                    idle_s=settings.asset_idle_s, on_evict=self._forget)
-        # a sample's values in channel order, in C: KeyError when a channel is missing
-        self._row_of = operator.itemgetter(*meta.channels)
+        # the usual message (every channel of the model, no asset named) decoded with
+        # no dict per reading; any other goes by decode_readings
+        self._samples = SampleDecoder(meta.channels)
+        self._lags = np.arange(meta.window)
         self._routes: dict[str, tuple[str, str, PayloadError | None]] = {}
         self._max_batch = settings.scoring.max_batch
         # QoS 1 publishes in flight at once (aiomqtt warns past 10 pending)
@@ -154,7 +172,8 @@ class EdgeRuntime:
         self.telemetry_link = LinkState()
         self.uplink_link = LinkState()
         self._alert_listeners: list[Callable[[Alert], None]] = []
-        self._pending: list[_Due] = []
+        self._pending: list[_Block] = []
+        self.pending_count = 0  # windows in _pending
         self._dead: list[tuple[str, str, bytes, int]] = []
         #: alert ids the engine acknowledged, confirmed in the outbox by the publisher
         self._acked: list[str] = []
@@ -260,17 +279,18 @@ class EdgeRuntime:
         if bad is not None:
             self._reject(topic, site, asset, raw, bad)
             return
+        arrived = time.monotonic()
+        fast = self._samples.decode(raw)
+        if fast is not None and self._push_samples(site, asset, *fast, arrived):
+            if self.pending_count >= self._max_batch:
+                self._wake_scorer.set()
+            return
         try:
             readings = decode_readings(raw, topic=topic)
         except PayloadError as exc:
             self._reject(topic, site, asset, raw, exc)
             return
-        buffer, pending = self.buffer, self._pending
-        arrived = time.monotonic()
-        if len(readings) > 1 and self._handle_block(site, asset, readings, arrived):
-            if len(pending) >= self._max_batch:
-                self._wake_scorer.set()
-            return
+        buffer = self.buffer
         ring = None
         for r in readings:
             a = asset if r.asset is None else r.asset
@@ -287,36 +307,53 @@ class EdgeRuntime:
                 continue
             st.readings_received += 1
             if buffer.push(ring, r.ts, r.values):
-                pending.append((site, a, r.ts, buffer.window(ring), arrived))
-        if len(pending) >= self._max_batch:
+                self._queue(_Block(site, a, f"{site}/{a}", [r.ts], buffer.window(ring),
+                                   range(1), arrived))
+        if self.pending_count >= self._max_batch:
             self._wake_scorer.set()
 
-    def _handle_block(self, site: str, asset: str, readings: list[WireReading],
-                      arrived: float) -> bool:
-        """A batch of one asset's complete samples in time order, pushed at once; ``False``
-        (nothing done) when the batch is not that and must go reading by reading."""
-        ts = [r.ts for r in readings]
-        if any(r.asset is not None for r in readings) or any(
-                b <= a for a, b in itertools.pairwise(ts)):
+    def _queue(self, block: _Block) -> None:
+        self._pending.append(block)
+        self.pending_count += len(block.starts)
+
+    def _push_samples(self, site: str, asset: str, ts: list[float],
+                      rows: list[tuple[float, ...]], arrived: float) -> bool:
+        """Complete samples of the topic's asset (from :class:`SampleDecoder`), pushed at
+        once when in time order; ``False`` (nothing done) when not: the message then goes
+        reading by reading, which rejects what is out of order."""
+        n = len(ts)
+        if n > 1 and not all(map(operator.lt, ts, itertools.islice(ts, 1, None))):
             return False
-        try:
-            rows = np.array([self._row_of(r.values) for r in readings], dtype=np.float64)
-        except KeyError:  # a channel missing: imputation, reading by reading
-            return False
-        st = self.stats
-        ring = self.buffer.ring(f"{site}/{asset}", readings=len(readings))
+        key = f"{site}/{asset}"
+        buffer, st = self.buffer, self.stats
+        ring = buffer.ring(key, readings=n)
         if ring is None:  # full of live assets: a new name is refused, counted
-            st.invalid += len(readings)
+            st.invalid += n
             st.invalid_reasons["too_many_assets"] = (
-                st.invalid_reasons.get("too_many_assets", 0) + len(readings))
+                st.invalid_reasons.get("too_many_assets", 0) + n)
             return True
-        if ts[0] <= ring.last_ts:  # out of order: rejected reading by reading
+        if ts[0] <= ring.last_ts:
             return False
-        st.readings_received += len(readings)
-        pending = self._pending
-        for j, window in self.buffer.push_many(ring, ts[-1], rows.reshape(len(ts), -1)):
-            pending.append((site, asset, ts[j], window, arrived))
+        st.readings_received += n
+        if n == 1:
+            if buffer.push_row(ring, ts[0], rows[0]):
+                self._queue(_Block(site, asset, key, ts, buffer.window(ring), range(1),
+                                   arrived))
+            return True
+        values = np.fromiter(itertools.chain.from_iterable(rows), np.float64,
+                             n * len(rows[0])).reshape(n, -1)
+        due, ext = buffer.push_many(ring, ts[-1], values)
+        if due:
+            # window after row j starts at row j + 1 of ext
+            self._queue(_Block(site, asset, key, [ts[j] for j in due], ext,
+                               range(due.start + 1, due.stop + 1, due.step), arrived))
         return True
+
+    def pending_windows(self) -> list[tuple[str, str, float, npt.NDArray[np.float64]]]:
+        """``(site, asset, ts, window [length, C])`` of every window waiting to be scored."""
+        length = self.bundle.meta.window
+        return [(b.site, b.asset, t, b.rows[s:s + length])
+                for b in self._pending for t, s in zip(b.ts, b.starts, strict=True)]
 
     def _forget(self, key: str) -> None:
         """An idle asset evicted from the windows: its alert state and level go too."""
@@ -376,45 +413,75 @@ class EdgeRuntime:
             if self._closing:
                 return
 
+    def _take_batch(self) -> list[_Block]:
+        """Up to ``max_batch`` queued windows, oldest first (a block split if need be)."""
+        max_batch, pending = self.settings.scoring.max_batch, self._pending
+        taken = 0
+        for i, block in enumerate(pending):
+            taken += len(block.starts)
+            if taken >= max_batch:
+                if taken > max_batch:
+                    pending.insert(i + 1, block.split(len(block.starts) - (taken - max_batch)))
+                batch, self._pending = pending[:i + 1], pending[i + 1:]
+                break
+        else:
+            batch, self._pending = pending, []
+        self.pending_count -= min(taken, max_batch)
+        return batch
+
     async def _score_once(self) -> None:
-        max_batch = self.settings.scoring.max_batch
-        batch, self._pending = self._pending[:max_batch], self._pending[max_batch:]
+        batch = self._take_batch()
         dead, self._dead = self._dead, []
         out: list[tuple[str, str, bytes, int]] = []  # alerts, for the engine
         if batch:
-            windows = np.stack([d[3] for d in batch], axis=1)  # [length, B, C]
+            # every block's rows end to end, and where each window starts in them
+            starts: list[int] = []
+            offsets = [0]  # window index where each block begins
+            keys: list[str] = []
+            ts: list[float] = []
+            row = 0
+            for b in batch:
+                s = b.starts
+                starts.extend(range(row + s.start, row + s.stop, s.step))
+                row += len(b.rows)
+                offsets.append(len(starts))
+                keys.extend([b.key] * len(s))
+                ts.extend(b.ts)
+            rows = batch[0].rows if len(batch) == 1 else np.concatenate([b.rows for b in batch])
+            # [length, B, C]: time-major, the layout the features are computed in
+            windows = np.take(rows, np.add.outer(self._lags, starts), axis=0)
             began_ns = time.time_ns()
             t0 = time.perf_counter()
             emb, scores = await asyncio.to_thread(self.bundle.score_windows, windows,
                                                   time_major=True)
             self.batch_seconds.observe(time.perf_counter() - t0)
-            self.batch_windows.observe(len(batch))
-            self.stats.windows_scored += len(batch)
+            self.batch_windows.observe(len(starts))
+            self.stats.windows_scored += len(starts)
             self.stats.score_batches += 1
             threshold = self.bundle.meta.threshold
             point = self.operating_point
             means = windows.mean(axis=0)
-            keys = [f"{d[0]}/{d[1]}" for d in batch]
             score_list = scores.tolist()
-            episodes, normal = self.policy.update_many(keys, [d[2] for d in batch],
-                                                       score_list, threshold)
+            episodes, normal = self.policy.update_many(keys, ts, score_list, threshold)
             folded = 0  # normal windows folded into the operating point so far
             for i, episode in episodes:
                 upto = bisect.bisect_left(normal, i, lo=folded)
-                self._fold(point, normal[folded:upto], keys, batch, means)  # level up to now
+                self._fold(point, normal[folded:upto], keys, ts, means)  # level up to now
                 folded = upto
-                site, asset = batch[i][0], batch[i][1]
+                block = batch[bisect.bisect_right(offsets, i) - 1]
+                site, asset = block.site, block.asset
                 topic = f"{self.settings.alert_prefix}/{site}/{asset}"
-                alert = self._alert(batch[i], episode.start, score_list[i], emb[i],
-                                    point.get(keys[i]), topic, began_ns)
+                alert = self._alert(site, asset, ts[i], windows[:, i], episode.start,
+                                    score_list[i], emb[i], point.get(keys[i]), topic,
+                                    began_ns)
                 out.append((alert.id, topic, alert.model_dump_json().encode(),
                             PRIORITY[alert.severity]))
                 self._count(alert)
-                self.reading_to_alert.observe(time.monotonic() - batch[i][4])
+                self.reading_to_alert.observe(time.monotonic() - block.arrived)
                 self._notify(alert)
                 log.warning("edge.alert", alert_id=alert.id, asset=asset, site=site,
                             severity=alert.severity, score=round(alert.score, 2))
-            self._fold(point, normal[folded:], keys, batch, means)
+            self._fold(point, normal[folded:], keys, ts, means)
             self.stats.alerts_suppressed = self.policy.suppressed
             drift = self.drift.update(score_list)
             self.stats.drift_psi = None if self.drift.psi is None else round(self.drift.psi, 4)
@@ -437,12 +504,12 @@ class EdgeRuntime:
             self._wake_publisher.set()
 
     @staticmethod
-    def _fold(point: OperatingPoint, normal: list[int], keys: list[str], batch: list[_Due],
+    def _fold(point: OperatingPoint, normal: list[int], keys: list[str], ts: list[float],
               means: npt.NDArray[np.float64]) -> None:
         """Fold the batch's ``normal`` windows into the operating point: in one call,
         equivalent to one window at a time."""
         if normal:
-            point.update_many([keys[i] for i in normal], [batch[i][2] for i in normal],
+            point.update_many([keys[i] for i in normal], [ts[i] for i in normal],
                               means[normal])
 
     def _count(self, alert: Alert) -> None:
@@ -472,13 +539,13 @@ class EdgeRuntime:
                     "expected_share": 0.1, "window": len(self.drift._recent)},
         )
 
-    def _alert(self, due: _Due, start: float, score: float, emb: npt.NDArray[Any],
-               baseline: dict[str, float], topic: str, began_ns: int) -> Alert:
+    def _alert(self, site: str, asset: str, ts: float, window: npt.NDArray[np.float64],
+               start: float, score: float, emb: npt.NDArray[Any], baseline: dict[str, float],
+               topic: str, began_ns: int) -> Alert:
         """The alert of an episode that opened; its trace starts here: a producer span
         from the batch's scoring to now, whose context the alert carries (a fresh
         traceparent when no spans are recorded)."""
         meta = self.bundle.meta
-        site, asset, ts, window, _arrived = due
         alert_id = alert_id_for(site, asset, start, meta.version)
         severity = severity_for(score, meta.threshold)
         traceparent = None

@@ -40,7 +40,7 @@ async def feed(rt: EdgeRuntime, offset: float, seconds: float) -> None:
         values["vibration_mm_s"] += offset  # e.g. every sensor re-calibrated
         rt.handle(f"aiotflow/telemetry/plant-1/{asset}",
                   json.dumps({"ts": ts, "values": values}).encode())
-        while len(rt._pending) >= 64:
+        while rt.pending_count >= 64:
             await rt._score_once()
     while rt._pending:
         await rt._score_once()

@@ -73,10 +73,11 @@ def test_nothing_crashes_and_every_rejection_is_counted(
         body = json.loads(letter[2])
         assert body["reason"] and body["detail"]
         assert body["payload"] is not None or body["payload_base64"] is not None
-    for _site, _asset, ts, window, _arrived in rt._pending:
+    pending = rt.pending_windows()
+    for _site, _asset, ts, window in pending:
         assert math.isfinite(ts) and np.isfinite(window).all()
-    if rt._pending:
-        _, scores = bundle.score_windows(np.stack([d[3] for d in rt._pending]))
+    if pending:
+        _, scores = bundle.score_windows(np.stack([d[3] for d in pending]))
         assert np.isfinite(scores).all()
 
 
@@ -121,6 +122,7 @@ def test_values_too_large_to_score_are_refused_and_large_ones_score_finitely(
     rt.handle("aiotflow/telemetry/plant-1/gen-001",
               encode({"ts": 99.0, "values": {c: 1e30 for c in CH}}))
     assert rt.stats.invalid_reasons == {"invalid": 1}
-    assert rt._pending
-    _, scores = bundle.score_windows(np.stack([d[3] for d in rt._pending]))
+    pending = rt.pending_windows()
+    assert pending
+    _, scores = bundle.score_windows(np.stack([d[3] for d in pending]))
     assert np.isfinite(scores).all()

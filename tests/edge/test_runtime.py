@@ -264,8 +264,9 @@ async def test_batched_messages_decide_as_single_readings(
     mosquitto: Mosquitto, bundle: ModelBundle, tmp_path: Path
 ) -> None:
     """The same telemetry, one reading per message or in batches of 1 to 40 (the batch
-    fast path, with a reading lacking a channel and one out of order among them): the
-    same windows, the same alerts with the same operating point, the same rejections."""
+    fast path, with a reading lacking a channel and one out of order among them), the
+    batches scored 7 windows at a time (blocks split across scoring batches): the same
+    windows, the same alerts with the same operating point, the same rejections."""
     import random
 
     import orjson
@@ -289,8 +290,10 @@ async def test_batched_messages_decide_as_single_readings(
         cursor[a] += n
     results = []
     for i, messages in enumerate((singles, batches)):
+        # batches go through the scorer 7 windows at a time: a message's block is split
         rt = EdgeRuntime(settings(tmp_path / str(i), bundle, mosquitto.url,
-                                  ack={"required": False}), bundle=bundle)
+                                  ack={"required": False},
+                                  scoring={"max_batch": 512 if i == 0 else 7}), bundle=bundle)
         alerts: list[Alert] = []
         rt.add_alert_listener(alerts.append)
         async with rt:
@@ -313,6 +316,7 @@ async def test_batched_messages_decide_as_single_readings(
     assert (s2.readings_received, s2.windows_scored, s2.invalid, s2.invalid_reasons) == (
         s1.readings_received, s1.windows_scored, s1.invalid, s1.invalid_reasons)
     assert s1.invalid_reasons == {"out_of_order": 1} and s1.windows_scored > 500
+    assert s2.score_batches >= s2.windows_scored / 7
     assert (b2.imputed, b2.skipped) == (b1.imputed, b1.skipped) and b1.imputed == 1
 
 
