@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -85,12 +86,22 @@ def spread(xs: list[float], digits: int = 3) -> dict[str, float]:
             "max": round(max(xs), digits)}
 
 
+def set_process_affinity(cpus: set[int]) -> None:
+    """Every thread of this process on ``cpus`` (Linux sets one thread's affinity at a
+    time: the edge's scoring and database threads, started before, are moved too;
+    threads started after inherit it from the thread that starts them)."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cpus)
+
+
 def pin(one_core: bool, pub: subprocess.Popen[bytes], broker: Broker) -> set[int]:
-    """This process on one core, the publisher and the broker on the others."""
+    """This process (all its threads) on one core, the publisher and the broker on the
+    others."""
     cpus = os.sched_getaffinity(0)
     if one_core and len(cpus) > 1:
         mine, rest = min(cpus), cpus - {min(cpus)}
-        os.sched_setaffinity(0, {mine})
+        set_process_affinity({mine})
         for pid in (pub.pid, broker.proc.pid):
             os.sched_setaffinity(pid, rest)
     return cpus
@@ -119,7 +130,7 @@ async def run_baseline(broker: Broker, lines: Path, n: int, *,
                         break
         finally:
             pub.wait(60)
-            os.sched_setaffinity(0, cpus)
+            set_process_affinity(cpus)
     return {"messages": count, "seconds": last - first,
             "rps": (readings - first_readings) / (last - first)}
 
@@ -171,7 +182,7 @@ async def run_edge(broker: Broker, lines: Path, n: int, readings: int, model: Pa
         got_first = rt.stats.readings_received
         last = await wait_until(lambda: rt.stats.messages_received >= n, 300, 0.0005)
         pub.wait(60)
-        os.sched_setaffinity(0, cpus)
+        set_process_affinity(cpus)
         await asyncio.sleep(0.2)
         stats = rt.stats.as_dict()
     scrapes = 0

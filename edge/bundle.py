@@ -126,11 +126,12 @@ class ModelBundle:
     def version(self) -> str:
         return self.meta.version
 
-    def features(self, windows: npt.NDArray[Any], *,
-                 time_major: bool = False) -> npt.NDArray[np.float32]:
+    def features(self, windows: npt.NDArray[Any], *, time_major: bool = False,
+                 means: npt.NDArray[np.float64] | None = None) -> npt.NDArray[np.float32]:
         """Feature matrix of a batch of windows ``[B, window, C]`` (``[window, B, C]``
-        when ``time_major``)."""
-        return window_features(windows, self.meta.features, time_major=time_major)
+        when ``time_major``); ``means`` ``[B, C]`` receives their channel means."""
+        return window_features(windows, self.meta.features, time_major=time_major,
+                               means=means)
 
     def score(
         self, features: npt.NDArray[np.float32]
@@ -140,11 +141,12 @@ class ModelBundle:
         return emb, np.asarray(score).reshape(-1)
 
     def score_windows(
-        self, windows: npt.NDArray[Any], *, time_major: bool = False
+        self, windows: npt.NDArray[Any], *, time_major: bool = False,
+        means: npt.NDArray[np.float64] | None = None,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Features and scores of raw windows in one call (``time_major``: see
+        """Features and scores of raw windows in one call (``time_major``, ``means``: see
         :meth:`features`)."""
-        return self.score(self.features(windows, time_major=time_major))
+        return self.score(self.features(windows, time_major=time_major, means=means))
 
     def embed_window(self, window: Mapping[str, Sequence[float]]) -> list[float]:
         """The embedding of one raw window ``{"channel": [samples...]}`` (every channel of

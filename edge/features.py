@@ -37,10 +37,11 @@ def feature_names(channels: Sequence[str], spec: Sequence[str]) -> list[str]:
 
 
 def window_features(windows: F64 | F32, spec: Sequence[str], *,
-                    time_major: bool = False) -> F32:
+                    time_major: bool = False, means: F64 | None = None) -> F32:
     """Features of a batch of windows ``[B, length, C]`` (``[length, B, C]`` when
     ``time_major``: the layout they are computed in, so a caller stacking windows can
-    stack them so) as a ``[B, len(spec) * C]`` array."""
+    stack them so) as a ``[B, len(spec) * C]`` array. ``means``, a ``[B, C]`` float64
+    array, receives each window's channel means (computed here anyway, in float64)."""
     w = np.asarray(windows, dtype=np.float64)
     if w.ndim != 3:
         raise ValueError(f"windows must be [batch, length, channels], got shape {w.shape}")
@@ -56,6 +57,8 @@ def window_features(windows: F64 | F32, spec: Sequence[str], *,
         t = np.ascontiguousarray(w.transpose(1, 0, 2)).reshape(n, b * c)
     out = np.empty((len(spec), b * c), dtype=np.float32)
     mean = t.mean(axis=0)
+    if means is not None:
+        np.copyto(means, mean.reshape(b, c))  # any layout; another shape raises
     for k, name in enumerate(spec):
         if name == "mean":
             out[k] = mean

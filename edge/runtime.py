@@ -408,9 +408,16 @@ class EdgeRuntime:
         while True:
             await wait_event(self._wake_scorer, delay)
             self._wake_scorer.clear()
-            while self._pending or self._dead:
+            # full batches while they wait, then the rest once: what comes meanwhile
+            # waits for the next round (at most max_delay_ms), so that under load batches
+            # fill up instead of chasing the few windows each batch's scoring let in
+            while self.pending_count >= self._max_batch:
+                await self._score_once()
+            if self._pending or self._dead:
                 await self._score_once()
             if self._closing:
+                while self._pending or self._dead:
+                    await self._score_once()
                 return
 
     def _take_batch(self) -> list[_Block]:
@@ -452,15 +459,16 @@ class EdgeRuntime:
             windows = np.take(rows, np.add.outer(self._lags, starts), axis=0)
             began_ns = time.time_ns()
             t0 = time.perf_counter()
+            # the channel means (for the operating point) come with the features
+            means = np.empty((len(starts), windows.shape[2]))
             emb, scores = await asyncio.to_thread(self.bundle.score_windows, windows,
-                                                  time_major=True)
+                                                  time_major=True, means=means)
             self.batch_seconds.observe(time.perf_counter() - t0)
             self.batch_windows.observe(len(starts))
             self.stats.windows_scored += len(starts)
             self.stats.score_batches += 1
             threshold = self.bundle.meta.threshold
             point = self.operating_point
-            means = windows.mean(axis=0)
             score_list = scores.tolist()
             episodes, normal = self.policy.update_many(keys, ts, score_list, threshold)
             folded = 0  # normal windows folded into the operating point so far

@@ -26,6 +26,25 @@ def test_features_match_definitions() -> None:
     assert feature_names(["a", "b"], ["mean", "std"]) == ["a:mean", "b:mean", "a:std", "b:std"]
 
 
+@pytest.mark.parametrize("spec", [["mean", "max"], ["std", "slope"]])
+def test_features_give_the_windows_means_in_float64(spec: list[str]) -> None:
+    """What the runtime folds into the operating point: the same as ``mean`` over the
+    window's time axis, in either layout, whether or not ``mean`` is a feature."""
+    rng = np.random.default_rng(2)
+    w = 1e6 + rng.normal(size=(5, 12, 3))  # float32 would lose these decimals
+    expected = w.mean(axis=1)
+    for windows, time_major in ((w, False), (np.ascontiguousarray(w.transpose(1, 0, 2)), True)):
+        means = np.full((5, 3), np.nan)
+        f = window_features(windows, spec, time_major=time_major, means=means)
+        np.testing.assert_array_equal(means, expected)
+        np.testing.assert_array_equal(f, window_features(w, spec))
+    strided = np.full((3, 5), np.nan).T  # not contiguous: filled all the same
+    window_features(w, spec, means=strided)
+    np.testing.assert_array_equal(strided, expected)
+    with pytest.raises(ValueError):
+        window_features(w, spec, means=np.empty((3, 5)))
+
+
 def full(i: int) -> dict[str, float]:
     return {"a": float(i), "b": -float(i)}
 
