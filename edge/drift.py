@@ -12,7 +12,6 @@ reports drift once; it re-arms when PSI falls below half the threshold.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,7 +50,10 @@ class DriftMonitor:
         self.settings = settings or DriftSettings()
         q = list(quantiles)
         self.edges = q[1:-1] if len(q) > 2 else q  # inner decile edges
-        self._recent: deque[float] = deque(maxlen=self.settings.window)
+        # the last ``window`` scores, in a ring (order does not matter to PSI)
+        self._recent = np.empty(self.settings.window)
+        self._pos = 0
+        self.filled = 0  # scores in the ring, up to window
         self._since = 0
         self.psi: float | None = None
         self.shares: list[float] = []
@@ -63,12 +65,13 @@ class DriftMonitor:
         s = self.settings
         if not s.enabled or not self.edges:
             return None
-        self._recent.extend(np.asarray(scores, dtype=np.float64).tolist())
-        self._since += len(scores)
-        if self._since < s.every or len(self._recent) < min(s.window, 10 * s.every):
+        a = np.asarray(scores, dtype=np.float64).reshape(-1)
+        self._since += len(a)
+        self._add(a)
+        if self._since < s.every or self.filled < min(s.window, 10 * s.every):
             return None
         self._since = 0
-        self.psi, self.shares = psi(self._recent, self.edges)
+        self.psi, self.shares = psi(self._recent[:self.filled], self.edges)
         if not self.drifting and self.psi >= s.threshold:
             self.drifting = True
             self.reports += 1
@@ -76,3 +79,15 @@ class DriftMonitor:
         if self.drifting and self.psi < s.threshold / 2:
             self.drifting = False
         return None
+
+    def _add(self, a: np.ndarray) -> None:
+        ring, size = self._recent, len(self._recent)
+        if len(a) >= size:  # only the last window of them stays
+            ring[:] = a[len(a) - size:]
+            self._pos, self.filled = 0, size
+            return
+        head = min(len(a), size - self._pos)
+        ring[self._pos:self._pos + head] = a[:head]
+        ring[:len(a) - head] = a[head:]
+        self._pos = (self._pos + len(a)) % size
+        self.filled = min(self.filled + len(a), size)

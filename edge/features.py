@@ -215,7 +215,8 @@ class WindowBuffer:
         if ring.dirty:
             self._complete(ring)
         # the current window then the new rows: the window due after row j is a slice
-        ext = np.concatenate((ring.data[self._order[ring.pos]], rows))
+        ext = np.concatenate((ring.data[self._order[ring.pos]] if ring.pos else ring.data,
+                              rows))
         ext.flags.writeable = False
         count, since, blocked, hop = ring.count, ring.since, ring.blocked, self.hop
         # push's arithmetic for n rows at once: after row j, count is min(count + j + 1,
@@ -229,8 +230,9 @@ class WindowBuffer:
         ring.count = min(count + n, length)
         ring.since = n - 1 - dues[-1] if dues else since + n
         ring.blocked = max(blocked - n, 0)
-        ring.pos = (ring.pos + n) % length
-        ring.data[self._order[ring.pos]] = ext[n:]
+        # the window, oldest row first: the next block appends to it without a gather
+        ring.pos = 0
+        ring.data[:] = ext[n:]
         ring.last = ext[-1].tolist()
         ring.last_ts = ts
         return clear, ext

@@ -544,7 +544,7 @@ class EdgeRuntime:
             model_name=meta.name, model_version=meta.version, asset_type="model",
             kind="model_drift", traceparent=tracing.new_traceparent(),
             detail={"psi": round(value, 4), "bin_shares": self.drift.shares,
-                    "expected_share": 0.1, "window": len(self.drift._recent)},
+                    "expected_share": 0.1, "window": self.drift.filled},
         )
 
     def _alert(self, site: str, asset: str, ts: float, window: npt.NDArray[np.float64],

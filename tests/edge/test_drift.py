@@ -35,6 +35,29 @@ def test_monitor_reports_once_and_rearms() -> None:
     assert not m.drifting and m.reports == 1
 
 
+def test_monitor_compares_exactly_the_last_window_of_scores() -> None:
+    """Chunks of any size, some larger than the window: each PSI is that of the last
+    ``window`` scores of the stream."""
+    import random
+
+    rnd = random.Random(4)
+    rng = np.random.default_rng(4)
+    q = list(np.linspace(0, 10, 11))
+    m = DriftMonitor(q, DriftSettings(window=300, every=10))
+    stream: list[float] = []
+    checked = 0
+    for _ in range(200):
+        chunk = rng.uniform(0, rnd.choice([4, 10]), rnd.choice([1, 7, 50, 299, 300, 301, 777]))
+        stream.extend(chunk.tolist())
+        before = m.psi
+        m.update(chunk)
+        if m.psi is not before:  # computed at this update
+            assert m.psi == psi(stream[-300:], q[1:-1])[0]
+            checked += 1
+        assert m.filled == min(len(stream), 300)
+    assert checked > 50
+
+
 async def feed(rt: EdgeRuntime, offset: float, seconds: float) -> None:
     for asset, ts, values in Fleet(20, seed=33).run(seconds, 2.0):
         values["vibration_mm_s"] += offset  # e.g. every sensor re-calibrated
