@@ -75,13 +75,18 @@ class OperatingPoint:
             fold, rows = list(range(len(keys))), cast(list[int], known)
         if not fold:
             return
-        r = np.array(rows, dtype=np.intp)
-        order = np.argsort(r, kind="stable")  # each key's windows together, in order
-        idx, r = np.array(fold, dtype=np.intp)[order], r[order]
-        tt, mm = t[idx], m[idx]
-        first = np.empty(len(r), dtype=bool)
-        first[0] = True
-        np.not_equal(r[1:], r[:-1], out=first[1:])
+        r = np.fromiter(rows, dtype=np.intp, count=len(rows))
+        first = self._runs(r)
+        if len(np.unique(r[first])) < np.count_nonzero(first):  # a key in several runs
+            order = np.argsort(r, kind="stable")  # each key's windows together, in order
+            idx, r = np.asarray(fold, dtype=np.intp)[order], r[order]
+            tt, mm = t[idx], m[idx]
+            first = self._runs(r)
+        elif len(fold) == len(keys):  # the usual batch: each key's windows in one run
+            tt, mm = t, m
+        else:
+            idx = np.asarray(fold, dtype=np.intp)
+            tt, mm = t[idx], m[idx]
         if (tt[1:] < tt[:-1])[~first[1:]].any():  # time going back within a key: rare
             for i, row in zip(fold, rows, strict=True):
                 last = self._ts[row]
@@ -107,6 +112,14 @@ class OperatingPoint:
         self._level[urows] = (np.exp(-ek / self.tau_s)[:, None] * self._level[urows]
                               + np.add.reduceat(w[:, None] * mm, starts, axis=0))
         self._ts[urows] = np.maximum(t0, tt[ends])
+
+    @staticmethod
+    def _runs(r: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+        """Where a run of equal rows starts."""
+        first = np.empty(len(r), dtype=bool)
+        first[0] = True
+        np.not_equal(r[1:], r[:-1], out=first[1:])
+        return first
 
     def _sort_out(self, keys: Sequence[str], t: npt.NDArray[np.float64],
                   m: npt.NDArray[np.float64]) -> tuple[list[int], list[int]]:

@@ -52,20 +52,28 @@ def _reference(windows: list[tuple[str, float, list[float]]], tau: float) -> dic
     return level
 
 
-@pytest.mark.parametrize("time_goes_back", [False, True])
-def test_a_batch_folds_in_as_its_windows_one_by_one(time_goes_back: bool) -> None:
+@pytest.mark.parametrize(("time_goes_back", "runs"), [(False, False), (True, False),
+                                                      (False, True), (True, True)])
+def test_a_batch_folds_in_as_its_windows_one_by_one(time_goes_back: bool, runs: bool) -> None:
+    """Windows of keys interleaved, or in runs of a key (as a batched message's windows
+    come: a batch then often holds each key in one run, the path without a sort)."""
     rng = np.random.default_rng(7)
     tau = 50.0
     windows: list[tuple[str, float, list[float]]] = []
     clock = {k: 1000.0 for k in "abcdef"}
+    key, left = "a", 0
     for _ in range(2000):
-        key = "abcdef"[int(rng.integers(6))]
+        if not runs:
+            key = "abcdef"[int(rng.integers(6))]
+        elif left == 0:
+            key, left = "abcdef"[int(rng.integers(6))], int(rng.integers(1, 60))
+        left = max(left - 1, 0)
         step = float(rng.choice([0.0, 0.5, 1.0, 2.0, 300.0]))  # replays, gaps, long gaps
         if time_goes_back and rng.random() < 0.05:
             step = -20.0
         clock[key] += step
         means = rng.normal(50, 10, size=3).tolist()
-        if rng.random() < 0.03:
+        if rng.random() < (0.002 if runs else 0.03):
             means[int(rng.integers(3))] = float("nan")
         windows.append((key, clock[key], means))
     op = OperatingPoint(["x", "y", "z"], tau_s=tau)
