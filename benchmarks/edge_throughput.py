@@ -11,7 +11,8 @@ reported as the median with min-max:
 * ``metrics_ratio``: the edge serving ``/metrics`` and scraped every ``--scrape-s``
   (stricter than Prometheus' 15 s default) against the same edge without, same round;
 * ``batched_ratio``: the edge against the baseline decoding the same batched payloads
-  (``--batch`` readings per message), both on one core.
+  (``--batch`` readings per message), both on one core (every thread of this process;
+  the publisher and the broker on the others).
 
     python benchmarks/edge_throughput.py [--json] [--messages 200000] [--assets 1000]
 """
