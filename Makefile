@@ -50,7 +50,7 @@ typecheck: $(STAMP)
 
 ## make test: lint, type-check, then the whole suite against a real Mosquitto and PostgreSQL
 test: $(STAMP) mosquitto postgres lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 bench: $(STAMP) mosquitto postgres
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

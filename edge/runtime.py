@@ -516,7 +516,9 @@ class EdgeRuntime:
               means: npt.NDArray[np.float64]) -> None:
         """Fold the batch's ``normal`` windows into the operating point: in one call,
         equivalent to one window at a time."""
-        if normal:
+        if len(normal) == len(keys):  # every window of the batch: the usual case
+            point.update_many(keys, ts, means)
+        elif normal:
             point.update_many([keys[i] for i in normal], [ts[i] for i in normal],
                               means[normal])
 
