@@ -60,13 +60,17 @@ class Reading(BaseModel):
                                           "(one topic level: no '/', '+' or '#').")
 
 
+#: the wire's sample time and value, as msgspec checks them (:class:`Reading`'s bounds)
+_WireTs = Annotated[float, msgspec.Meta(gt=0)]
+_WireValue = Annotated[float, msgspec.Meta(ge=-MAX_VALUE, le=MAX_VALUE)]
+
+
 class WireReading(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The decoder's view of :class:`Reading` (same contract, decoded in C by msgspec:
     the hot path of the edge runtime; pydantic's model is the documented schema)."""
 
-    ts: Annotated[float, msgspec.Meta(gt=0)]
-    values: Annotated[dict[str, Annotated[float, msgspec.Meta(ge=-MAX_VALUE, le=MAX_VALUE)]],
-                      msgspec.Meta(min_length=1)]
+    ts: _WireTs
+    values: Annotated[dict[str, _WireValue], msgspec.Meta(min_length=1)]
     asset: Annotated[str, msgspec.Meta(min_length=1, max_length=128,
                                        pattern=r"^[^/+#\x00]+$")] | None = None
 
@@ -116,14 +120,12 @@ class SampleDecoder:
     """
 
     def __init__(self, channels: list[str]) -> None:
-        value = Annotated[float, msgspec.Meta(ge=-MAX_VALUE, le=MAX_VALUE)]
         # field names are identifiers; the wire names (any string) are renames
         names = [f"c{i}" for i in range(len(channels))]
-        values = msgspec.defstruct("Values", [(n, value) for n in names],
+        values = msgspec.defstruct("Values", [(n, _WireValue) for n in names],
                                    rename=dict(zip(names, channels, strict=True)),
                                    forbid_unknown_fields=True, frozen=True, gc=False)
-        reading = msgspec.defstruct("Sample", [("ts", Annotated[float, msgspec.Meta(gt=0)]),
-                                               ("values", values)],
+        reading = msgspec.defstruct("Sample", [("ts", _WireTs), ("values", values)],
                                     forbid_unknown_fields=True, frozen=True, gc=False)
         self._decoder = msgspec.json.Decoder(reading | list[reading])  # type: ignore[valid-type]
         self._astuple = msgspec.structs.astuple

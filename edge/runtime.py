@@ -345,7 +345,7 @@ class EdgeRuntime:
         due, ext = buffer.push_many(ring, ts[-1], values)
         if due:
             # window after row j starts at row j + 1 of ext
-            self._queue(_Block(site, asset, key, [ts[j] for j in due], ext,
+            self._queue(_Block(site, asset, key, ts[due.start:due.stop:due.step], ext,
                                range(due.start + 1, due.stop + 1, due.step), arrived))
         return True
 
@@ -422,7 +422,7 @@ class EdgeRuntime:
 
     def _take_batch(self) -> list[_Block]:
         """Up to ``max_batch`` queued windows, oldest first (a block split if need be)."""
-        max_batch, pending = self.settings.scoring.max_batch, self._pending
+        max_batch, pending = self._max_batch, self._pending
         taken = 0
         for i, block in enumerate(pending):
             taken += len(block.starts)
