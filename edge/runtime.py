@@ -296,10 +296,8 @@ class EdgeRuntime:
             a = asset if r.asset is None else r.asset
             if ring is None or r.asset is not None:
                 ring = buffer.ring(f"{site}/{a}")
-                if ring is None:  # full of live assets: a new name is refused, counted
-                    st.invalid += 1
-                    st.invalid_reasons["too_many_assets"] = (
-                        st.invalid_reasons.get("too_many_assets", 0) + 1)
+                if ring is None:
+                    self._refused(1)
                     continue
             if r.ts <= ring.last_ts:
                 self._reject(topic, site, a, msgspec.json.encode(r), PayloadError(
@@ -311,6 +309,13 @@ class EdgeRuntime:
                                    range(1), arrived))
         if self.pending_count >= self._max_batch:
             self._wake_scorer.set()
+
+    def _refused(self, readings: int) -> None:
+        """Readings of a new asset the windows refused (full of live assets): counted."""
+        st = self.stats
+        st.invalid += readings
+        st.invalid_reasons["too_many_assets"] = (
+            st.invalid_reasons.get("too_many_assets", 0) + readings)
 
     def _queue(self, block: _Block) -> None:
         self._pending.append(block)
@@ -327,10 +332,8 @@ class EdgeRuntime:
         key = f"{site}/{asset}"
         buffer, st = self.buffer, self.stats
         ring = buffer.ring(key, readings=n)
-        if ring is None:  # full of live assets: a new name is refused, counted
-            st.invalid += n
-            st.invalid_reasons["too_many_assets"] = (
-                st.invalid_reasons.get("too_many_assets", 0) + n)
+        if ring is None:
+            self._refused(n)
             return True
         if ts[0] <= ring.last_ts:
             return False
