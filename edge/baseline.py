@@ -77,7 +77,8 @@ class OperatingPoint:
             return
         r = np.fromiter(rows, dtype=np.intp, count=len(rows))
         first = self._runs(r)
-        if len(np.unique(r[first])) < np.count_nonzero(first):  # a key in several runs
+        heads = r[first].tolist()  # a few runs (blocks): a set beats np.unique's sort
+        if len(set(heads)) < len(heads):  # a key in several runs
             order = np.argsort(r, kind="stable")  # each key's windows together, in order
             idx, r = np.asarray(fold, dtype=np.intp)[order], r[order]
             tt, mm = t[idx], m[idx]

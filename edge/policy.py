@@ -13,8 +13,10 @@ import itertools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiotflow.contracts.schema import Severity
@@ -131,7 +133,8 @@ class AlertPolicy:
                 st.normal_run = 0
         return None
 
-    def update_many(self, keys: Sequence[str], ts: Sequence[float], scores: Sequence[float],
+    def update_many(self, keys: Sequence[str], ts: Sequence[float],
+                    scores: Sequence[float] | npt.NDArray[np.floating[Any]],
                     threshold: float) -> tuple[list[tuple[int, Episode]], list[int]]:
         """``update`` for a batch of windows in order: the episodes that opened, with the
         index of their window, and the indices of the windows of normal operation (below
@@ -140,11 +143,15 @@ class AlertPolicy:
         Only the windows of assets that are active or have a window at or above the
         threshold in the batch go through the state machine, each asset's in order; the
         others are quiet and below threshold, hence normal, and change nothing."""
-        n = len(scores)
-        above = np.flatnonzero(np.asarray(scores, dtype=np.float64) >= threshold).tolist()
+        # float64 as a Python float compares (a float32 score with a float threshold
+        # would compare in float32)
+        values = np.asarray(scores, dtype=np.float64)
+        n = len(values)
+        above = np.flatnonzero(values >= threshold).tolist()
         hot = self._active | {keys[i] for i in above}
         if not hot:
             return [], list(range(n))
+        scores = values.tolist()
         need = list(map(hot.__contains__, keys))
         normal = list(itertools.compress(range(n), map(operator.not_, need)))
         episodes: list[tuple[int, Episode]] = []

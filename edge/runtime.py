@@ -409,19 +409,27 @@ class EdgeRuntime:
     async def _score_loop(self) -> None:
         delay = self.settings.scoring.max_delay_ms / 1000.0
         while True:
-            await wait_event(self._wake_scorer, delay)
-            self._wake_scorer.clear()
-            # full batches while they wait, then the rest once: what comes meanwhile
-            # waits for the next round (at most max_delay_ms), so that under load batches
-            # fill up instead of chasing the few windows each batch's scoring let in
-            while self.pending_count >= self._max_batch:
+            # a full batch at once; fewer windows once the oldest has waited max_delay_ms
+            # (then with what came meanwhile): under load batches fill up instead of
+            # chasing the few windows each batch's scoring let in
+            if self.pending_count >= self._max_batch:
                 await self._score_once()
-            if self._pending or self._dead:
-                await self._score_once()
+                continue
             if self._closing:
                 while self._pending or self._dead:
                     await self._score_once()
                 return
+            wait = delay
+            if self._pending:
+                wait = self._pending[0].arrived + delay - time.monotonic()
+                if wait <= 0:
+                    await self._score_once()
+                    continue
+            elif self._dead:
+                await self._score_once()
+                continue
+            self._wake_scorer.clear()
+            await wait_event(self._wake_scorer, wait)
 
     def _take_batch(self) -> list[_Block]:
         """Up to ``max_batch`` queued windows, oldest first (a block split if need be)."""
@@ -472,8 +480,7 @@ class EdgeRuntime:
             self.stats.score_batches += 1
             threshold = self.bundle.meta.threshold
             point = self.operating_point
-            score_list = scores.tolist()
-            episodes, normal = self.policy.update_many(keys, ts, score_list, threshold)
+            episodes, normal = self.policy.update_many(keys, ts, scores, threshold)
             folded = 0  # normal windows folded into the operating point so far
             for i, episode in episodes:
                 upto = bisect.bisect_left(normal, i, lo=folded)
@@ -483,7 +490,7 @@ class EdgeRuntime:
                 site, asset = block.site, block.asset
                 topic = f"{self.settings.alert_prefix}/{site}/{asset}"
                 alert = self._alert(site, asset, ts[i], windows[:, i], episode.start,
-                                    score_list[i], emb[i], point.get(keys[i]), topic,
+                                    float(scores[i]), emb[i], point.get(keys[i]), topic,
                                     began_ns)
                 out.append((alert.id, topic, alert.model_dump_json().encode(),
                             PRIORITY[alert.severity]))
@@ -494,7 +501,7 @@ class EdgeRuntime:
                             severity=alert.severity, score=round(alert.score, 2))
             self._fold(point, normal[folded:], keys, ts, means)
             self.stats.alerts_suppressed = self.policy.suppressed
-            drift = self.drift.update(score_list)
+            drift = self.drift.update(scores)
             self.stats.drift_psi = None if self.drift.psi is None else round(self.drift.psi, 4)
             if drift is not None:
                 alert = self._drift_alert(drift)
