@@ -181,7 +181,11 @@ async def run_edge(broker: Broker, lines: Path, n: int, readings: int, model: Pa
         cpus = pin(one_core, pub, broker)
         first = await wait_until(lambda: rt.stats.messages_received > 0, 120, 0.0005)
         got_first = rt.stats.readings_received
-        last = await wait_until(lambda: rt.stats.messages_received >= n, 300, 0.0005)
+        # every message read and its windows scored, but the last part-batch (which
+        # waits up to max_delay_ms for more)
+        last = await wait_until(lambda: rt.stats.messages_received >= n
+                                and rt.pending_count < rt.settings.scoring.max_batch, 300,
+                                0.0005)
         pub.wait(60)
         set_process_affinity(cpus)
         await asyncio.sleep(0.2)

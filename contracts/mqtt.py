@@ -18,7 +18,8 @@ import aiomqtt
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-__all__ = ["LinkState", "MqttSettings", "reconnecting", "sink_queue", "wait_event"]
+__all__ = ["BufferedSocket", "LinkState", "MqttSettings", "buffer_reads", "reconnecting",
+           "sink_queue", "wait_event"]
 
 log = structlog.get_logger("aiotflow.mqtt")
 
@@ -208,13 +209,15 @@ async def reconnecting(
     *,
     client_id: str,
     state: LinkState | None = None,
+    buffered: bool = False,
     **client_options: Any,
 ) -> None:
     """Run ``body`` with a connected client for ever, reconnecting with exponential
     backoff and full jitter (so a fleet of gateways does not reconnect in step).
 
     ``body`` subscribes again on every connection. Retry lives here and only here for
-    MQTT links (one retry layer per call).
+    MQTT links (one retry layer per call). ``buffered``: the client reads its socket
+    through a :class:`BufferedSocket` (for a link that receives many messages).
     """
     state = state or LinkState()
     base = 0.2
@@ -222,7 +225,10 @@ async def reconnecting(
     kwargs["identifier"] = kwargs["identifier"] or client_id
     while True:
         try:
-            async with aiomqtt.Client(**kwargs) as client:
+            client = aiomqtt.Client(**kwargs)
+            if buffered:
+                buffer_reads(client)
+            async with client:
                 base = 0.2
                 state.connected, state.since = True, time.time()
                 state.connects += 1
@@ -240,6 +246,62 @@ async def reconnecting(
         except BaseException:
             state.connected = False
             raise
+
+
+class BufferedSocket:
+    """A client socket read in chunks of up to ``chunk`` bytes.
+
+    paho reads an incoming packet in three or four ``recv`` calls (the command byte,
+    each byte of the remaining length, then the rest); served from a buffer, a burst of
+    messages costs one system call per chunk instead. ``pending()`` counts the buffered
+    bytes as an SSL socket's counts its decrypted ones: aiomqtt's read callback asks it
+    and reads on until the buffer is empty, and paho's own loop does not wait in
+    ``select`` while bytes are buffered. Every other attribute is the socket's. At most
+    ``chunk`` bytes are held.
+    """
+
+    __slots__ = ("_buf", "_chunk", "_pos", "_sock")
+
+    def __init__(self, sock: Any, chunk: int = 65536) -> None:
+        self._sock = sock
+        self._chunk = chunk
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, n: int) -> bytes:
+        pos = self._pos
+        if pos >= len(self._buf):  # empty: read the socket (BlockingIOError; b"" at EOF)
+            data: bytes = self._sock.recv(max(n, self._chunk))
+            if len(data) <= n:
+                return data
+            self._buf, self._pos = data, n
+            return data[:n]
+        self._pos = pos + n  # past the end: the next call reads the socket
+        return self._buf[pos:pos + n]
+
+    def pending(self) -> int:
+        inner = getattr(self._sock, "pending", None)
+        return max(len(self._buf) - self._pos, 0) + (inner() if inner is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def buffer_reads(client: aiomqtt.Client) -> bool:
+    """Make ``client`` (not yet connected) read its socket through a
+    :class:`BufferedSocket`. This reaches into aiomqtt's paho client: where that is not
+    as this code knows it (another version), nothing changes and ``False`` says so."""
+    paho = getattr(client, "_client", None)
+    create = getattr(paho, "_create_socket", None)
+    if create is None or getattr(paho, "_transport", None) not in ("tcp", "unix"):
+        log.warning("mqtt.unbuffered", reason="the paho client is not as this code knows it")
+        return False
+
+    def create_buffered() -> BufferedSocket:
+        return BufferedSocket(create())
+
+    paho._create_socket = create_buffered  # type: ignore[union-attr]
+    return True
 
 
 def sink_queue(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[Any]]:

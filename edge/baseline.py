@@ -88,16 +88,47 @@ class OperatingPoint:
         else:
             idx = np.asarray(fold, dtype=np.intp)
             tt, mm = t[idx], m[idx]
-        if (tt[1:] < tt[:-1])[~first[1:]].any():  # time going back within a key: rare
-            for i, row in zip(fold, rows, strict=True):
-                last = self._ts[row]
-                a1 = 1.0 - math.exp(-max(t[i] - last, 1.0) / self.tau_s)
-                self._ts[row] = max(t[i], last)
-                self._level[row] += a1 * (m[i] - self._level[row])
-            return
         starts = np.flatnonzero(first)
-        group = np.cumsum(first) - 1
-        urows = r[starts]
+        self._fold_runs(r[starts], starts, np.cumsum(first) - 1, tt, mm)
+
+    def update_runs(self, keys: Sequence[str], lengths: Sequence[int],
+                    ts: Sequence[float] | npt.ArrayLike, means: npt.ArrayLike) -> None:
+        """:meth:`update_many` of windows that come in runs of one key, each in time
+        order: the first ``lengths[0]`` windows are ``keys[0]``'s, the next
+        ``lengths[1]`` ``keys[1]``'s, ... - a scored batch of blocks, with a key per run
+        instead of per window."""
+        m = np.asarray(means, dtype=np.float64)
+        t = np.asarray(ts, dtype=np.float64)
+        lens = np.asarray(lengths, dtype=np.intp)
+        n = int(lens.sum())
+        if len(keys) != len(lens) or m.shape != (n, len(self.channels)) or t.shape != (n,):
+            raise ValueError(f"means must be [{n}, {len(self.channels)}], ts [{n}], "
+                             "a length per key")
+        rows = list(map(self._row.get, keys))
+        if (None in rows or len(set(keys)) < len(keys) or not lens.all()
+                or not np.isfinite(m).all()):  # new keys, a key twice, a bad mean: by window
+            self.update_many([k for k, c in zip(keys, lengths, strict=True) for _ in range(c)],
+                             t, m)
+            return
+        starts = np.zeros(len(lens), dtype=np.intp)
+        np.cumsum(lens[:-1], out=starts[1:])
+        self._fold_runs(np.asarray(rows, dtype=np.intp), starts,
+                        np.repeat(np.arange(len(lens)), lens), t, m)
+
+    def _fold_runs(self, urows: npt.NDArray[np.intp], starts: npt.NDArray[np.intp],
+                   group: npt.NDArray[np.intp], tt: npt.NDArray[np.float64],
+                   mm: npt.NDArray[np.float64]) -> None:
+        """Fold in windows grouped by key: run ``g`` (row ``urows[g]``) is windows
+        ``starts[g]`` up to the next start, ``group`` the run of each window."""
+        first = np.zeros(len(tt), dtype=bool)
+        first[starts] = True
+        if (tt[1:] < tt[:-1])[~first[1:]].any():  # time going back within a key: rare
+            for row, ti, mi in zip(urows[group].tolist(), tt.tolist(), mm, strict=True):
+                last = self._ts[row]
+                a1 = 1.0 - math.exp(-max(ti - last, 1.0) / self.tau_s)
+                self._ts[row] = max(ti, last)
+                self._level[row] += a1 * (mi - self._level[row])
+            return
         t0 = self._ts[urows]
         prev = np.empty_like(tt)
         prev[1:] = tt[:-1]
@@ -107,7 +138,7 @@ class OperatingPoint:
         a = 1.0 - np.exp(-d / self.tau_s)
         e = np.cumsum(d)
         e -= (e[starts] - d[starts])[group]  # cumulated per key
-        ends = np.append(starts[1:], len(r)) - 1
+        ends = np.append(starts[1:], len(tt)) - 1
         ek = e[ends]
         w = a * np.exp(-(ek[group] - e) / self.tau_s)
         self._level[urows] = (np.exp(-ek / self.tau_s)[:, None] * self._level[urows]

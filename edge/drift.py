@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DriftMonitor", "DriftSettings", "psi"]
+__all__ = ["DriftMonitor", "DriftSettings", "psi", "psi_of_counts"]
 
 
 class DriftSettings(BaseModel):
@@ -35,8 +35,12 @@ def psi(scores: Sequence[float] | np.ndarray, edges: Sequence[float]) -> tuple[f
     """PSI of ``scores`` against equal-mass bins with inner ``edges``; also the actual
     share per bin."""
     inner = np.asarray(edges, dtype=np.float64)
-    counts = np.bincount(np.searchsorted(inner, np.asarray(scores), side="right"),
-                         minlength=len(inner) + 1)
+    return psi_of_counts(np.bincount(np.searchsorted(inner, np.asarray(scores), side="right"),
+                                     minlength=len(inner) + 1))
+
+
+def psi_of_counts(counts: np.ndarray) -> tuple[float, list[float]]:
+    """:func:`psi` of the scores' counts per bin."""
     actual = counts / max(1, counts.sum())
     expected = np.full(len(actual), 1.0 / len(actual))
     a = np.clip(actual, 1e-4, None)
@@ -50,8 +54,11 @@ class DriftMonitor:
         self.settings = settings or DriftSettings()
         q = list(quantiles)
         self.edges = q[1:-1] if len(q) > 2 else q  # inner decile edges
-        # the last ``window`` scores, in a ring (order does not matter to PSI)
-        self._recent = np.empty(self.settings.window)
+        self._inner = np.asarray(self.edges, dtype=np.float64)
+        # the bins of the last ``window`` scores, in a ring (order does not matter to
+        # PSI), and how many are in each: a PSI costs the bins, not the window
+        self._recent = np.zeros(self.settings.window, dtype=np.intp)
+        self._counts = np.zeros(len(self._inner) + 1, dtype=np.int64)
         self._pos = 0
         self.filled = 0  # scores in the ring, up to window
         self._since = 0
@@ -71,7 +78,7 @@ class DriftMonitor:
         if self._since < s.every or self.filled < min(s.window, 10 * s.every):
             return None
         self._since = 0
-        self.psi, self.shares = psi(self._recent[:self.filled], self.edges)
+        self.psi, self.shares = psi_of_counts(self._counts)
         if not self.drifting and self.psi >= s.threshold:
             self.drifting = True
             self.reports += 1
@@ -81,13 +88,23 @@ class DriftMonitor:
         return None
 
     def _add(self, a: np.ndarray) -> None:
-        ring, size = self._recent, len(self._recent)
+        ring, size, k = self._recent, len(self._recent), len(self._counts)
         if len(a) >= size:  # only the last window of them stays
-            ring[:] = a[len(a) - size:]
+            ring[:] = np.searchsorted(self._inner, a[len(a) - size:], side="right")
+            self._counts[:] = np.bincount(ring, minlength=k)
             self._pos, self.filled = 0, size
             return
-        head = min(len(a), size - self._pos)
-        ring[self._pos:self._pos + head] = a[:head]
-        ring[:len(a) - head] = a[head:]
-        self._pos = (self._pos + len(a)) % size
-        self.filled = min(self.filled + len(a), size)
+        b = np.searchsorted(self._inner, a, side="right")
+        pos = self._pos
+        head = min(len(b), size - pos)
+        # the slots written hold the oldest bins: from pos on once full, and from 0 when
+        # the writing wraps (filled from 0, the ring is full by then)
+        if self.filled == size:
+            self._counts -= np.bincount(ring[pos:pos + head], minlength=k)
+        if len(b) > head:
+            self._counts -= np.bincount(ring[:len(b) - head], minlength=k)
+        ring[pos:pos + head] = b[:head]
+        ring[:len(b) - head] = b[head:]
+        self._counts += np.bincount(b, minlength=k)
+        self._pos = (pos + len(b)) % size
+        self.filled = min(self.filled + len(b), size)

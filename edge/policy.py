@@ -133,6 +133,38 @@ class AlertPolicy:
                 st.normal_run = 0
         return None
 
+    def update_runs(self, keys: Sequence[str], lengths: Sequence[int], ts: Sequence[float],
+                    scores: Sequence[float] | npt.NDArray[np.floating[Any]],
+                    threshold: float) -> tuple[list[tuple[int, Episode]], list[int]]:
+        """:meth:`update_many` of windows in runs of one key (``lengths[0]`` windows of
+        ``keys[0]``, then ``lengths[1]`` of ``keys[1]``, ...): a key per window is made
+        only when an asset of the batch is active or above the threshold."""
+        values = np.asarray(scores, dtype=np.float64)
+        n = len(values)
+        above = np.flatnonzero(values >= threshold)
+        if not self._active and not len(above):  # all quiet: every window is normal
+            return [], list(range(n))
+        ends = list(itertools.accumulate(lengths))
+        hot = self._active | {keys[j] for j in
+                              set(np.searchsorted(ends, above, side="right").tolist())}
+        episodes: list[tuple[int, Episode]] = []
+        normal: list[int] = []
+        vals: list[float] = values.tolist()
+        update, assets = self.update, self._assets
+        start = 0
+        for key, end in zip(keys, ends, strict=True):
+            if key not in hot:  # quiet and below the threshold: normal, nothing changes
+                normal.extend(range(start, end))
+            else:
+                for i in range(start, end):
+                    episode = update(key, ts[i], vals[i], threshold)
+                    if episode is not None:
+                        episodes.append((i, episode))
+                    elif vals[i] < threshold and not assets[key].in_episode:
+                        normal.append(i)
+            start = end
+        return episodes, normal
+
     def update_many(self, keys: Sequence[str], ts: Sequence[float],
                     scores: Sequence[float] | npt.NDArray[np.floating[Any]],
                     threshold: float) -> tuple[list[tuple[int, Episode]], list[int]]:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiomqtt
 import msgspec
@@ -133,6 +133,16 @@ class _Block:
         return rest
 
 
+class _Runs(NamedTuple):
+    """A scored batch as runs of one key's windows: run ``j`` is windows
+    ``offsets[j]`` up to ``offsets[j + 1]``, ``lengths[j]`` of them; ``ts`` of each."""
+
+    keys: list[str]
+    lengths: list[int]
+    offsets: list[int]
+    ts: npt.NDArray[np.float64]
+
+
 class EdgeRuntime:
     """``async with EdgeRuntime(settings) as rt: ...`` runs the edge until the block ends."""
 
@@ -161,6 +171,8 @@ class EdgeRuntime:
         self._lags = np.arange(meta.window)
         self._routes: dict[str, tuple[str, str, PayloadError | None]] = {}
         self._max_batch = settings.scoring.max_batch
+        #: windows waiting at which the scorer stops the reading until it caught up
+        self._high_water = 4 * self._max_batch
         # QoS 1 publishes in flight at once (aiomqtt warns past 10 pending)
         self._publish_window = 10
         self.policy = AlertPolicy(settings.policy)
@@ -261,7 +273,7 @@ class EdgeRuntime:
 
         await reconnecting("telemetry", self.settings.mqtt, body,
                            client_id=f"aiotflow-edge-{self._suffix}", state=self.telemetry_link,
-                           queue_type=sink_queue(self._on_message))
+                           buffered=True, queue_type=sink_queue(self._on_message))
 
     def _on_message(self, message: aiomqtt.Message) -> None:
         self.handle(message.topic.value, message.payload)
@@ -413,7 +425,10 @@ class EdgeRuntime:
             # (then with what came meanwhile): under load batches fill up instead of
             # chasing the few windows each batch's scoring let in
             if self.pending_count >= self._max_batch:
-                await self._score_once()
+                # behind by several batches (a model slower than the telemetry): on the
+                # loop, so that no message is read until the windows are scored - what
+                # waits stays bounded, and the broker holds the rest
+                await self._score_once(inline=self.pending_count >= self._high_water)
                 continue
             if self._closing:
                 while self._pending or self._dead:
@@ -447,7 +462,9 @@ class EdgeRuntime:
         self.pending_count -= min(taken, max_batch)
         return batch
 
-    async def _score_once(self) -> None:
+    async def _score_once(self, *, inline: bool = False) -> None:
+        """Score a batch (off the event loop; on it with ``inline``: no socket is read
+        meanwhile) and write its alerts and the dead letters to the outbox."""
         batch = self._take_batch()
         dead, self._dead = self._dead, []
         out: list[tuple[str, str, bytes, int]] = []  # alerts, for the engine
@@ -455,7 +472,6 @@ class EdgeRuntime:
             # every block's rows end to end, and where each window starts in them
             starts: list[int] = []
             offsets = [0]  # window index where each block begins
-            keys: list[str] = []
             ts: list[float] = []
             row = 0
             for b in batch:
@@ -463,8 +479,11 @@ class EdgeRuntime:
                 starts.extend(range(row + s.start, row + s.stop, s.step))
                 row += len(b.rows)
                 offsets.append(len(starts))
-                keys.extend([b.key] * len(s))
                 ts.extend(b.ts)
+            # a block is a run of one key's windows: the policy and the operating point
+            # take a key per run
+            keys = [b.key for b in batch]
+            lengths = [len(b.starts) for b in batch]
             rows = batch[0].rows if len(batch) == 1 else np.concatenate([b.rows for b in batch])
             # [length, B, C]: time-major, the layout the features are computed in
             windows = np.take(rows, np.add.outer(self._lags, starts), axis=0)
@@ -472,25 +491,29 @@ class EdgeRuntime:
             t0 = time.perf_counter()
             # the channel means (for the operating point) come with the features
             means = np.empty((len(starts), windows.shape[2]))
-            emb, scores = await asyncio.to_thread(self.bundle.score_windows, windows,
-                                                  time_major=True, means=means)
+            if inline:
+                emb, scores = self.bundle.score_windows(windows, time_major=True, means=means)
+            else:
+                emb, scores = await asyncio.to_thread(self.bundle.score_windows, windows,
+                                                      time_major=True, means=means)
             self.batch_seconds.observe(time.perf_counter() - t0)
             self.batch_windows.observe(len(starts))
             self.stats.windows_scored += len(starts)
             self.stats.score_batches += 1
             threshold = self.bundle.meta.threshold
             point = self.operating_point
-            episodes, normal = self.policy.update_many(keys, ts, scores, threshold)
+            episodes, normal = self.policy.update_runs(keys, lengths, ts, scores, threshold)
+            runs = _Runs(keys, lengths, offsets, np.fromiter(ts, np.float64, len(ts)))
             folded = 0  # normal windows folded into the operating point so far
             for i, episode in episodes:
                 upto = bisect.bisect_left(normal, i, lo=folded)
-                self._fold(point, normal[folded:upto], keys, ts, means)  # level up to now
+                self._fold(point, normal[folded:upto], runs, means)  # level up to now
                 folded = upto
                 block = batch[bisect.bisect_right(offsets, i) - 1]
                 site, asset = block.site, block.asset
                 topic = f"{self.settings.alert_prefix}/{site}/{asset}"
                 alert = self._alert(site, asset, ts[i], windows[:, i], episode.start,
-                                    float(scores[i]), emb[i], point.get(keys[i]), topic,
+                                    float(scores[i]), emb[i], point.get(block.key), topic,
                                     began_ns)
                 out.append((alert.id, topic, alert.model_dump_json().encode(),
                             PRIORITY[alert.severity]))
@@ -499,7 +522,7 @@ class EdgeRuntime:
                 self._notify(alert)
                 log.warning("edge.alert", alert_id=alert.id, asset=asset, site=site,
                             severity=alert.severity, score=round(alert.score, 2))
-            self._fold(point, normal[folded:], keys, ts, means)
+            self._fold(point, normal[folded:], runs, means)
             self.stats.alerts_suppressed = self.policy.suppressed
             drift = self.drift.update(scores)
             self.stats.drift_psi = None if self.drift.psi is None else round(self.drift.psi, 4)
@@ -522,15 +545,19 @@ class EdgeRuntime:
             self._wake_publisher.set()
 
     @staticmethod
-    def _fold(point: OperatingPoint, normal: list[int], keys: list[str], ts: list[float],
+    def _fold(point: OperatingPoint, normal: list[int], runs: _Runs,
               means: npt.NDArray[np.float64]) -> None:
         """Fold the batch's ``normal`` windows into the operating point: in one call,
         equivalent to one window at a time."""
-        if len(normal) == len(keys):  # every window of the batch: the usual case
-            point.update_many(keys, ts, means)
-        elif normal:
-            point.update_many([keys[i] for i in normal], [ts[i] for i in normal],
-                              means[normal])
+        if len(normal) == len(runs.ts):  # every window of the batch: the usual case
+            point.update_runs(runs.keys, runs.lengths, runs.ts, means)
+        elif normal:  # some of the runs' windows: what is left of each run, in order
+            idx = np.asarray(normal, dtype=np.intp)
+            counts = np.bincount(np.searchsorted(runs.offsets, idx, side="right") - 1,
+                                 minlength=len(runs.keys)).tolist()
+            kept = [(k, c) for k, c in zip(runs.keys, counts, strict=True) if c]
+            point.update_runs([k for k, _ in kept], [c for _, c in kept], runs.ts[idx],
+                              means[idx])
 
     def _count(self, alert: Alert) -> None:
         st = self.stats

@@ -52,11 +52,15 @@ def _reference(windows: list[tuple[str, float, list[float]]], tau: float) -> dic
     return level
 
 
-@pytest.mark.parametrize(("time_goes_back", "runs"), [(False, False), (True, False),
-                                                      (False, True), (True, True)])
-def test_a_batch_folds_in_as_its_windows_one_by_one(time_goes_back: bool, runs: bool) -> None:
+@pytest.mark.parametrize(("time_goes_back", "runs", "by_runs"), [
+    (False, False, False), (True, False, False), (False, True, False), (True, True, False),
+    (False, True, True), (True, True, True), (False, False, True)])
+def test_a_batch_folds_in_as_its_windows_one_by_one(time_goes_back: bool, runs: bool,
+                                                    by_runs: bool) -> None:
     """Windows of keys interleaved, or in runs of a key (as a batched message's windows
-    come: a batch then often holds each key in one run, the path without a sort)."""
+    come: a batch then often holds each key in one run, the path without a sort);
+    ``by_runs``: handed over as the runtime does, a key and a length per run
+    (``update_runs``)."""
     rng = np.random.default_rng(7)
     tau = 50.0
     windows: list[tuple[str, float, list[float]]] = []
@@ -81,7 +85,18 @@ def test_a_batch_folds_in_as_its_windows_one_by_one(time_goes_back: bool, runs: 
     while i < len(windows):  # batches of every size, 1 to 300
         n = int(rng.integers(1, 300))
         chunk = windows[i:i + n]
-        op.update_many([w[0] for w in chunk], [w[1] for w in chunk], [w[2] for w in chunk])
+        if by_runs:
+            run_keys, lengths = [], []
+            for w in chunk:
+                if run_keys and run_keys[-1] == w[0]:
+                    lengths[-1] += 1
+                else:
+                    run_keys.append(w[0])
+                    lengths.append(1)
+            op.update_runs(run_keys, lengths, [w[1] for w in chunk], [w[2] for w in chunk])
+        else:
+            op.update_many([w[0] for w in chunk], [w[1] for w in chunk],
+                           [w[2] for w in chunk])
         i += n
         if cut is None and i >= 600:  # "c" evicted: seen again, it starts over
             op.forget("c")

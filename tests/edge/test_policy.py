@@ -1,3 +1,6 @@
+import numpy as np
+import pytest
+
 from aiotflow.edge.policy import AlertPolicy, PolicySettings, severity_for
 
 T = 1.0
@@ -55,9 +58,11 @@ def test_severity() -> None:
     assert severity_for(9, 1) == "critical"
 
 
-def test_a_batch_decides_as_its_windows_one_by_one() -> None:
+@pytest.mark.parametrize("by_runs", [False, True])
+def test_a_batch_decides_as_its_windows_one_by_one(by_runs: bool) -> None:
     """``update_many`` opens the same episodes at the same windows and calls the same
-    windows normal as ``update`` then ``in_episode`` one window at a time."""
+    windows normal as ``update`` then ``in_episode`` one window at a time; so does
+    ``update_runs``, given a key and a length per run of windows as the runtime gives."""
     import random
 
     rnd = random.Random(5)
@@ -82,8 +87,19 @@ def test_a_batch_decides_as_its_windows_one_by_one() -> None:
     i = 0
     while i < len(windows):
         chunk = windows[i:i + rnd.randrange(1, 200)]
-        eps, normal = many.update_many([w[0] for w in chunk], [w[1] for w in chunk],
-                                       [w[2] for w in chunk], 1.0)
+        if by_runs:
+            keys, lengths = [], []
+            for w in chunk:
+                if keys and keys[-1] == w[0]:
+                    lengths[-1] += 1
+                else:
+                    keys.append(w[0])
+                    lengths.append(1)
+            eps, normal = many.update_runs(keys, lengths, [w[1] for w in chunk],
+                                           np.array([w[2] for w in chunk]), 1.0)
+        else:
+            eps, normal = many.update_many([w[0] for w in chunk], [w[1] for w in chunk],
+                                           [w[2] for w in chunk], 1.0)
         got_eps += [(i + j, ep) for j, ep in eps]
         got_normal += [i + j for j in normal]
         i += len(chunk)
