@@ -247,7 +247,7 @@ async def batched(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str,
     broker = Broker()
     base, runs = [], []
     try:
-        for r in range(args.repeats):  # A B, A B, ...
+        for r in range(args.batched_repeats):  # A B, A B, ...
             base.append(await run_baseline(broker, lines, n_msgs, one_core=True))
             log(f"batched baseline run {r}: {base[-1]['rps']:,.0f} readings/s")
             runs.append(await run_edge(broker, lines, n_msgs, n_msgs * args.batch, model, tmp,
@@ -404,8 +404,10 @@ async def main() -> None:
     ap.add_argument("--messages", type=int, default=150_000)
     ap.add_argument("--assets", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=50)
-    ap.add_argument("--batch-readings", type=int, default=500_000)
+    ap.add_argument("--batch-readings", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batched-repeats", type=int, default=7,
+                    help="batched_ratio: rounds of A B (a round takes seconds)")
     ap.add_argument("--scrape-s", type=float, default=1.0,
                     help="metrics_ratio: how often /metrics is scraped")
     ap.add_argument("--rate", type=float, default=5000.0, help="latency: readings/s")

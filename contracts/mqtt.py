@@ -18,8 +18,8 @@ import aiomqtt
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-__all__ = ["BufferedSocket", "LinkState", "MqttSettings", "buffer_reads", "reconnecting",
-           "sink_queue", "wait_event"]
+__all__ = ["BufferedSocket", "LinkState", "MqttSettings", "buffer_reads", "deliver_directly",
+           "reconnecting", "sink_queue", "wait_event"]
 
 log = structlog.get_logger("aiotflow.mqtt")
 
@@ -209,15 +209,15 @@ async def reconnecting(
     *,
     client_id: str,
     state: LinkState | None = None,
-    buffered: bool = False,
+    prepare: Callable[[aiomqtt.Client], object] | None = None,
     **client_options: Any,
 ) -> None:
     """Run ``body`` with a connected client for ever, reconnecting with exponential
     backoff and full jitter (so a fleet of gateways does not reconnect in step).
 
     ``body`` subscribes again on every connection. Retry lives here and only here for
-    MQTT links (one retry layer per call). ``buffered``: the client reads its socket
-    through a :class:`BufferedSocket` (for a link that receives many messages).
+    MQTT links (one retry layer per call). ``prepare(client)`` is called on each new
+    client before it connects (:func:`buffer_reads`, :func:`deliver_directly`).
     """
     state = state or LinkState()
     base = 0.2
@@ -226,8 +226,8 @@ async def reconnecting(
     while True:
         try:
             client = aiomqtt.Client(**kwargs)
-            if buffered:
-                buffer_reads(client)
+            if prepare is not None:
+                prepare(client)
             async with client:
                 base = 0.2
                 state.connected, state.since = True, time.time()
@@ -301,6 +301,28 @@ def buffer_reads(client: aiomqtt.Client) -> bool:
         return BufferedSocket(create())
 
     paho._create_socket = create_buffered  # type: ignore[union-attr]
+    return True
+
+
+def deliver_directly(client: aiomqtt.Client, handler: Callable[[str, bytes], None]) -> bool:
+    """Hand each message's topic and payload to ``handler`` from paho's own callback,
+    without the aiomqtt ``Message`` (and its validated ``Topic``) made for each: for a
+    link that receives many. ``client.messages`` then only waits for (and raises on)
+    the disconnection. ``handler`` must not block; an exception it raises is logged,
+    never propagated into the MQTT client. Like :func:`buffer_reads`, this reaches into
+    aiomqtt's paho client, and ``False`` (nothing changed) says it is not as known."""
+    paho = getattr(client, "_client", None)
+    if paho is None or getattr(paho, "on_message", None) is None:
+        log.warning("mqtt.not_direct", reason="the paho client is not as this code knows it")
+        return False
+
+    def on_message(_paho: Any, _userdata: Any, message: Any) -> None:
+        try:
+            handler(message.topic, message.payload)
+        except Exception:
+            log.exception("mqtt.handler_failed", topic=message.topic)
+
+    paho.on_message = on_message
     return True
 
 

@@ -43,7 +43,15 @@ import numpy.typing as npt
 import structlog
 
 from aiotflow import tracing
-from aiotflow.contracts.mqtt import LinkState, reap, reconnecting, sink_queue, wait_event
+from aiotflow.contracts.mqtt import (
+    LinkState,
+    buffer_reads,
+    deliver_directly,
+    reap,
+    reconnecting,
+    sink_queue,
+    wait_event,
+)
 from aiotflow.contracts.schema import Alert, SampleDecoder, alert_id_for, decode_readings
 from aiotflow.contracts.signing import sign_alert
 from aiotflow.files import write_private
@@ -273,7 +281,13 @@ class EdgeRuntime:
 
         await reconnecting("telemetry", self.settings.mqtt, body,
                            client_id=f"aiotflow-edge-{self._suffix}", state=self.telemetry_link,
-                           buffered=True, queue_type=sink_queue(self._on_message))
+                           prepare=self._fast_inbound, queue_type=sink_queue(self._on_message))
+
+    def _fast_inbound(self, client: aiomqtt.Client) -> None:
+        """The telemetry link: its socket read in chunks, each message handled straight
+        from paho's callback (where either is not possible, as aiomqtt does it)."""
+        buffer_reads(client)
+        deliver_directly(client, self.handle)
 
     def _on_message(self, message: aiomqtt.Message) -> None:
         self.handle(message.topic.value, message.payload)
