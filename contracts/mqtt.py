@@ -260,13 +260,15 @@ class BufferedSocket:
     ``chunk`` bytes are held.
     """
 
-    __slots__ = ("_buf", "_chunk", "_pos", "_sock")
+    __slots__ = ("_buf", "_chunk", "_inner_pending", "_pos", "_sock")
 
     def __init__(self, sock: Any, chunk: int = 65536) -> None:
         self._sock = sock
         self._chunk = chunk
         self._buf = b""
         self._pos = 0
+        # an SSL socket's own count of decrypted bytes (asked after every message)
+        self._inner_pending: Callable[[], int] | None = getattr(sock, "pending", None)
 
     def recv(self, n: int) -> bytes:
         pos = self._pos
@@ -280,8 +282,9 @@ class BufferedSocket:
         return self._buf[pos:pos + n]
 
     def pending(self) -> int:
-        inner = getattr(self._sock, "pending", None)
-        return max(len(self._buf) - self._pos, 0) + (inner() if inner is not None else 0)
+        held = len(self._buf) - self._pos
+        inner = self._inner_pending
+        return (held if held > 0 else 0) + (inner() if inner is not None else 0)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)

@@ -6,10 +6,15 @@ engine, tests, third-party publishers) validates the same contract.
 
 from __future__ import annotations
 
+import itertools
+import operator
+import struct
 import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import PayloadError
@@ -107,6 +112,11 @@ def decode_readings(payload: bytes | str, *, topic: str = "") -> list[WireReadin
     return decoded
 
 
+#: the rows of :meth:`SampleDecoder.decode`
+Rows = list[tuple[float, ...]] | npt.NDArray[np.float64]
+_VALUES = operator.attrgetter("values")
+
+
 class SampleDecoder:
     """The common message of one model's edge, decoded without a dict per reading.
 
@@ -129,8 +139,11 @@ class SampleDecoder:
                                     forbid_unknown_fields=True, frozen=True, gc=False)
         self._decoder = msgspec.json.Decoder(reading | list[reading])  # type: ignore[valid-type]
         self._astuple = msgspec.structs.astuple
+        self._width = len(channels)
 
-    def decode(self, payload: bytes) -> tuple[list[float], list[tuple[float, ...]]] | None:
+    def decode(self, payload: bytes) -> tuple[list[float], Rows] | None:
+        """``(ts, rows)``: ``rows`` a list of one tuple for a single reading (an object),
+        a read-only ``[n, channels]`` float64 array for a batch (a list)."""
         if len(payload) > MAX_PAYLOAD_BYTES:
             return None
         try:
@@ -139,9 +152,14 @@ class SampleDecoder:
             return None
         if not isinstance(decoded, list):
             return [decoded.ts], [self._astuple(decoded.values)]
-        if not decoded or len(decoded) > MAX_READINGS_PER_MESSAGE:
+        n = len(decoded)
+        if not n or n > MAX_READINGS_PER_MESSAGE:
             return None
-        return [r.ts for r in decoded], list(map(self._astuple, [r.values for r in decoded]))
+        # packed as C doubles, read back as an array: a third cheaper than numpy taking
+        # the 8n Python floats one by one
+        flat = struct.pack(f"{n * self._width}d", *itertools.chain.from_iterable(
+            map(self._astuple, map(_VALUES, decoded))))
+        return [r.ts for r in decoded], np.frombuffer(flat, dtype=np.float64).reshape(n, -1)
 
 
 class ChannelSummary(BaseModel):

@@ -52,7 +52,7 @@ from aiotflow.contracts.mqtt import (
     sink_queue,
     wait_event,
 )
-from aiotflow.contracts.schema import Alert, SampleDecoder, alert_id_for, decode_readings
+from aiotflow.contracts.schema import Alert, Rows, SampleDecoder, alert_id_for, decode_readings
 from aiotflow.contracts.signing import sign_alert
 from aiotflow.files import write_private
 from aiotflow.keys import load_or_create_key
@@ -347,8 +347,8 @@ class EdgeRuntime:
         self._pending.append(block)
         self.pending_count += len(block.starts)
 
-    def _push_samples(self, site: str, asset: str, ts: list[float],
-                      rows: list[tuple[float, ...]], arrived: float) -> bool:
+    def _push_samples(self, site: str, asset: str, ts: list[float], rows: Rows,
+                      arrived: float) -> bool:
         """Complete samples of the topic's asset (from :class:`SampleDecoder`), pushed at
         once when in time order; ``False`` (nothing done) when not: the message then goes
         reading by reading, which rejects what is out of order."""
@@ -364,14 +364,12 @@ class EdgeRuntime:
         if ts[0] <= ring.last_ts:
             return False
         st.readings_received += n
-        if n == 1:
+        if isinstance(rows, list):  # a single reading
             if buffer.push_row(ring, ts[0], rows[0]):
                 self._queue(_Block(site, asset, key, ts, buffer.window(ring), range(1),
                                    arrived))
             return True
-        values = np.fromiter(itertools.chain.from_iterable(rows), np.float64,
-                             n * len(rows[0])).reshape(n, -1)
-        due, ext = buffer.push_many(ring, ts[-1], values)
+        due, ext = buffer.push_many(ring, ts[-1], rows)
         if due:
             # window after row j starts at row j + 1 of ext
             self._queue(_Block(site, asset, key, ts[due.start:due.stop:due.step], ext,
