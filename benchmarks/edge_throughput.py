@@ -12,7 +12,11 @@ reported as the median with min-max:
   (stricter than Prometheus' 15 s default) against the same edge without, same round;
 * ``batched_ratio``: the edge against the baseline decoding the same batched payloads
   (``--batch`` readings per message), both on one core (every thread of this process;
-  the publisher and the broker on the others).
+  the publisher and the broker on the others), ``--batched-repeats`` rounds.
+
+An edge run ends when every message is read and its windows are scored (all but the
+last part-batch, which waits up to ``max_delay_ms`` for more): reading alone can run
+ahead of the scoring.
 
     python benchmarks/edge_throughput.py [--json] [--messages 200000] [--assets 1000]
 """

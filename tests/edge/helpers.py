@@ -1,11 +1,12 @@
-"""Publishing simulated telemetry fast (time-compressed) for tests."""
+"""Publishing simulated telemetry fast (time-compressed) for tests; batches as runs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aiomqtt
 import orjson
@@ -59,3 +60,10 @@ async def engine_acks(port: int, prefix: str = "aiotflow/acks") -> AsyncIterator
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def runs_of(keys: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Consecutive equal keys as runs: a key and a length per run, as the runtime hands
+    a batch of blocks to the policy and the operating point."""
+    groups = [(k, len(list(g))) for k, g in itertools.groupby(keys)]
+    return [k for k, _ in groups], [n for _, n in groups]

@@ -7,6 +7,8 @@ import pytest
 
 from aiotflow.edge.baseline import OperatingPoint
 
+from .helpers import runs_of
+
 
 def test_follows_normal_levels_per_asset_with_its_time_constant() -> None:
     op = OperatingPoint(["flow", "temp"], tau_s=100.0)
@@ -86,13 +88,7 @@ def test_a_batch_folds_in_as_its_windows_one_by_one(time_goes_back: bool, runs: 
         n = int(rng.integers(1, 300))
         chunk = windows[i:i + n]
         if by_runs:
-            run_keys, lengths = [], []
-            for w in chunk:
-                if run_keys and run_keys[-1] == w[0]:
-                    lengths[-1] += 1
-                else:
-                    run_keys.append(w[0])
-                    lengths.append(1)
+            run_keys, lengths = runs_of([w[0] for w in chunk])
             op.update_runs(run_keys, lengths, [w[1] for w in chunk], [w[2] for w in chunk])
         else:
             op.update_many([w[0] for w in chunk], [w[1] for w in chunk],

@@ -3,6 +3,8 @@ import pytest
 
 from aiotflow.edge.policy import AlertPolicy, PolicySettings, severity_for
 
+from .helpers import runs_of
+
 T = 1.0
 
 
@@ -88,13 +90,7 @@ def test_a_batch_decides_as_its_windows_one_by_one(by_runs: bool) -> None:
     while i < len(windows):
         chunk = windows[i:i + rnd.randrange(1, 200)]
         if by_runs:
-            keys, lengths = [], []
-            for w in chunk:
-                if keys and keys[-1] == w[0]:
-                    lengths[-1] += 1
-                else:
-                    keys.append(w[0])
-                    lengths.append(1)
+            keys, lengths = runs_of([w[0] for w in chunk])
             eps, normal = many.update_runs(keys, lengths, [w[1] for w in chunk],
                                            np.array([w[2] for w in chunk]), 1.0)
         else:
