@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import itertools
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,8 +136,8 @@ class AlertPolicy:
                     scores: Sequence[float] | npt.NDArray[np.floating[Any]],
                     threshold: float) -> tuple[list[tuple[int, Episode]], list[int]]:
         """:meth:`update_many` of windows in runs of one key (``lengths[0]`` windows of
-        ``keys[0]``, then ``lengths[1]`` of ``keys[1]``, ...): a key per window is made
-        only when an asset of the batch is active or above the threshold."""
+        ``keys[0]``, then ``lengths[1]`` of ``keys[1]``, ...): a run whose asset is
+        neither active nor above the threshold in the batch is normal as a whole."""
         values = np.asarray(scores, dtype=np.float64)
         n = len(values)
         above = np.flatnonzero(values >= threshold)
@@ -175,26 +174,4 @@ class AlertPolicy:
         Only the windows of assets that are active or have a window at or above the
         threshold in the batch go through the state machine, each asset's in order; the
         others are quiet and below threshold, hence normal, and change nothing."""
-        # float64 as a Python float compares (a float32 score with a float threshold
-        # would compare in float32)
-        values = np.asarray(scores, dtype=np.float64)
-        n = len(values)
-        above = np.flatnonzero(values >= threshold).tolist()
-        hot = self._active | {keys[i] for i in above}
-        if not hot:
-            return [], list(range(n))
-        scores = values.tolist()
-        need = list(map(hot.__contains__, keys))
-        normal = list(itertools.compress(range(n), map(operator.not_, need)))
-        episodes: list[tuple[int, Episode]] = []
-        more: list[int] = []
-        update, assets = self.update, self._assets
-        for i in itertools.compress(range(n), need):
-            episode = update(keys[i], ts[i], scores[i], threshold)
-            if episode is not None:
-                episodes.append((i, episode))
-            elif scores[i] < threshold and not assets[keys[i]].in_episode:
-                more.append(i)
-        if more:
-            normal = sorted(normal + more)  # two sorted runs: merged in linear time
-        return episodes, normal
+        return self.update_runs(keys, [1] * len(keys), ts, scores, threshold)
