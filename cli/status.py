@@ -98,7 +98,9 @@ def edge_from_file(path: Path) -> dict[str, Any]:
     st = json.loads(path.read_text())
     if not isinstance(st, dict) or "readings_received" not in st:
         raise ValueError(f"{path} is not an edge stats file")
-    return st | {"source": str(path), "site": "-", "model": "-"}
+    # site and model since 2026-12-07; an older edge's file has neither
+    return st | {"source": str(path), "site": st.get("site") or "-",
+                 "model": st.get("model") or "-"}
 
 
 def engine_from_metrics(url: str) -> dict[str, Any]:

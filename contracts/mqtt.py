@@ -295,20 +295,28 @@ class BufferedSocket:
         self._pos = pos + n  # past the end: the next call reads the socket
         return self._buf[pos:pos + n]
 
-    def take_publishes(self, deliver: Callable[[str, bytes], None], *, v5: bool = False) -> int:
+    def take_publishes(self, deliver: Callable[[str, bytes], None], *, v5: bool = False,
+                       puback: Callable[[int], object] | None = None) -> int:
         """Hand each QoS 0 PUBLISH packet that lies whole in the buffer, from where the
         next read would start (which the caller knows to be a packet boundary), to
-        ``deliver(topic, payload)`` and consume it; how many. It stops at the first
-        packet that is anything else - another type or QoS, a packet not yet whole, an
-        MQTT 5 publish with properties, a topic that is empty or not UTF-8, a length
-        that does not add up - and leaves it, and all after it, to the MQTT client, which
-        handles it (or says what is wrong with it) as it would have."""
+        ``deliver(topic, payload)`` and consume it; how many. With ``puback``, QoS 1 ones
+        too, each acknowledged with ``puback(packet_id)`` once ``deliver`` returned (as
+        paho does). It stops at the first packet that is anything else - another type or
+        QoS, a packet not yet whole, an MQTT 5 publish with properties, a topic that is
+        empty or not UTF-8, a length that does not add up - and leaves it, and all after
+        it, to the MQTT client, which handles it (or says what is wrong with it) as it
+        would have."""
         buf, pos = self._buf, self._pos
         end = len(buf)
         taken = 0
         while end - pos >= 5:  # the least: command, length, topic length, a topic byte
-            if buf[pos] & 0xFE != 0x30:  # PUBLISH, DUP clear, QoS 0 (RETAIN either)
-                break
+            command = buf[pos]
+            if command & 0xFE != 0x30:  # not PUBLISH with DUP clear and QoS 0 (RETAIN either)
+                if command & 0xF6 != 0x32 or puback is None:  # nor QoS 1 (DUP either)
+                    break
+                qos = 1
+            else:
+                qos = 0
             # the remaining length: 1-4 bytes of 7 bits, least significant first
             p, length, shift = pos + 1, 0, 0
             while p < end and shift < 28:
@@ -325,6 +333,14 @@ class BufferedSocket:
                 break
             tlen = buf[p] << 8 | buf[p + 1]
             body = p + 2 + tlen  # past the topic
+            mid = 0
+            if qos:  # the packet id
+                if body + 2 > nxt:
+                    break
+                mid = buf[body] << 8 | buf[body + 1]
+                if not mid:
+                    break
+                body += 2
             if v5:  # properties: only none (a zero length byte) here
                 if body >= nxt or buf[body]:
                     break
@@ -338,6 +354,8 @@ class BufferedSocket:
             pos = self._pos = nxt  # consumed before it is handed on
             taken += 1
             deliver(topic, buf[body:nxt])
+            if qos:
+                puback(mid)  # type: ignore[misc]
         return taken
 
     def pending(self) -> int:
@@ -370,13 +388,15 @@ def deliver_directly(client: aiomqtt.Client, handler: Callable[[str, bytes], Non
     """Hand each message's topic and payload to ``handler`` from paho's own callback,
     without the aiomqtt ``Message`` (and its validated ``Topic``) made for each: for a
     link that receives many. ``client.messages`` then only waits for (and raises on)
-    the disconnection. With :func:`buffer_reads`, QoS 0 publishes that came whole in a
-    read are taken from the buffer before paho reads them (:meth:`BufferedSocket.
-    take_publishes`): no paho message, log call or callback look-up for each, about a
-    fifth of an edge's time at saturation. ``handler`` must not block; an exception it
-    raises is logged, never propagated into the MQTT client. Like :func:`buffer_reads`,
-    this reaches into aiomqtt's paho client (its ``on_message``, ``_packet_read`` and
-    ``_in_packet``), and ``False`` (nothing changed) says it is not as known."""
+    the disconnection. With :func:`buffer_reads`, QoS 0 and 1 publishes that came whole
+    in a read are taken from the buffer before paho reads them (:meth:`BufferedSocket.
+    take_publishes`; a QoS 1 one acknowledged by paho's own PUBACK once ``handler``
+    returned, as paho does): no paho message, log call or callback look-up for each,
+    about a fifth of an edge's time at saturation. ``handler`` must not block; an
+    exception it raises is logged, never propagated into the MQTT client. Like
+    :func:`buffer_reads`, this reaches into aiomqtt's paho client (its ``on_message``,
+    ``_packet_read``, ``_in_packet``, ``_send_puback``), and ``False`` (nothing changed)
+    says it is not as known."""
     paho = getattr(client, "_client", None)
     if paho is None or getattr(paho, "on_message", None) is None:
         log.warning("mqtt.not_direct", reason="the paho client is not as this code knows it")
@@ -395,10 +415,10 @@ def deliver_directly(client: aiomqtt.Client, handler: Callable[[str, bytes], Non
             log.exception("mqtt.handler_failed", topic=topic)
 
     paho.on_message = on_message
-    # QoS 0 publishes whole in a BufferedSocket's buffer are taken from it at a packet
-    # boundary, before paho reads the next packet: no MQTTMessage, log call or callback
-    # look-up per message (most of paho's cost per message). Everything else - other
-    # packets, other QoS, what is not whole yet - paho reads as before, in stream order.
+    # QoS 0 and 1 publishes whole in a BufferedSocket's buffer are taken from it at a
+    # packet boundary, before paho reads the next packet: no MQTTMessage, log call or
+    # callback look-up per message (most of paho's cost per message). Everything else -
+    # other packets, QoS 2, what is not whole yet - paho reads as before, in stream order.
     read = getattr(paho, "_packet_read", None)
     state = getattr(paho, "_in_packet", None)
     if (read is None or not isinstance(state, dict) or "command" not in state
@@ -407,11 +427,14 @@ def deliver_directly(client: aiomqtt.Client, handler: Callable[[str, bytes], Non
         return True
     v5 = getattr(paho, "_protocol", None) == mqtt.MQTTv5
     clock = getattr(mqtt, "time_func", time.monotonic)
+    # QoS 1 too, acknowledged as paho would, unless the application acknowledges itself
+    send_puback = getattr(paho, "_send_puback", None)
 
     def packet_read() -> Any:
         sock = paho._sock
+        puback = None if getattr(paho, "_manual_ack", True) else send_puback
         if (type(sock) is BufferedSocket and paho._in_packet["command"] == 0
-                and sock.take_publishes(deliver, v5=v5)):
+                and sock.take_publishes(deliver, v5=v5, puback=puback)):
             # what paho does after each packet: the keepalive counts from the last one
             # (without, a flood taken here would leave it at the last packet paho read,
             # and paho close the link when a PINGRESP is queued behind the flood)

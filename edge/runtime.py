@@ -77,6 +77,9 @@ log = structlog.get_logger("aiotflow.edge")
 class EdgeStats:
     """Counters of one runtime; written as JSON to ``--stats-file``."""
 
+    #: which edge: its site (None: any) and its model, ``name@version``
+    site: str | None = None
+    model: str | None = None
     messages_received: int = 0
     readings_received: int = 0
     invalid: int = 0
@@ -186,7 +189,8 @@ class EdgeRuntime:
         self.policy = AlertPolicy(settings.policy)
         self.operating_point = OperatingPoint(meta.channels)
         self.drift = DriftMonitor(meta.score_quantiles, settings.drift)
-        self.stats = EdgeStats()
+        self.stats = EdgeStats(site=settings.site,
+                               model=f"{self.bundle.name}@{self.bundle.version}")
         self.stats_file = Path(stats_file) if stats_file else None
         self.subscribed = asyncio.Event()
         self.telemetry_link = LinkState()

@@ -71,6 +71,8 @@ async def test_edge_and_simulate_with_malformed_payloads(
     assert stats["readings_received"] == 4 * 2 * 160
     assert sorted(a.asset for a in alerts) == ["gen-003", "gen-004"]
     assert stats["alerts_emitted"] == 2 and stats["outbox_depth"] == 0
+    bundle = ModelBundle(bundle_path)  # the file says which edge: any site, this model
+    assert stats["site"] is None and stats["model"] == f"{bundle.name}@{bundle.version}"
 
 
 async def test_bad_config_names_the_field(tmp_path: Path) -> None:

@@ -191,3 +191,8 @@ async def test_status_judges_an_edge_by_its_stats_file(tmp_path: Path) -> None:
     f.write_text("[1, 2]")
     code, out, _ = await cli("status", "--stats-file", str(f))
     assert code == 1 and "is not an edge stats file" in out
+    # a file names its edge's site and model (an older one neither: "-")
+    f.write_text(json.dumps(stats | {"site": "plant-7", "model": "gen@3"}))
+    code, out, _ = await cli("status", "--json", "--stats-file", str(f))
+    edge = json.loads(out)["edges"][0]
+    assert code == 0 and (edge["site"], edge["model"]) == ("plant-7", "gen@3")
