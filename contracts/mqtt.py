@@ -261,7 +261,7 @@ class BufferedSocket:
     paho reads an incoming packet in three or four ``recv`` calls (the command byte,
     each byte of the remaining length, then the rest); served from a buffer, a burst of
     messages costs one system call per chunk instead, and :meth:`take_publishes` takes
-    the QoS 0 publishes in it without paho. ``pending()`` counts the buffered bytes as
+    the QoS 0 and 1 publishes in it without paho. ``pending()`` counts the buffered bytes as
     an SSL socket's counts its decrypted ones: aiomqtt's read callback asks it and reads
     on until the buffer is empty, and paho's own loop does not wait in ``select`` while
     bytes are buffered. The rest of a packet begun in an emptied buffer is read alone,
