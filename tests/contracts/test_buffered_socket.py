@@ -144,14 +144,18 @@ def _taken(data: bytes, *, v5: bool = False,
            acks: list[int] | None = None) -> tuple[list[tuple[str, bytes]], int]:
     """What take_publishes hands on from a buffer holding ``data``, and where it stops;
     with ``acks``, QoS 1 taken too, their packet ids acknowledged into it."""
-    a, b = socket.socketpair()
-    with a, b:
-        sock = BufferedSocket(b)
-        sock._buf = data
-        got: list[tuple[str, bytes]] = []
-        sock.take_publishes(lambda t, p: got.append((t, p)), v5=v5,
-                            puback=None if acks is None else acks.append)
-        return got, sock._pos
+    sock = _holding(data)
+    got: list[tuple[str, bytes]] = []
+    sock.take_publishes(lambda t, p: got.append((t, p)), v5=v5,
+                        puback=None if acks is None else acks.append)
+    return got, sock._pos
+
+
+def _holding(data: bytes) -> BufferedSocket:
+    """A buffer that holds ``data`` as read (take_publishes never touches the socket)."""
+    sock = BufferedSocket(None)
+    sock._buf = data
+    return sock
 
 
 def test_with_puback_the_fast_path_takes_qos1_and_acknowledges_after_delivery() -> None:
@@ -177,12 +181,8 @@ def test_with_puback_the_fast_path_takes_qos1_and_acknowledges_after_delivery() 
     assert acks == [300]
     # the ack comes after the delivery, as paho sends it after its on_message
     order: list[str] = []
-    a, b = socket.socketpair()
-    with a, b:
-        sock = BufferedSocket(b)
-        sock._buf = one
-        sock.take_publishes(lambda t, p: order.append("deliver"),
-                            puback=lambda mid: order.append(f"ack {mid}"))
+    _holding(one).take_publishes(lambda t, p: order.append("deliver"),
+                                 puback=lambda mid: order.append(f"ack {mid}"))
     assert order == ["deliver", "ack 7"]
 
 
